@@ -1,0 +1,32 @@
+# One entry point. `make reproduce` runs the pipeline; `make test` runs the test suite.
+# Both create .venv and install the pinned lock first (idempotent: skipped when the lock is unchanged).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup reproduce test bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo ""
+	@echo "Done. Results:"
+	@echo "  tables, figures, metrics : results/<stage>/  (e.g. results/eval/preference_table.md)"
+	@echo "  executed notebooks       : results/notebooks/"
+	@echo "  metrics                  : $(BIN)/dvc metrics show"
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
