@@ -62,16 +62,17 @@ def from_dict(cls: type, data: dict | None, path: str) -> Any:
     """Build dataclass ``cls`` from ``data``, validating keys, types and ranges; errors name ``path.key``."""
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__} ({data!r})")
+        raise ConfigError(f"{path or 'params'}: expected a mapping, got {type(data).__name__} ({data!r})")
+    join = (lambda k: f"{path}.{k}") if path else (lambda k: k)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{path}.{unknown[0]}: unknown key; known keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"{join(unknown[0])}: unknown key; known keys: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
-        key = f"{path}.{name}"
+        key = join(name)
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, key)
         elif typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
@@ -89,7 +90,7 @@ def from_dict(cls: type, data: dict | None, path: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:  # range checks from __post_init__: "field: message"
-        raise ConfigError(f"{path}.{e}") from None
+        raise ConfigError(join(str(e))) from None
 
 
 def deep_merge(base: dict, over: dict) -> dict:

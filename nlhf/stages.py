@@ -1,0 +1,409 @@
+"""The pipeline's stages as functions: data → sft → {pm, rm} → policy × 13 → eval (DESIGN.md data flow).
+
+Each stage reads its inputs from ``cfg.artifacts``, writes its models/datasets there (DVC outs) and its small
+results (metrics JSON, CSV, figures) under ``cfg.results / <stage>``; the notebooks call these functions and plot.
+A missing upstream artifact stops the stage with a message naming the file and the stage that makes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+
+from nlhf.models import (
+    PreferenceModel,
+    RewardModel,
+    build_policy,
+    build_preference_model,
+    build_reward_model,
+    check_same_tokenizer,
+    load_policy,
+    save_policy,
+)
+from nlhf.params import PipelineConfig
+from nlhf.rollout import sample_texts
+from nlhf.tasks import make_task
+from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
+from nlhf.training.checkpoint import seed_everything, write_json
+from nlhf.training.policy_gradient import train_policy
+from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
+from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
+from nlhf.training.supervised import fit
+
+# ------------------------------------------------------------------------------------------------ paths & helpers
+
+
+def artifact(cfg: PipelineConfig, *parts: str) -> Path:
+    return cfg.artifacts.joinpath(*parts)
+
+
+def require(path: Path, stage: str) -> Path:
+    """An upstream artifact must exist; otherwise stop naming it and the stage that writes it."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"missing upstream artifact {path} (written by stage '{stage}'; run "
+                                f"`dvc repro {stage}` first)")
+    return Path(path)
+
+
+def fingerprint(*objs) -> str:
+    """A short hash of configs/inputs; a resumable checkpoint is reused only if it matches."""
+    text = json.dumps([asdict(o) if hasattr(o, "__dataclass_fields__") else o for o in objs], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def accelerator_for(cfg: PipelineConfig) -> Accelerator:
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    cpu = cfg.runtime.cpu or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.runtime.mixed_precision)
+
+
+def metrics_path(cfg: PipelineConfig, stage: str) -> Path:
+    """Stage metrics live apart from the stage's results folder (DVC outs may not overlap)."""
+    return cfg.results / "metrics" / f"{stage}.json"
+
+
+def resume_path(cfg: PipelineConfig, name: str) -> Path:
+    """Resumable training state lives outside the DVC outs (DVC deletes outs before rerunning a stage)."""
+    return artifact(cfg, ".resume", f"{name}.pt")
+
+
+def load_tokenizer(cfg: PipelineConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(require(artifact(cfg, "data", "tokenizer"), "data"))
+    tok.padding_side = "left"
+    return tok
+
+
+def load_dataset_dir(cfg: PipelineConfig, *parts: str):
+    import datasets
+
+    datasets.disable_progress_bars()
+    load_from_disk = datasets.load_from_disk
+
+    return load_from_disk(str(require(artifact(cfg, "data", *parts), "data")))
+
+
+def load_sft(cfg: PipelineConfig, device=None):
+    model, tok = load_policy(require(artifact(cfg, "models", "sft"), "sft"))
+    tok.padding_side = "left"
+    return model.to(device or "cpu").eval(), tok
+
+
+def sample_matrix_stats(task, prompts, samples) -> dict:
+    """Non-transitivity of the exact judge on k samples per prompt: cycle fraction and BT-fit agreement."""
+    mats = preference_matrices(task.judge, prompts, samples)
+    mats = [m for m in mats if len(m) >= 3]
+    bt = bt_fit_agreement(mats)
+    return {**cycle_fraction(mats), "bt_direction_agreement": bt["bt_agreement"],
+            "p_direction_agreement": bt["p_agreement"], "bt_log_loss": bt["bt_logloss"],
+            "p_entropy": bt["p_entropy"], "prompts_with_3plus_distinct": len(mats)}
+
+
+# ------------------------------------------------------------------------------------------------------- stages
+
+
+def run_data(cfg: PipelineConfig) -> dict:
+    """Stage ``data``: prompts, SFT pairs, labelled preference pairs and the tokenizer (artifacts/data)."""
+    import datasets
+
+    from nlhf.tasks import build_task_data
+
+    datasets.disable_progress_bars()
+    t0 = time.time()
+    task = make_task(cfg.task)
+    out = artifact(cfg, "data")
+    metrics = build_task_data(task, out, cfg.task.analysis_prompts, cfg.task.analysis_samples)
+    if task.vocabulary() is not None:  # written by build_task_data
+        tok = load_tokenizer(cfg)
+    else:  # open-text task: the policy's own tokenizer (e.g. a Hub model in the gpu profile)
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(cfg.policy_model.name_or_path)
+        tok.save_pretrained(out / "tokenizer")
+    metrics.update({"vocab_size": len(tok), "runtime_s": round(time.time() - t0, 2)})
+    write_json(metrics_path(cfg, "data"), metrics)
+    return metrics
+
+
+def run_sft(cfg: PipelineConfig) -> dict:
+    """Stage ``sft``: fit μ on reference summaries; check well-formedness, P(SFT ≻ init) and non-transitivity."""
+    t0 = time.time()
+    seed_everything(cfg.sft.seed)
+    acc = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    task = make_task(cfg.task)
+    train = load_dataset_dir(cfg, "sft", "train")
+    heldout = load_dataset_dir(cfg, "sft", "eval")
+    examples = tokenize_sft(tok, list(train["prompt"]), list(train["completion"]))
+    heldout_ex = tokenize_sft(tok, list(heldout["prompt"]), list(heldout["completion"]))
+    policy = build_policy(cfg.policy_model, tok, seed=cfg.sft.seed)
+    init = build_policy(cfg.policy_model, tok, seed=cfg.sft.seed).eval()  # the untrained initial policy
+    max_len = max(len(ids) for ids, _ in examples + heldout_ex)
+    n_pos = getattr(policy.config, "n_positions", None) or getattr(policy.config, "max_position_embeddings", 10**9)
+    if max_len + cfg.sampling.max_new_tokens > n_pos:
+        raise ValueError(f"policy_model.n_positions={n_pos} is too small for prompt+summary ({max_len} tokens) "
+                         f"+ sampling.max_new_tokens")
+
+    def loss_fn(model, idx):
+        batch = {k: v.to(acc.device) for k, v in sft_batch([examples[i] for i in idx], tok.pad_token_id).items()}
+        return sft_loss(model, batch)
+
+    def eval_fn(model):
+        losses = []
+        for i in range(0, len(heldout_ex), 256):
+            b = {k: v.to(acc.device) for k, v in sft_batch(heldout_ex[i: i + 256], tok.pad_token_id).items()}
+            losses.append(sft_loss(model, b).item())
+        return {"heldout_loss": float(np.mean(losses))}
+
+    log = fit(policy, loss_fn, len(examples), cfg.sft, resume_path(cfg, "sft"), acc, eval_fn, desc="sft",
+              fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task))
+    policy = acc.unwrap_model(policy).eval()
+
+    # -- checks on fresh eval prompts --
+    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    ys, done = sample_texts(policy, tok, prompts, seed=cfg.seed + 11, return_finished=True, **smp)
+    well = [d and task.is_well_formed(x, y) for x, y, d in zip(prompts, ys, done)]
+    metrics = {"train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"],
+               "heldout_loss": log["eval"][-1]["heldout_loss"], "well_formed": float(np.mean(well)),
+               "mean_summary_words": float(np.mean([len(y.split()) for y in ys]))}
+    if task.has_exact_judge:
+        y_init = sample_texts(init.to(acc.device), tok, prompts, seed=cfg.seed + 12, **smp)
+        metrics["p_sft_vs_init"] = float(np.mean(task.judge(prompts, ys, y_init)))
+        k = cfg.eval.nontransitivity_samples
+        nt_prompts = prompts[: cfg.eval.nontransitivity_prompts]
+        rep = [x for x in nt_prompts for _ in range(k)]
+        flat = sample_texts(policy, tok, rep, seed=cfg.seed + 13, **smp)
+        samples = [flat[i * k: (i + 1) * k] for i in range(len(nt_prompts))]
+        metrics["nontransitivity"] = sample_matrix_stats(task, nt_prompts, samples)
+        refs = task.references(nt_prompts)
+        metrics["p_sft_vs_reference"] = float(np.mean(task.judge(nt_prompts, [s[0] for s in samples], refs)))
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+
+    save_policy(policy, tok, artifact(cfg, "models", "sft"))
+    resume_path(cfg, "sft").unlink(missing_ok=True)
+    out = _mk(cfg.results / "sft")
+    pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
+    pd.DataFrame(log["eval"]).to_csv(out / "heldout.csv", index=False)
+    pd.DataFrame({"prompt": prompts[:20], "summary": ys[:20]}).to_csv(out / "samples.csv", index=False)
+    write_json(metrics_path(cfg, "sft"), metrics)
+    return metrics
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def heldout_sft_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
+    """Fresh pairs of SFT samples on eval prompts, labelled by Bernoulli draws of the exact judge (same for PM/RM)."""
+    n = cfg.eval.n_heldout_pairs
+    prompts = (task.prompts("eval") * (1 + n // max(1, len(task.prompts("eval")))))[:n]
+    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    ys = sample_texts(policy, tok, prompts, seed=cfg.seed + 21, **smp)
+    yps = sample_texts(policy, tok, prompts, seed=cfg.seed + 22, **smp)
+    p = task.judge(prompts, ys, yps)
+    labels = (np.random.default_rng(cfg.seed + 23).random(n) < p).astype(np.int64)
+    return {"prompt": prompts, "y": ys, "y_prime": yps, "p": p, "label": labels}
+
+
+def run_preference(cfg: PipelineConfig, kind: str) -> dict:
+    """Stage ``pm`` (pairwise preference model) or ``rm`` (Bradley–Terry reward model) on the labelled pairs."""
+    if kind not in ("pm", "rm"):
+        raise ValueError(f"kind: expected 'pm' or 'rm', got {kind!r}")
+    t0 = time.time()
+    tcfg = cfg.pm if kind == "pm" else cfg.rm
+    mcfg = cfg.preference_model if kind == "pm" else cfg.reward_model
+    seed_everything(tcfg.seed)
+    acc = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    task = make_task(cfg.task)
+    train = load_dataset_dir(cfg, "prefs", "train")
+    test = load_dataset_dir(cfg, "prefs", "test")
+    build = build_preference_model if kind == "pm" else build_reward_model
+    model = build(mcfg, tok, seed=tcfg.seed)
+    check_same_tokenizer(model.tokenizer, tok, f"{kind} model", "data tokenizer")
+    X, Y, YP = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
+    Z = torch.tensor(list(train["label"]))
+    test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
+
+    def loss_fn(m, idx):
+        return pair_loss(m, [X[i] for i in idx], [Y[i] for i in idx], [YP[i] for i in idx], Z[idx])
+
+    def eval_fn(m):
+        q = predict_proba(m, test["prompt"], test["y"], test["y_prime"])
+        return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
+
+    log = fit(model, loss_fn, len(X), tcfg, resume_path(cfg, kind), acc, eval_fn, desc=kind,
+              fingerprint=fingerprint(tcfg, mcfg, cfg.task))
+    model = acc.unwrap_model(model).eval()
+    metrics = {"test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
+               "train_loss_last": log["train"][-1]["loss"]}
+    if task.has_exact_judge:
+        policy, ptok = load_sft(cfg, acc.device)
+        pairs = heldout_sft_pairs(cfg, task, policy, ptok)
+        q = predict_proba(model, pairs["prompt"], pairs["y"], pairs["y_prime"])
+        metrics["heldout_sft_pairs"] = pair_metrics(q, pairs["label"], pairs["p"])
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    model.save_pretrained(artifact(cfg, "models", kind))
+    resume_path(cfg, kind).unlink(missing_ok=True)
+    out = _mk(cfg.results / kind)
+    pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
+    pd.DataFrame(log["eval"]).to_csv(out / "eval.csv", index=False)
+    write_json(metrics_path(cfg, kind), metrics)
+    return metrics
+
+
+def policy_dir(cfg: PipelineConfig, name: str) -> Path:
+    return artifact(cfg, "policies", name)
+
+
+def run_policy(cfg: PipelineConfig, name: str) -> dict:
+    """Stage ``policy@<name>``: RLHF / Nash-MD-PG / Nash-EMA-PG from μ; saves the policy (and EMA* for EMA)."""
+    method = cfg.method(name)
+    t0 = time.time()
+    seed_everything(cfg.pg.seed)
+    acc = accelerator_for(cfg)
+    policy, tok = load_sft(cfg)
+    ref, _ = load_sft(cfg)
+    if method.kind == "rlhf":
+        judge_model = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "rm"))
+    else:
+        judge_model = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "pm"))
+    check_same_tokenizer(judge_model.tokenizer, tok, f"{'reward' if method.kind == 'rlhf' else 'preference'} "
+                         f"model ({judge_model.kind})", "policy (SFT)")
+    task = make_task(cfg.task)
+    prompts = task.prompts("train")
+    log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, cfg.pg,
+                            max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
+                            state_path=resume_path(cfg, f"policy_{name}"), accelerator=acc,
+                            fingerprint=fingerprint(method, cfg.pg, cfg.sampling, cfg.task), desc=name)
+    policy = acc.unwrap_model(policy).eval()
+    out_dir = policy_dir(cfg, name)
+    save_policy(policy, tok, out_dir / "policy")
+    if ema is not None:
+        save_policy(ema, tok, out_dir / "average")
+    resume_path(cfg, f"policy_{name}").unlink(missing_ok=True)
+
+    # quick check against μ with the exact judge (the full table is the eval stage)
+    metrics = {"method": name, "kind": method.kind, "tau": method.tau, "beta": method.beta,
+               "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
+    if task.has_exact_judge:
+        prompts_e = task.prompts("eval")[: cfg.eval.n_prompts]
+        smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+        y = sample_texts(policy.to(acc.device), tok, prompts_e, seed=cfg.seed + 31, **smp)
+        y_ref = sample_texts(ref.to(acc.device), tok, prompts_e, seed=cfg.seed + 32, **smp)
+        metrics["p_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y, y_ref)))
+        if ema is not None:
+            y_avg = sample_texts(ema, tok, prompts_e, seed=cfg.seed + 33, **smp)
+            metrics["p_average_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y_avg, y_ref)))
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    out = _mk(cfg.results / "policy" / name)
+    pd.DataFrame(log["train"]).to_csv(out / "curve.csv", index=False)
+    write_json(metrics_path(cfg, f"policy_{name}"), metrics)
+    return metrics
+
+
+def load_table_policies(cfg: PipelineConfig, names) -> dict:
+    """name → policy model for the table: SFT, each method's last iterate, and EMA*'s averaged policy."""
+    models = {}
+    for name in names:
+        if name == "SFT":
+            path, stage = artifact(cfg, "models", "sft"), "sft"
+        elif name.endswith("*"):
+            path, stage = policy_dir(cfg, name[:-1]) / "average", f"policy@{name[:-1]}"
+        else:
+            path, stage = policy_dir(cfg, name) / "policy", f"policy@{name}"
+        model, _ = load_policy(require(path, stage))
+        models[name] = model.eval()
+    return models
+
+
+def run_eval(cfg: PipelineConfig) -> dict:
+    """Stage ``eval``: Table 1 under the exact judge P* and under the trained PM, ROUGE-L, exploitability, scorecard."""
+    from nlhf.evaluate import exploitability_estimate, pairwise_table, rouge_l, scorecard, to_markdown, to_matrix
+
+    t0 = time.time()
+    acc = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    task = make_task(cfg.task)
+    names = list(cfg.eval.policies)
+    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    samples = {}
+    for k, (name, model) in enumerate(load_table_policies(cfg, names).items()):
+        samples[name] = sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 1000 + k, **smp)
+    pm = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "pm")).to(acc.device).eval()
+    check_same_tokenizer(pm.tokenizer, tok, "preference model", "policies")
+
+    def pm_judge(xs, ys, yps):
+        from nlhf.training.preference import predict_proba
+        return predict_proba(pm, list(xs), list(ys), list(yps))
+
+    judges = {"pm": pm_judge}
+    if task.has_exact_judge:
+        judges = {"exact": task.judge, **judges}
+    out = _mk(cfg.results / "eval")
+    metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
+    tables = {}
+    for jname, judge in judges.items():
+        long = pairwise_table(judge, prompts, samples, cfg.eval.confidence)
+        tables[jname] = long
+        long.to_csv(out / f"table_{jname}_long.csv", index=False)
+        to_matrix(long, names).to_csv(out / f"table_{jname}.csv")
+        (out / f"table_{jname}.md").write_text(to_markdown(long, names))
+        card = scorecard(long)
+        card.to_csv(out / f"scorecard_{jname}.csv", index=False)
+        (out / f"scorecard_{jname}.md").write_text(card.to_markdown(index=False) + "\n")
+        metrics[f"scorecard_{jname}"] = {"holds": int(card["holds"].sum()), "rows": len(card),
+                                         "significant": int(card["significant"].sum())}
+    main = "exact" if "exact" in judges else "pm"
+    refs = task.references(prompts)
+    expl = exploitability_estimate(judges[main], prompts, samples)
+    per_policy = pd.DataFrame({
+        "policy": names,
+        "p_vs_sft": [float(to_matrix(tables[main], names).loc["SFT", n]) for n in names],
+        "rouge_l": [rouge_l(samples[n], refs) for n in names],
+        "exploitability": [expl[n] for n in names],
+        "mean_words": [float(np.mean([len(y.split()) for y in samples[n]])) for n in names],
+    })
+    if task.has_exact_judge:
+        per_policy["well_formed"] = [float(np.mean([task.is_well_formed(x, y) for x, y in zip(prompts, samples[n])]))
+                                     for n in names]
+    per_policy.to_csv(out / "per_policy.csv", index=False)
+    pd.DataFrame({"prompt": prompts[:10], **{n: samples[n][:10] for n in names}}).to_csv(out / "samples.csv",
+                                                                                          index=False)
+    pm_vs_rm_table(cfg).to_csv(out / "pm_vs_rm.csv", index=False)
+    m = to_matrix(tables[main], names)
+    headline = {}
+    for a, b in (("MD1", "RLHF"), ("MD1", "SP"), ("BR", "RLHF"), ("RLHF", "SFT")):
+        if a in names and b in names:
+            ci = to_matrix(tables[main], names, "ci").loc[b, a]
+            headline[f"{a}_vs_{b}"] = {"p": round(float(m.loc[b, a]), 4), "ci95": round(float(ci), 4)}
+    metrics["headline"] = headline
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    write_json(metrics_path(cfg, "eval"), metrics)
+    return metrics
+
+
+def pm_vs_rm_table(cfg: PipelineConfig) -> pd.DataFrame:
+    """Held-out pairs of SFT samples: log-loss of each model next to the Bayes limit, and direction agreement."""
+    rows = []
+    for kind, name in (("pm", "preference model"), ("rm", "reward model (BT)")):
+        m = json.loads(require(metrics_path(cfg, kind), kind).read_text())
+        h = m.get("heldout_sft_pairs", m["test"])
+        rows.append({"model": name, "log_loss": h["log_loss"], "bayes_log_loss": h.get("bayes_log_loss"),
+                     "excess_log_loss": h.get("excess_log_loss"), "kl_to_true": h.get("kl_to_true"),
+                     "direction_agreement": h.get("direction_agreement"), "accuracy": h["accuracy"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,251 @@
+"""ONE policy-gradient loop for RLHF, Nash-MD-PG (SP = β 0, MD1–MD6, BR = β 1) and Nash-EMA-PG (PAPER.md §3, App. F).
+
+Every method runs the same step; they differ only by the opponent that draws y' and by the signal:
+
+=============  =====================================================  ==========================================
+method kind    opponent y' (no gradient)                              signal s(x, y)
+=============  =====================================================  ==========================================
+``rlhf``       none                                                   r(x, y) − mean_batch r   (BT reward model)
+``nash_md``    token-level mixture softmax((1−β)·l_θ + β·l_μ)         P(y ≻ y' | x) − 1/2      (preference model)
+``nash_ema``   π_θ̄, θ̄ = exponential moving average of θ              P(y ≻ y' | x) − 1/2      (preference model)
+=============  =====================================================  ==========================================
+
+The gradient estimate (model-based, PAPER.md §3) with the per-token KL in reward-to-go form is
+
+    ĝ = Σ_n ∇_θ log π_θ(y_n | x, y_<n) · [ s(x, y) − τ Σ_{m ≥ n} log(π_θ(y_m | x, y_<m) / μ(y_m | x, y_<m)) ],
+
+whose expectation is ∇_θ [ E_{y~π_θ, y'~π'} s − τ KL(π_θ ‖ μ) ] with π' fixed (tested by enumeration in
+tests/test_policy_gradient.py). The 1/2 in the Nash signal is the baseline P(y ≻ y) (it lowers variance, adds no
+bias); RLHF gets the analogous batch-mean baseline.
+
+Nash-EMA averaging (PAPER.md §3 flags the transcription θ̄_t = (1−β)θ_t + βθ_0 as doubtful): we implement the
+standard EMA θ̄_t = β θ̄_{t−1} + (1−β) θ_t with θ̄_0 = θ_0 = SFT. The paper's β (0.999, 0.9995) is quoted for
+10,000 steps; a run of T steps uses β_T = 1 − (1−β)·10,000/T so the averaging horizon is the same fraction of
+training (``ema_reference_steps``; set it equal to ``steps`` to use β as given).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from nlhf.config import check
+from nlhf.sampling import generate, response_logprobs
+from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
+
+METHOD_KINDS = ("rlhf", "nash_md", "nash_ema")
+
+
+@dataclass
+class MethodConfig:
+    """One trained policy of the paper's table (params.yaml ``methods.<NAME>``)."""
+
+    kind: str  # "rlhf" | "nash_md" | "nash_ema": which opponent and signal (table above)
+    tau: float  # KL-regularisation strength toward μ (paper: 0.05 RLHF, 0.008 Nash)
+    beta: float = 0.0  # nash_md: weight of μ in the opponent mixture; nash_ema: EMA coefficient (paper scale)
+    lr: float | None = None  # per-method learning rate (None: pg.lr)
+
+    def __post_init__(self):
+        check(self.kind in METHOD_KINDS, "kind", f"unknown method kind {self.kind!r}; expected one of {METHOD_KINDS}")
+        check(self.tau > 0, "tau", f"must be > 0 (got {self.tau})")
+        check(0.0 <= self.beta <= 1.0, "beta", f"must be in [0, 1] (got {self.beta})")
+        check(self.lr is None or self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+
+
+@dataclass
+class PGConfig:
+    """Shared hyper-parameters of the policy-gradient loop (params.yaml ``pg``)."""
+
+    steps: int = 300  # optimizer steps (paper: 10,000)
+    batch_size: int = 32  # prompts per step (paper's sibling work: 32)
+    lr: float = 1e-4  # Adam learning rate unless the method sets its own
+    grad_clip: float = 1.0  # max global gradient norm
+    log_every: int = 10  # steps between logged points
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+    seed: int = 0  # prompt order and sampling seed
+    ema_reference_steps: int = 10_000  # run length the EMA β values are quoted for (see module docstring)
+
+    def __post_init__(self):
+        for f in ("steps", "batch_size", "log_every", "checkpoint_every", "ema_reference_steps"):
+            check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
+        check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
+
+
+def effective_ema_beta(beta: float, steps: int, reference_steps: int) -> float:
+    """β_T = 1 − (1−β)·reference_steps/T, clipped to [0, 1]: the same averaging horizon as a fraction of the run."""
+    return float(min(1.0, max(0.0, 1.0 - (1.0 - beta) * reference_steps / steps)))
+
+
+@torch.no_grad()
+def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """θ̄ ← β θ̄ + (1 − β) θ for every parameter (and floating buffer)."""
+    for e, p in zip(ema_model.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - beta)
+
+
+def kl_to_go(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_{m ≥ n} (log π − log μ)(y_m), per token n, on response positions (detached)."""
+    kl_tok = (logp.detach() - ref_logp) * mask
+    return kl_tok.flip(-1).cumsum(-1).flip(-1) * mask
+
+
+def pg_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, signal: torch.Tensor,
+            tau: float) -> torch.Tensor:
+    """Surrogate whose gradient is −ĝ (module docstring), averaged over the batch.
+
+    logp: [B, T] log π_θ of the sampled response tokens (with grad); ref_logp: [B, T] log μ (no grad);
+    mask: [B, T] 1 on response tokens; signal: [B] s(x, y) (no grad).
+    """
+    adv = signal.detach()[:, None] * mask - tau * kl_to_go(logp, ref_logp, mask)
+    return -(logp * adv * mask).sum(-1).mean()
+
+
+def train_policy(
+    policy: torch.nn.Module,
+    ref: torch.nn.Module,
+    judge_model: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    method: MethodConfig,
+    cfg: PGConfig,
+    max_new_tokens: int,
+    temperature: float,
+    state_path: str | Path,
+    accelerator: Accelerator | None = None,
+    fingerprint: str = "",
+    desc: str = "policy",
+) -> tuple[dict, torch.nn.Module | None]:
+    """Train ``policy`` in place (initialised at μ = ``ref``) with the method's opponent and signal.
+
+    ``judge_model`` is the trained preference model (Nash methods) or the BT reward model (RLHF). Returns the log
+    ``{"train": [per-step dicts]}`` and, for ``nash_ema``, the averaged-parameter policy π_θ̄ (EMA*).
+    Resumes from ``state_path`` when its fingerprint matches; raises FloatingPointError naming a NaN/inf step.
+    """
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    lr = method.lr or cfg.lr
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    ema = None
+    ema_beta = None
+    if method.kind == "nash_ema":
+        ema = copy.deepcopy(policy).eval().requires_grad_(False)
+        ema_beta = effective_ema_beta(method.beta, cfg.steps, cfg.ema_reference_steps)
+    policy, opt = accelerator.prepare(policy, opt)
+    ref = ref.to(device).eval().requires_grad_(False)
+    judge_model = judge_model.to(device).eval().requires_grad_(False)
+    if ema is not None:
+        ema = ema.to(device)
+    seed = cfg.seed + 1000 * accelerator.process_index
+    prompt_gen = torch.Generator().manual_seed(seed)
+    sample_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    log: dict = {"train": [], "method": method.kind, "tau": method.tau, "beta": method.beta,
+                 "ema_beta_effective": ema_beta}
+    start = 0
+    state = load_state(state_path)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or inputs")
+        state = None
+    if state is not None:
+        accelerator.unwrap_model(policy).load_state_dict(state["policy"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        prompt_gen.set_state(state["prompt_gen"])
+        sample_gen.set_state(state["sample_gen"].to(sample_gen.get_state().device))
+        set_rng_state(state["rng"])
+        log, start = state["log"], state["step"]
+        accelerator.print(f"[{desc}] resumed from {state_path} at step {start}")
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    B = cfg.batch_size
+    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=2.0,
+               disable=not accelerator.is_local_main_process)
+    for step in bar:
+        idx = torch.randint(len(prompts), (B,), generator=prompt_gen).tolist()
+        batch_prompts = [prompts[i] for i in idx]
+        enc = tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        ids, pmask = enc["input_ids"], enc["attention_mask"]
+        plen = ids.shape[1]
+        model = accelerator.unwrap_model(policy)
+        model.eval()
+        with torch.no_grad(), accelerator.autocast():
+            if method.kind == "nash_md":
+                # one call: rows 0..B-1 draw y ~ π_θ (β=0), rows B..2B-1 draw y' ~ mixture(π_θ, μ; β)
+                betas = torch.cat([torch.zeros(B), torch.full((B,), method.beta)]).to(device)
+                both = generate(model, ids.repeat(2, 1), pmask.repeat(2, 1), ref=ref, beta=betas,
+                                max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos,
+                                pad_token_id=pad, generator=sample_gen)
+                seq, rmask = both.sequences[:B], both.response_mask[:B]
+                y_prime = both.response[B:]
+                y_prime_mask = both.response_mask[B:]
+            else:
+                out = generate(model, ids, pmask, max_new_tokens=max_new_tokens, temperature=temperature,
+                               eos_token_id=eos, pad_token_id=pad, generator=sample_gen)
+                seq, rmask = out.sequences, out.response_mask
+                if method.kind == "nash_ema":
+                    opp = generate(ema, ids, pmask, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   eos_token_id=eos, pad_token_id=pad, generator=sample_gen)
+                    y_prime, y_prime_mask = opp.response, opp.response_mask
+        model.train()
+        y_text = _decode(tokenizer, seq[:, plen:], rmask)
+        attn = torch.cat([pmask, rmask.to(pmask.dtype)], dim=1)
+        with torch.no_grad(), accelerator.autocast():
+            ref_logp = response_logprobs(ref, seq, attn, plen).float()
+            if method.kind == "rlhf":
+                r = judge_model.rewards(batch_prompts, y_text).float()
+                signal, p_opp = r - r.mean(), None
+            else:
+                yp_text = _decode(tokenizer, y_prime, y_prime_mask)
+                p_opp = judge_model.prob(batch_prompts, y_text, yp_text).float()
+                signal = p_opp - 0.5
+        with accelerator.autocast():
+            logp = response_logprobs(policy, seq, attn, plen).float()
+            m = rmask.to(logp.dtype)
+            loss = pg_loss(logp, ref_logp, m, signal.to(logp.device), method.tau)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{desc}] non-finite loss {loss.item()} at step {step}")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema_update(ema, accelerator.unwrap_model(policy), ema_beta)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps or done == 1:
+            with torch.no_grad():
+                kl_seq = ((logp.detach() - ref_logp) * m).sum(-1)
+                row = {
+                    "step": done,
+                    "loss": loss.item(),
+                    "signal": signal.mean().item() if p_opp is not None else r.mean().item(),
+                    "p_vs_opponent": None if p_opp is None else p_opp.mean().item(),
+                    "kl_to_ref": kl_seq.mean().item(),
+                    "entropy": (-(logp.detach() * m).sum(-1)).mean().item(),
+                    "length": m.sum(-1).mean().item(),
+                }
+            log["train"].append(row)
+            bar.set_postfix(kl=f"{row['kl_to_ref']:.3f}", s=f"{row['signal']:.3f}")
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            save_state(state_path, {
+                "policy": accelerator.unwrap_model(policy).state_dict(), "optimizer": opt.state_dict(),
+                "ema": None if ema is None else ema.state_dict(), "prompt_gen": prompt_gen.get_state(),
+                "sample_gen": sample_gen.get_state(), "rng": rng_state(), "log": log, "step": done,
+                "fingerprint": fingerprint,
+            })
+    accelerator.unwrap_model(policy).eval()
+    return log, ema
+
+
+def _decode(tokenizer, response: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    """Response token ids → text, dropping EOS/padding (the mask marks real tokens, EOS included)."""
+    out = []
+    for row, mrow in zip(response.tolist(), mask.tolist()):
+        toks = [t for t, k in zip(row, mrow) if k and t != tokenizer.eos_token_id]
+        out.append(tokenizer.decode(toks, skip_special_tokens=True))
+    return out

@@ -1,0 +1,135 @@
+"""One resumable minibatch loop for the supervised stages (SFT, preference model, reward model).
+
+Batches are drawn by index with a seeded ``torch.Generator`` whose state is checkpointed, so a run killed at any
+point and restarted gives bitwise the same model as an uninterrupted run (on CPU). ``accelerate`` handles the
+device, mixed precision and (under ``accelerate launch``) data-parallel gradient averaging.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from nlhf.config import check
+from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
+
+
+@dataclass
+class SupervisedConfig:
+    """Hyper-parameters of a supervised fit (one section each for sft, pm, rm in params.yaml)."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # examples per step
+    lr: float = 1e-3  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 10% of lr
+    grad_clip: float = 1.0  # max global gradient norm
+    log_every: int = 25  # steps between logged (train loss) points
+    eval_every: int = 250  # steps between held-out evaluations
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    seed: int = 0  # seed for init, batch order and sampling
+
+    def __post_init__(self):
+        check(self.steps >= 1, "steps", f"must be >= 1 (got {self.steps})")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0 (got {self.weight_decay})")
+        check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0 (got {self.warmup_steps})")
+        check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
+        for f in ("log_every", "eval_every", "checkpoint_every"):
+            check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
+
+
+def lr_lambda(cfg: SupervisedConfig) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to 0.1 at the last step."""
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    return f
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, list[int]], torch.Tensor],
+    n_examples: int,
+    cfg: SupervisedConfig,
+    state_path: str | Path,
+    accelerator: Accelerator | None = None,
+    eval_fn: Callable[[torch.nn.Module], dict] | None = None,
+    desc: str = "train",
+    fingerprint: str = "",
+) -> dict:
+    """Minimise ``loss_fn(model, batch_indices)`` for ``cfg.steps`` AdamW steps, resuming from ``state_path``.
+
+    Returns ``{"train": [{"step", "loss"}...], "eval": [{"step", **eval_fn(model)}...]}``.
+    Stops with ``FloatingPointError`` naming the step if the loss becomes NaN/inf. A saved state is only resumed
+    when its ``fingerprint`` (the caller's hash of config and inputs) matches, so a changed param never resumes a
+    stale run. The last state is kept (so a kill before the caller saves the model loses nothing); the caller
+    deletes it with ``Path(state_path).unlink()`` once the final model is written.
+    """
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    model, opt = accelerator.prepare(model, opt)
+    log = {"train": [], "eval": []}
+    start = 0
+    state = load_state(state_path)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or inputs")
+        state = None
+    if state is not None:
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        log, start = state["log"], state["step"]
+        accelerator.print(f"[{desc}] resumed from {state_path} at step {start}")
+
+    model.train()
+    running, n_running = 0.0, 0
+    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=2.0,
+               disable=not accelerator.is_local_main_process)
+    for step in bar:
+        idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
+        with accelerator.autocast():
+            loss = loss_fn(model, idx)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{desc}] non-finite loss {loss.item()} at step {step}")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running += loss.item()
+        n_running += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            log["train"].append({"step": done, "loss": running / n_running})
+            bar.set_postfix(loss=f"{running / n_running:.4f}")
+            running, n_running = 0.0, 0
+        if eval_fn is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            model.eval()
+            with torch.no_grad():
+                log["eval"].append({"step": done, **eval_fn(accelerator.unwrap_model(model))})
+            model.train()
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            save_state(state_path, {
+                "model": accelerator.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "generator": gen.get_state(), "rng": rng_state(),
+                "log": log, "step": done, "fingerprint": fingerprint,
+            })
+    model.eval()
+    return log

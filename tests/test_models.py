@@ -1,0 +1,188 @@
+"""nlhf.models: policy building, the antisymmetric preference model, the BT reward model, save/load, tokenizer
+checks (PAPER.md §1, §3–4)."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from nlhf.config import ConfigError, from_dict
+from nlhf.models import (ModelConfig, PreferenceModel, RewardModel, build_policy, build_preference_model,
+                         build_reward_model, check_same_tokenizer, load_policy, save_policy)
+
+WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
+
+
+def tiny_tokenizer(words=WORDS):
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>", "<sep>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
+                                   sep_token="<sep>", padding_side="left")
+
+
+CFG = ModelConfig(n_layer=2, n_embd=32, n_head=4, n_positions=64)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def pm(tok):
+    return build_preference_model(CFG, tok, seed=0).eval()
+
+
+def random_texts(n, seed, lo=1, hi=8):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        out.append(" ".join(WORDS[int(i)] for i in torch.randint(len(WORDS), (k,), generator=g)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_model_config_ranges():
+    assert ModelConfig().n_embd == 128
+    for bad in ({"n_embd": 30, "n_head": 4}, {"n_layer": 0}, {"dropout": 1.0}, {"n_positions": 1}):
+        with pytest.raises(ConfigError, match=f"model.{next(iter(bad))}"):
+            from_dict(ModelConfig, bad, "model")
+
+
+def test_build_policy_wires_tokenizer(tok):
+    policy = build_policy(CFG, tok, seed=0)
+    assert policy.config.vocab_size == len(tok)
+    assert policy.config.eos_token_id == tok.eos_token_id and policy.config.pad_token_id == tok.pad_token_id
+    assert policy.config.n_positions == 64 and policy.config.n_layer == 2
+    again = build_policy(CFG, tok, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), again.state_dict().values()))
+
+
+def test_policy_save_load_and_missing_folder(tok, tmp_path):
+    policy = build_policy(CFG, tok, seed=0)
+    save_policy(policy, tok, tmp_path / "sft")
+    loaded, tok2 = load_policy(tmp_path / "sft")
+    check_same_tokenizer(tok, tok2, "a", "b")
+    ids = torch.tensor([[4, 5, 6, 7]])
+    assert torch.equal(policy(ids).logits, loaded(ids).logits)
+    # a folder passed as name_or_path loads the same weights
+    again = build_policy(ModelConfig(name_or_path=str(tmp_path / "sft")), tok)
+    assert torch.equal(policy(ids).logits, again(ids).logits)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        build_policy(ModelConfig(name_or_path=str(tmp_path / "nope")), tok)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        load_policy(tmp_path / "empty")
+
+
+def test_preference_model_exact_antisymmetry(pm):
+    xs, ys, yps = random_texts(16, 1), random_texts(16, 2), random_texts(16, 3)
+    with torch.no_grad():
+        p = pm.prob(xs, ys, yps)
+        q = pm.prob(xs, yps, ys)
+        same = pm.prob(xs, ys, ys)
+    assert p.shape == (16,)
+    assert torch.allclose(p + q, torch.ones(16), atol=1e-6)
+    # algebraically exact; across two calls only float rounding (rows sit at other batch positions) remains
+    with torch.no_grad():
+        assert torch.allclose(pm.logits(xs, ys, yps), -pm.logits(xs, yps, ys), atol=1e-6)
+    assert torch.allclose(same, torch.full((16,), 0.5), atol=1e-6)
+    assert p.std() > 0  # not a constant
+
+
+def test_preference_model_padding_invariance(pm, tok):
+    xs, ys, yps = random_texts(8, 4, 1, 12), random_texts(8, 5, 1, 12), random_texts(8, 6, 1, 12)
+    with torch.no_grad():
+        batched = pm.logits(xs, ys, yps)
+        alone = torch.cat([pm.logits([x], [y], [yp]) for x, y, yp in zip(xs, ys, yps)])
+    assert torch.allclose(batched, alone, atol=1e-5)
+    # the head reads the last real token with LEFT padding too (transformers 5.x pools "the rightmost non-pad")
+    batch = pm.collate(xs, ys, yps)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    lens = mask.sum(1)
+    left_ids = torch.full_like(ids, tok.pad_token_id)
+    left_mask = torch.zeros_like(mask)
+    for i, n in enumerate(lens):
+        left_ids[i, ids.shape[1] - n:] = ids[i, :n]
+        left_mask[i, ids.shape[1] - n:] = 1
+    with torch.no_grad():
+        assert torch.allclose(pm(left_ids, left_mask), batched, atol=1e-5)
+
+
+def test_preference_model_token_path_matches_strings(pm, tok):
+    xs, ys, yps = random_texts(6, 7), random_texts(6, 8), random_texts(6, 9)
+    px = tok(xs, return_tensors="pt", padding=True)  # left-padded prompts, as the sampler gets them
+    tok.padding_side = "right"
+    try:
+        # sampler-style responses: right-padded, ending with EOS inside the mask
+        ry = tok([y + " <eos>" for y in ys], return_tensors="pt", padding=True)
+        ryp = tok([y + " <eos>" for y in yps], return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = "left"
+    with torch.no_grad():
+        from_ids = pm.logits_from_ids(px["input_ids"], px["attention_mask"], ry["input_ids"], ry["attention_mask"],
+                                      ryp["input_ids"], ryp["attention_mask"])
+        from_text = pm.logits(xs, ys, yps)
+    assert torch.allclose(from_ids, from_text, atol=1e-6)
+    # the scored text really is "x <sep> y <sep> y'" (first B rows) and "x <sep> y' <sep> y" (next B rows)
+    batch = pm.collate(xs[:1], ys[:1], yps[:1])
+    row = batch["input_ids"][0][batch["attention_mask"][0].bool()]
+    assert tok.decode(row) == f"{xs[0]} <sep> {ys[0]} <sep> {yps[0]}"
+
+
+def test_preference_model_truncation_keeps_antisymmetry(tok):
+    pm = build_preference_model(CFG, tok, seed=0, max_length=16).eval()
+    xs, ys, yps = random_texts(5, 10, 10, 20), random_texts(5, 11, 2, 12), random_texts(5, 12, 2, 12)
+    batch = pm.collate(xs, ys, yps)
+    assert batch["input_ids"].shape[1] <= 16
+    with torch.no_grad():
+        assert torch.allclose(pm.prob(xs, ys, yps) + pm.prob(xs, yps, ys), torch.ones(5), atol=1e-6)
+
+
+def test_preference_model_gradient_and_save_load(pm, tok, tmp_path):
+    xs, ys, yps = random_texts(4, 13), random_texts(4, 14), random_texts(4, 15)
+    batch = pm.collate(xs, ys, yps)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(pm(**batch), torch.ones(4))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pm.parameters())
+    pm.zero_grad()
+    pm.save_pretrained(tmp_path / "pm")
+    pm.save_pretrained(tmp_path / "pm")  # overwriting an existing checkpoint works (atomic swap)
+    loaded = PreferenceModel.from_pretrained(tmp_path / "pm").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(xs, ys, yps), pm.logits(xs, ys, yps))
+    assert loaded.max_length == pm.max_length
+    with pytest.raises(ValueError, match="preference_model"):
+        RewardModel.from_pretrained(tmp_path / "pm")
+
+
+def test_reward_model_round_trip_and_bt(tok, tmp_path):
+    rm = build_reward_model(CFG, tok, seed=3).eval()
+    xs, ys, yps = random_texts(8, 16), random_texts(8, 17), random_texts(8, 18)
+    with torch.no_grad():
+        r, rp = rm.rewards(xs, ys), rm.rewards(xs, yps)
+        assert r.shape == (8,) and r.std() > 0
+        assert torch.allclose(rm.prob(xs, ys, yps), torch.sigmoid(r - rp), atol=1e-6)
+    rm.save_pretrained(tmp_path / "rm")
+    loaded = RewardModel.from_pretrained(tmp_path / "rm").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.rewards(xs, ys), r)
+    check_same_tokenizer(loaded.tokenizer, tok, "reward model", "policy")
+    with pytest.raises(FileNotFoundError, match="missing_rm"):
+        RewardModel.from_pretrained(tmp_path / "missing_rm")
+    with pytest.raises(FileNotFoundError, match="missing_pm"):
+        PreferenceModel.from_pretrained(tmp_path / "missing_pm")
+
+
+def test_tokenizer_mismatch_raises(tok):
+    other = tiny_tokenizer(list(reversed(WORDS)))  # same size and specials, different ids
+    with pytest.raises(ValueError, match="preference model.*policy"):
+        check_same_tokenizer(tok, other, "preference model", "policy")
+    smaller = tiny_tokenizer(WORDS[:-2])
+    with pytest.raises(ValueError, match="vocabulary size"):
+        check_same_tokenizer(smaller, tok, "reward model", "policy")
+    check_same_tokenizer(tok, tiny_tokenizer(), "a", "b")  # identical: no error

@@ -1,0 +1,95 @@
+"""The policy-gradient estimator, the EMA update and the method config (PAPER.md §3)."""
+
+import itertools
+
+import pytest
+import torch
+
+from nlhf.config import ConfigError, from_dict
+from nlhf.training.policy_gradient import (
+    MethodConfig,
+    effective_ema_beta,
+    ema_update,
+    kl_to_go,
+    pg_loss,
+)
+
+
+def _seq_logprobs(theta0, theta1, seqs):
+    """Two-token autoregressive tabular policy: log π(y0) and log π(y1 | y0) for every sequence."""
+    lp0 = torch.log_softmax(theta0, -1)[seqs[:, 0]]
+    lp1 = torch.log_softmax(theta1, -1)[seqs[:, 0], seqs[:, 1]]
+    return torch.stack([lp0, lp1], dim=1)
+
+
+@pytest.mark.parametrize("tau", [0.0 + 1e-9, 0.1, 1.0])
+def test_nash_md_pg_estimator_expectation_is_exact_gradient(tau):
+    """E_{y~π_θ, y'~π'}[ĝ] = ∇_θ P_τ(π_θ ≻ π') with π' fixed, by enumerating all (y, y') of a 2-token policy."""
+    g = torch.Generator().manual_seed(0)
+    V = 3
+    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))  # all 9 sequences
+    n = len(seqs)
+    theta0 = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
+    theta1 = torch.randn(V, V, generator=g, dtype=torch.float64, requires_grad=True)
+    mu_lp = _seq_logprobs(torch.randn(V, generator=g, dtype=torch.float64),
+                          torch.randn(V, V, generator=g, dtype=torch.float64), seqs)
+    A = torch.randn(n, n, generator=g, dtype=torch.float64)
+    P = torch.sigmoid(A - A.T)  # antisymmetric preference over sequences
+    opp = torch.softmax(torch.randn(n, generator=g, dtype=torch.float64), 0)  # π' fixed
+
+    # exact objective: P(π_θ ≻ π') − τ KL(π_θ ‖ μ)
+    lp = _seq_logprobs(theta0, theta1, seqs)
+    pi = lp.sum(1).exp()
+    J = pi @ P @ opp - tau * (pi * (lp.sum(1) - mu_lp.sum(1))).sum()
+    exact = torch.autograd.grad(J, [theta0, theta1], retain_graph=True)
+
+    # expectation of the estimator: Σ_{y,y'} π(y) π'(y') ĝ(y, y'), weights held fixed
+    w = (pi.detach()[:, None] * opp[None, :])
+    surrogate = 0.0
+    mask = torch.ones(1, 2, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            signal = (P[i, j] - 0.5).reshape(1)
+            surrogate = surrogate + w[i, j] * pg_loss(lp[i: i + 1], mu_lp[i: i + 1], mask, signal, tau)
+    est = torch.autograd.grad(-surrogate, [theta0, theta1])
+    for e, x in zip(est, exact):
+        torch.testing.assert_close(e, x, atol=1e-10, rtol=1e-8)
+
+
+def test_kl_to_go_is_reverse_cumsum_on_mask():
+    logp = torch.tensor([[-1.0, -2.0, -3.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -2.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    # per-token kl: 0.5, -1, -1 → to-go: -1.5, -2, -1, 0
+    torch.testing.assert_close(kl_to_go(logp, ref, mask), torch.tensor([[-1.5, -2.0, -1.0, 0.0]]))
+
+
+def test_ema_update_matches_formula():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.clone() for p in a.parameters()]
+    ema_update(a, b, beta=0.9)
+    for e0, e1, p in zip(before, a.parameters(), b.parameters()):
+        torch.testing.assert_close(e1, 0.9 * e0 + 0.1 * p)
+    # β = 1 keeps the average frozen; β = 0 copies
+    ema_update(a, b, beta=0.0)
+    for e, p in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(e, p)
+
+
+def test_effective_ema_beta_keeps_horizon_fraction():
+    # paper: 0.999 over 10k steps (horizon 1000 = 10%); over 400 steps the horizon should be 40 steps
+    b = effective_ema_beta(0.999, steps=400, reference_steps=10_000)
+    assert b == pytest.approx(0.975)
+    assert effective_ema_beta(0.999, steps=10_000, reference_steps=10_000) == pytest.approx(0.999)
+    assert effective_ema_beta(0.5, steps=10, reference_steps=10_000) == 0.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"kind": "dpo", "tau": 0.1}, r"methods\.X\.kind: unknown method kind 'dpo'"),
+    ({"kind": "nash_md", "tau": 0.1, "beta": 1.5}, r"methods\.X\.beta: must be in \[0, 1\]"),
+    ({"kind": "nash_md", "tau": 0.0}, r"methods\.X\.tau: must be > 0"),
+    ({"kind": "rlhf", "tau": "high"}, r"methods\.X\.tau: expected float"),
+])
+def test_bad_method_config_names_the_key(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(MethodConfig, bad, "methods.X")

@@ -1,0 +1,256 @@
+"""Task layer: the synthetic judge's math, the Condorcet profile, determinism, loaders, tokenizer, analysis."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlhf.config import ConfigError, from_dict
+from nlhf.tasks import (SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask, TldrTaskConfig,
+                        build_task_data, load_task_data, make_task)
+from nlhf.tasks import analysis
+from nlhf.tasks.synthetic import FACT_WORDS, STYLES, parse_prompt
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def task() -> SyntheticTask:
+    return SyntheticTask(SyntheticTaskConfig.tiny(seed=3))
+
+
+def _random_summaries(task, prompts, rng, k):
+    out = []
+    for x in prompts:
+        doc = parse_prompt(x)
+        s = [task.reference_summary(doc, STYLES[i], rng) for i in task.sample_styles(rng, k)]
+        s = [task.perturb(doc, y, rng) if rng.random() < 0.5 else y for y in s]
+        s += ["", "document storm", " ".join(["storm"] * 20)]  # malformed: empty, non-fact token, over-long
+        out.append(s)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ judge
+def test_judge_antisymmetric_and_in_range(task):
+    rng = np.random.default_rng(0)
+    prompts = task.prompts("eval")[:60]
+    for P in analysis.preference_matrices(task.judge, prompts, _random_summaries(task, prompts, rng, 8),
+                                          dedupe=True):
+        assert np.all((P >= 0) & (P <= 1))
+        np.testing.assert_array_equal(np.diag(P), 0.5)
+    xs, ys, yps = [], [], []
+    for x, s in zip(prompts, _random_summaries(task, prompts, rng, 6)):
+        for i in range(len(s)):
+            for j in range(len(s)):
+                xs.append(x), ys.append(s[i]), yps.append(s[j])
+    p, q = task.judge(xs, ys, yps), task.judge(xs, yps, ys)
+    np.testing.assert_allclose(p + q, 1.0, rtol=0, atol=1e-15)
+    same = np.array([a == b for a, b in zip(ys, yps)])
+    assert np.all(p[same] == 0.5)
+
+
+def test_malformed_lose_to_every_well_formed(task):
+    x = task.prompts("eval")[0]
+    doc = parse_prompt(x)
+    good = [task.reference_summary(doc, s, np.random.default_rng(1)) for s in STYLES]
+    bad = ["", "key", "storm <unk>", " ".join(doc.facts * 5)]
+    for b in bad:
+        assert not task.is_well_formed(x, b)
+        p = task.judge([x] * len(good), good, [b] * len(good))
+        assert np.all(p > 0.9), (b, p)
+    assert task.judge([x], [""], ["key"])[0] == 0.5  # malformed tie among themselves
+
+
+def test_condorcet_example_is_a_cycle(task):
+    x, a, b, c = task.condorcet_example()
+    u = task.utilities([x] * 3, [a, b, c])  # rows A, B, C; columns thorough, skimmer, fact_checker
+    assert u[0, 0] > u[1, 0] > u[2, 0]  # thorough: A > B > C
+    assert u[1, 1] > u[2, 1] > u[0, 1]  # skimmer: B > C > A
+    assert u[2, 2] > u[0, 2] > u[1, 2]  # fact-checker: C > A > B
+    p = task.judge([x] * 3, [a, b, c], [b, c, a])
+    assert np.all(p > 0.55), p  # A ≻ B ≻ C ≻ A by clear margins
+    P = analysis.preference_matrices(task.judge, [x], [[a, b, c]])[0]
+    assert analysis.is_cycle(P, 0, 1, 2)
+    assert analysis.condorcet_winner(P) is None
+
+
+def test_style_triples_often_cycle(task):
+    """Measured 7.7% of triples (45% of prompts have one) on 500 eval prompts x 8 samples; assert >= 4%."""
+    prompts = task.prompts("eval")[:200]
+    mats = analysis.preference_matrices(task.judge, prompts, task.style_samples(prompts, 8))
+    cf = analysis.cycle_fraction(mats)
+    assert cf["n_triples"] > 2000
+    assert cf["cycle_fraction"] >= 0.04, cf
+    assert cf["prompts_with_cycle"] >= 0.3, cf
+    bt = analysis.bt_fit_agreement(mats)
+    assert bt["bt_agreement"] < 0.95 and bt["bt_excess_logloss"] > 0.005, bt  # no scalar score fits P
+
+
+def test_determinism_and_seed(task):
+    cfg = SyntheticTaskConfig.tiny(seed=3)
+    a, b = SyntheticTask(cfg), SyntheticTask(cfg)
+    assert a.prompts("train") == b.prompts("train")
+    assert a.sft_dataset("train").to_dict() == b.sft_dataset("train").to_dict()
+    assert a.preference_dataset("test").to_dict() == b.preference_dataset("test").to_dict()
+    c = SyntheticTask(SyntheticTaskConfig.tiny(seed=4))
+    assert c.prompts("train") != a.prompts("train")
+    # a split's content does not depend on the size of another split
+    d = SyntheticTask(SyntheticTaskConfig.tiny(seed=3, n_sft=50))
+    assert d.prompts("eval") == a.prompts("eval")
+
+
+def test_datasets_schema_and_labels(task):
+    sft = task.sft_dataset("train")
+    assert sft.column_names == ["prompt", "completion"] and len(sft) == task.cfg.n_sft
+    assert all(task.is_well_formed(x, y) for x, y in zip(sft["prompt"], sft["completion"]))
+    styles = set(task.sft_rows("train")["style"])
+    assert styles == set(STYLES)
+    prefs = task.preference_dataset("train")
+    assert prefs.column_names == ["prompt", "y", "y_prime", "label", "p"]
+    p, lab = np.array(prefs["p"]), np.array(prefs["label"])
+    np.testing.assert_allclose(p, task.judge(prefs["prompt"], prefs["y"], prefs["y_prime"]))
+    assert set(lab.tolist()) <= {0, 1}
+    assert abs(lab.mean() - p.mean()) < 4 * math.sqrt(0.25 / len(p))  # labels ~ Bernoulli(p)
+    assert np.mean([a != b for a, b in zip(prefs["y"], prefs["y_prime"])]) > 0.99
+
+
+def test_references_and_prompts(task):
+    prompts = task.prompts("eval")
+    assert len(prompts) == task.cfg.n_prompts_eval
+    refs = task.references(prompts)
+    for x, r in zip(prompts, refs):
+        assert task.is_well_formed(x, r)
+        assert r.split() == list(parse_prompt(x).facts)
+    doc = parse_prompt(prompts[0])
+    assert task.cfg.facts_min <= len(doc.facts) <= task.cfg.facts_max and 3 in doc.importance
+    with pytest.raises(ValueError, match="split"):
+        task.prompts("test")
+
+
+def test_build_task_data(tmp_path):
+    t = SyntheticTask(SyntheticTaskConfig.tiny(n_sft=100, n_sft_eval=20, n_pref_train=100, n_pref_test=20,
+                                               n_prompts_train=30, n_prompts_eval=40))
+    m = build_task_data(t, tmp_path, analysis_prompts=20)
+    assert m["sft_train_rows"] == 100 and m["prompts_eval_rows"] == 40 and m["condorcet_example_is_cycle"]
+    assert 0 <= m["style_cycle_fraction"] <= 1 and (tmp_path / "metrics.json").exists()
+    data = load_task_data(tmp_path)
+    assert data["prefs/test"].column_names == ["prompt", "y", "y_prime", "label", "p"]
+    assert data["prompts/eval"]["reference"] == t.references(data["prompts/eval"]["prompt"])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    ids = tok(data["sft/train"]["prompt"][0] + " " + data["sft/train"]["completion"][0])["input_ids"]
+    assert tok.unk_token_id not in ids
+
+
+# ---------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("bad, field", [
+    ({"facts_min": 1}, "facts_min"),
+    ({"facts_min": 5, "facts_max": 4}, "facts_max"),
+    ({"rater_weights": [0.5, 0.5, 0.5]}, "rater_weights"),
+    ({"rater_sharpness": [1.0, -1.0, 1.0]}, "rater_sharpness"),
+    ({"style_probs": [1.0]}, "style_probs"),
+    ({"n_sft": 0}, "n_sft"),
+    ({"perturb_prob": 1.5}, "perturb_prob"),
+    ({"max_summary_words": 3}, "max_summary_words"),
+])
+def test_bad_config_names_field(bad, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        SyntheticTaskConfig(**bad)
+    with pytest.raises(ConfigError, match=f"task.synthetic.{field}:"):
+        from_dict(TaskConfig, {"synthetic": bad}, "task")
+
+
+def test_make_task_by_name():
+    assert isinstance(make_task({"name": "synthetic"}), SyntheticTask)
+    assert isinstance(make_task({"name": "tldr"}), TldrTask)
+    assert isinstance(make_task(SyntheticTaskConfig.tiny()), SyntheticTask)
+    with pytest.raises(ConfigError, match="task.name"):
+        make_task({"name": "xsum"})
+
+
+# ---------------------------------------------------------------------------------------------- TL;DR
+@pytest.fixture(scope="module")
+def tldr() -> TldrTask:
+    files = lambda stem, splits: {s: str(FIX / f"{stem}_{s}.jsonl") for s in splits}  # noqa: E731
+    return TldrTask(TldrTaskConfig(sft_path="json", sft_data_files=files("tldr_sft", ["train", "validation", "test"]),
+                                   pref_path="json", pref_name=None,
+                                   pref_data_files=files("comparisons", ["train", "validation"])))
+
+
+def test_tldr_loaders(tldr):
+    sft = tldr.sft_dataset("train")
+    assert sft.column_names == ["prompt", "completion"] and len(sft) == 8
+    assert sft[0]["prompt"].startswith("SUBREDDIT: r/") and sft[0]["prompt"].endswith("TL;DR:")
+    assert len(tldr.sft_dataset("eval")) == 2
+    prefs = tldr.preference_dataset("train")
+    assert prefs.column_names == ["prompt", "y", "y_prime", "label", "p"] and len(prefs) == 10
+    assert prefs["label"] == [1 - (k % 2) for k in range(10)]  # choice alternates 0, 1 in the fixture
+    assert all(math.isnan(p) for p in prefs["p"])
+    assert prefs[0]["y_prime"] == " The author asks a question about cooking."  # stripped, one leading space
+    assert prefs[0]["prompt"] == sft[0]["prompt"]  # same prompt format as SFT
+    assert len(tldr.preference_dataset("test")) == 4
+    ev = tldr.prompts("eval")
+    assert len(ev) == 2 and tldr.references(ev)[0].startswith(" ")
+    assert tldr.is_well_formed(ev[0], " a summary") and not tldr.is_well_formed(ev[0], "  ")
+    with pytest.raises(NotImplementedError, match="preference model"):
+        tldr.judge(ev, ["a", "b"], ["b", "a"])
+    assert not tldr.has_exact_judge and tldr.vocabulary() is None
+
+
+def test_tldr_subsampling():
+    cfg = TldrTaskConfig(sft_path="json", sft_data_files={"train": str(FIX / "tldr_sft_train.jsonl")}, n_sft=3,
+                         n_prompts_train=5)
+    t = TldrTask(cfg)
+    a, b = t.sft_dataset("train"), TldrTask(cfg).sft_dataset("train")
+    assert len(a) == 3 and a.to_dict() == b.to_dict()
+    assert len(t.prompts("train")) == 5
+    x = t.prompts("train")[0]
+    assert t.references([x])[0].startswith(" ")  # missing validation/test splits are skipped
+    with pytest.raises(KeyError, match="no reference"):
+        t.references(["not a prompt"])
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+def test_word_tokenizer_round_trip(tmp_path, task):
+    from transformers import AutoTokenizer
+
+    from nlhf.tokenization import build_word_tokenizer
+
+    tok = build_word_tokenizer(task.vocabulary(), tmp_path / "tok")
+    assert len(tok) == 5 + len(task.vocabulary())
+    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.sep_token_id) == (0, 1, 2, 3, 4)
+    re = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert re.padding_side == "left" and re.eos_token_id == 3 and re.pad_token_id == 0 and re.sep_token_id == 4
+    x = task.prompts("eval")[0]
+    y = task.references([x])[0]
+    ids = re(x + " " + y)["input_ids"]
+    assert len(ids) == len((x + " " + y).split()) and re.unk_token_id not in ids
+    assert re.decode(ids) == x + " " + y
+    assert re.decode(ids + [re.eos_token_id, re.pad_token_id], skip_special_tokens=True) == x + " " + y
+    batch = re([x, "summary :"], padding=True)
+    assert batch["input_ids"][1][0] == re.pad_token_id and batch["attention_mask"][1][0] == 0  # left padding
+    assert re("storm zebra")["input_ids"][1] == re.unk_token_id
+    assert set(FACT_WORDS[:5]) <= set(re.get_vocab())
+
+
+# -------------------------------------------------------------------------------------------- analysis
+def test_analysis_on_hand_made_matrices():
+    cyc = np.array([[0.5, 0.8, 0.2], [0.2, 0.5, 0.8], [0.8, 0.2, 0.5]])  # 0 ≻ 1 ≻ 2 ≻ 0
+    r = np.array([0.0, 1.0, 2.5])
+    bt = 1 / (1 + np.exp(-(r[:, None] - r[None, :])))  # transitive (exactly Bradley–Terry)
+    assert analysis.cycle_fraction([cyc])["cycle_fraction"] == 1.0
+    assert analysis.cycle_fraction([bt])["cycle_fraction"] == 0.0
+    assert analysis.cycle_fraction(np.stack([cyc, bt]))["cycle_fraction"] == 0.5
+    np.testing.assert_allclose(analysis.fit_bt_scores(bt), r - r.mean(), atol=1e-4)
+    a = analysis.bt_fit_agreement([bt])
+    assert a["bt_agreement"] == 1.0 and abs(a["bt_excess_logloss"]) < 1e-6
+    c = analysis.bt_fit_agreement([cyc])  # symmetric cycle: BT fit is flat, gets no direction right
+    assert c["bt_agreement"] < 1.0 and c["bt_excess_logloss"] > 0.1 and c["p_agreement"] == 1.0
+    np.testing.assert_allclose(analysis.maximin_mixture(cyc), [1 / 3] * 3, atol=1e-6)
+    assert analysis.condorcet_winner(bt) == 2 and analysis.condorcet_winner(cyc) is None
+    ns = analysis.nash_support([cyc, bt])
+    assert ns["condorcet_winner_fraction"] == 0.5 and ns["nash_support_mean"] == 2.0
