@@ -215,6 +215,14 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
     use_ref = bool((beta_row > 0).any())  # self-play (all β = 0): never run the reference
     if use_ref and ref is None:
         raise ValueError("beta > 0 needs a reference model (ref=None given)")
+    if cached:  # GPT-2 policies: the lean static-KV decoder (same tokens; None = not supported, go generic)
+        from nlhf.fast_decode import fast_generate
+
+        out = fast_generate(policy, prompt_ids, prompt_mask, ref=ref, beta_row=beta_row, use_ref=use_ref,
+                            max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos_token_id,
+                            pad_token_id=pad_token_id, generator=generator)
+        if out is not None:
+            return out
 
     seq = prompt_ids
     mask = prompt_mask.long()

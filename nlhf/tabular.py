@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp, rel_entr, xlogy
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nlhf.games import (
     _broadcast_mu,
@@ -209,7 +209,7 @@ def _simulate(P, mu, specs: list[_Spec], steps: int, rho=None, targets=None, rec
     if callback is not None:
         callback(0, view(pi))
 
-    for t in tqdm(range(steps), disable=not progress, desc="tabular", leave=False, mininterval=1.0):
+    for t in tqdm(range(steps), disable=not progress, desc="tabular", leave=False, mininterval=5.0):
         eta = np.where(np.isnan(const_eta), 2.0 / (tau * (t + 2.0)), const_eta)
         a = np.where(is_br, 1.0, eta * tau)
         eta = np.where(is_br, 1.0 / tau, eta)
