@@ -30,9 +30,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+def json_text(obj: Any) -> str:
+    """Pretty JSON of metrics (numpy scalars/arrays and paths converted)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as pretty JSON (numpy scalars converted)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json_text(obj) + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -130,6 +130,7 @@ def train_policy(
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
     lr = method.lr or cfg.lr
+    policy.requires_grad_(True)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     ema = None
     ema_beta = None
