@@ -28,5 +28,16 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
+# Our Nash-MD-PG step vs TRL 1.13.0's NashMDTrainer (TRL lives in its own venv, outside the lock).
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements.lock
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements.lock "trl==1.13.0" requests
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/bench_nashmd_vs_trl.py
+
 clean-venv:
 	rm -rf $(VENV)

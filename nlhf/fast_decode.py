@@ -149,7 +149,21 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
         m_ = _unwrap(m)
         if m_.transformer.wte.weight.device != device or L > m_.config.n_positions:
             return None
-    decs = [GPT2Decoder(m, N, L) for m in models]
+
+    b = beta_row.to(device=device, dtype=torch.float32).reshape(N, 1)
+    # The reference runs only on the rows that mix it in (β > 0): rows with β = 0 sample from π_θ alone, so their
+    # μ logits are never needed (their ref_logprobs are reported as 0). ``rs`` selects those rows: a slice when
+    # they are contiguous (Nash-MD: rows B..2B-1, views and no copies), else an index tensor.
+    rs = slice(None)
+    R = N
+    if use_ref:
+        sel = (b.view(N) > 0).nonzero().view(-1)
+        R = int(sel.numel())
+        if R < N:
+            s0 = int(sel[0])
+            rs = slice(s0, s0 + R) if int(sel[-1]) == s0 + R - 1 else sel
+    pol_dec = GPT2Decoder(policy, N, L)
+    ref_dec = GPT2Decoder(ref, R, L) if use_ref else None
 
     mask = prompt_mask.long()
     kvalid = torch.zeros(N, L, dtype=torch.bool, device=device)
@@ -162,8 +176,9 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
     pos0 = (mask.cumsum(-1) - 1).clamp(min=0)
     cnt = mask.sum(-1)  # real tokens so far = position of the next fed token
 
-    b = beta_row.to(device=device, dtype=torch.float32).reshape(N, 1)
-    omb, b_is0, b_is1 = 1.0 - b, b == 0, b == 1
+    b_r = b[rs]
+    omb_r, b_is1_r = 1.0 - b_r, b_r == 1
+    all_rows = R == N
     pure_policy = not use_ref
     finished = torch.zeros(N, dtype=torch.bool, device=device)
     zero = torch.zeros((), device=device)
@@ -172,17 +187,26 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
 
     for t in range(max_new_tokens):
         if t == 0:
-            logits = [d.forward(prompt_ids, pos0, 0, pre_mask) for d in decs]
+            lp = pol_dec.forward(prompt_ids, pos0, 0, pre_mask).float()
+            if use_ref:
+                lr = ref_dec.forward(prompt_ids[rs], pos0[rs], 0, pre_mask[rs]).float()
         else:
             col = P + t - 1
             am = kvalid[:, None, None, :col + 1]
-            logits = [d.forward(step_ids, step_pos, col, am) for d in decs]
-        lp = logits[0].float()
+            lp = pol_dec.forward(step_ids, step_pos, col, am).float()
+            if use_ref:
+                lr = ref_dec.forward(step_ids[rs], step_pos[rs], col, am[rs]).float()
         if pure_policy:
             mixed = lp
         else:
-            lr = logits[1].float()
-            mixed = torch.where(b_is1, lr, torch.where(b_is0, lp, omb * lp + b * lr))
+            # the generic formula ((1−β)·l_θ + β·l_μ, exactly l_μ where β = 1, exactly l_θ where β = 0), row-wise
+            lp_r = lp[rs]
+            mixed_r = torch.where(b_is1_r, lr, omb_r * lp_r + b_r * lr)
+            if all_rows:
+                mixed = mixed_r
+            else:
+                mixed = lp.clone()
+                mixed[rs] = mixed_r
         if temperature == 0:
             logp = torch.log_softmax(mixed, -1)
             tok = mixed.argmax(-1)
@@ -197,7 +221,7 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
         pol_lp.append(torch.where(alive, plog.gather(1, idx).squeeze(1), zero))
         smp_lp.append(torch.where(alive, logp.gather(1, idx).squeeze(1), zero))
         if use_ref:
-            ref_lp.append(torch.where(alive, torch.log_softmax(lr, -1).gather(1, idx).squeeze(1), zero))
+            ref_lp.append(torch.where(alive[rs], torch.log_softmax(lr, -1).gather(1, idx[rs]).squeeze(1), zero))
         toks.append(tok)
         resp_mask.append(alive)
         finished = finished | (alive & (tok == eos_token_id))
@@ -210,6 +234,13 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
 
     response = torch.stack(toks, 1)
     response_mask = torch.stack(resp_mask, 1).long()
+    ref_logprobs = None
+    if use_ref:
+        ref_logprobs = torch.stack(ref_lp, 1)
+        if not all_rows:  # β = 0 rows: μ was not run, report 0 (as the generic path does)
+            full = torch.zeros(N, ref_logprobs.shape[1], dtype=ref_logprobs.dtype, device=device)
+            full[rs] = ref_logprobs
+            ref_logprobs = full
     return Generation(
         sequences=torch.cat([prompt_ids, response], 1),
         attention_mask=torch.cat([prompt_mask.long(), response_mask], 1),
@@ -218,5 +249,5 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
         prompt_len=P,
         policy_logprobs=torch.stack(pol_lp, 1),
         sample_logprobs=torch.stack(smp_lp, 1),
-        ref_logprobs=torch.stack(ref_lp, 1) if use_ref else None,
+        ref_logprobs=ref_logprobs,
     )

@@ -152,7 +152,9 @@ class Generation:
     prompt_len      P
     policy_logprobs [B, T]    log π_θ(y_n | x, y_<n) at temperature 1 (0 where masked)
     sample_logprobs [B, T]    log-prob under the distribution actually sampled (mixture / temperature)
-    ref_logprobs    [B, T] | None   log μ(y_n | x, y_<n) (only when the reference was run, i.e. some β > 0)
+    ref_logprobs    [B, T] | None   log μ(y_n | x, y_<n) on rows with β > 0; None when every β = 0 (the reference
+                    is not run). Rows with β = 0 hold 0: the reference is run only on the rows that mix it in
+                    (score y ~ π_θ under μ with ``response_logprobs(ref, ...)``, one forward, as training does).
     """
 
     sequences: Tensor
@@ -279,7 +281,8 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
         prompt_len=P,
         policy_logprobs=torch.stack(pol_lp, 1),
         sample_logprobs=torch.stack(smp_lp, 1),
-        ref_logprobs=torch.stack(ref_lp, 1) if use_ref else None,
+        # rows with β = 0 never need μ (the fast path does not run it there): 0, identically on every path
+        ref_logprobs=torch.where(beta_row[:, None] > 0, torch.stack(ref_lp, 1), 0.0) if use_ref else None,
     )
 
 
@@ -302,6 +305,9 @@ def generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=None, beta:
 
     Both models keep a KV cache (transformers' ``DynamicCache``): one prefill forward on the prompt, then one
     forward per new token per model, the two caches advanced together; the prefix is never re-encoded.
+    GPT-2 models (without forward hooks) take :mod:`nlhf.fast_decode` instead: the same weights and the same
+    sampling code on preallocated KV tensors with plain torch ops, drawing the same tokens for the same generator
+    (tests/test_fast_decode.py); ``NLHF_FAST_DECODE=0`` forces the transformers loop. Its speed: benchmarks/.
     Models are put in eval mode (no dropout) for the call and restored afterwards. Runs under ``no_grad``.
 
     Speed (measured once, not asserted): CPU, 2-layer width-128 GPT-2 (vocab 23), batch 16, prompt 24, 32 new
