@@ -83,8 +83,12 @@ def build_tokenizer_and_prompts(n_prompts: int):
 
 
 def gpt2_config(tok, **extra):
+    """TRL's models: the same GPT-2 config our from-config models get (``nlhf.models._gpt2_config``), including
+    ``activation_function="gelu_pytorch_tanh"`` (GPT-2's tanh GELU, fused kernel), so both sides run identical
+    networks."""
     from transformers import GPT2Config
 
+    extra.setdefault("activation_function", "gelu_pytorch_tanh")
     return GPT2Config(vocab_size=len(tok), n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, n_positions=512,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       **extra)
@@ -228,7 +232,8 @@ def main():
         results.append(row)
         print(f"max_new_tokens={T}: ours {mo:.4f} s/step | TRL {mt:.4f} s/step | ratio {mo / mt:.3f} | "
               f"mean response length ours {row['ours_mean_response_len']} TRL {row['trl_mean_response_len']} | "
-              f"torch threads {torch.get_num_threads()}", flush=True)
+              f"torch threads {torch.get_num_threads()} | both sides GPT-2 activation "
+              f"{gpt2_config(tok).activation_function}", flush=True)
 
     now = datetime.now(timezone.utc)
     summary = {
@@ -241,6 +246,7 @@ def main():
         "fast_decode": os.environ.get("NLHF_FAST_DECODE", "1") != "0" and fast_decode.supports(
             __import__("transformers").GPT2LMHeadModel(gpt2_config(tok))),
         "config": {"n_layer": N_LAYER, "n_embd": N_EMBD, "n_head": N_HEAD, "vocab": len(tok), "batch": BATCH,
+                   "activation_function": gpt2_config(tok).activation_function,
                    "prompt_tokens": PROMPT_TOKENS, "mixture_coef": MIXTURE_COEF, "kl_coef": KL_COEF, "lr": LR,
                    "fp32": True, "gradient_checkpointing": False, "temperature": 1.0,
                    "steps_per_block": a.steps, "warmup_per_block": a.warmup, "rounds": a.rounds},

@@ -41,6 +41,18 @@ class SamplingConfig:
 
 
 @dataclass
+class PreferenceDataConfig:
+    """Extra human-labelled pairs for the PM/RM stages: pairs of SFT samples on RL prompts, labelled by the task's
+    raters (like TL;DR's comparisons of SFT outputs). Only for tasks with raters (the synthetic task)."""
+
+    sft_pairs: int = 20_000  # pairs of SFT samples added to the task's preference pairs (0: none)
+    seed: int = 0  # sampling and labelling seed
+
+    def __post_init__(self):
+        check(self.sft_pairs >= 0, "sft_pairs", f"must be >= 0 (got {self.sft_pairs})")
+
+
+@dataclass
 class RuntimeConfig:
     """Devices and precision (``accelerate``)."""
 
@@ -67,6 +79,7 @@ class PipelineConfig:
     reward_model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     sft: SupervisedConfig = field(default_factory=SupervisedConfig)
+    preference_data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     pm: SupervisedConfig = field(default_factory=SupervisedConfig)
     rm: SupervisedConfig = field(default_factory=SupervisedConfig)
     pg: PGConfig = field(default_factory=PGConfig)

@@ -218,6 +218,20 @@ def heldout_sft_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
     return {"prompt": prompts, "y": ys, "y_prime": yps, "p": p, "label": labels}
 
 
+def sft_sample_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
+    """Pairs of SFT samples on RL prompts labelled by the task's raters (``task.draw_labels``): the human
+    comparisons of SFT outputs a real data collection would add. Deterministic (same pairs for PM and RM)."""
+    n = cfg.preference_data.sft_pairs
+    train_prompts = task.prompts("train")
+    rng = np.random.default_rng(cfg.preference_data.seed)
+    prompts = [train_prompts[i] for i in rng.integers(len(train_prompts), size=n)]
+    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    ys = sample_texts(policy, tok, prompts, seed=cfg.preference_data.seed + 1, **smp)
+    yps = sample_texts(policy, tok, prompts, seed=cfg.preference_data.seed + 2, **smp)
+    p = task.judge(prompts, ys, yps)
+    return {"prompt": prompts, "y": ys, "y_prime": yps, "p": p, "label": task.draw_labels(p, rng)}
+
+
 def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     """Stage ``pm`` (pairwise preference model) or ``rm`` (Bradley–Terry reward model) on the labelled pairs."""
     if kind not in ("pm", "rm"):
@@ -235,7 +249,11 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     model = build(mcfg, tok, seed=tcfg.seed)
     check_same_tokenizer(model.tokenizer, tok, f"{kind} model", "data tokenizer")
     X, Y, YP = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
-    Z = torch.tensor(list(train["label"]))
+    Z = list(train["label"])
+    if task.has_exact_judge and cfg.preference_data.sft_pairs > 0:
+        extra = sft_sample_pairs(cfg, task, *load_sft(cfg, acc.device))
+        X, Y, YP, Z = X + extra["prompt"], Y + extra["y"], YP + extra["y_prime"], Z + list(extra["label"])
+    Z = torch.tensor(Z, dtype=torch.float32)
     test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
 
     def loss_fn(m, idx):
@@ -248,7 +266,7 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     log = fit(model, loss_fn, len(X), tcfg, resume_path(cfg, kind), acc, eval_fn, desc=kind,
               fingerprint=fingerprint(tcfg, mcfg, cfg.task))
     model = acc.unwrap_model(model).eval()
-    metrics = {"test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
+    metrics = {"n_train_pairs": len(X), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
                "train_loss_last": log["train"][-1]["loss"]}
     if task.has_exact_judge:
         policy, ptok = load_sft(cfg, acc.device)

@@ -103,6 +103,7 @@ class SyntheticTaskConfig:
         default_factory=lambda: [0.16, 0.16, 0.12, 0.12, 0.1, 0.1, 0.12, 0.12]
     )
     perturb_prob: float = 0.3  # preference pairs: chance each summary gets one random edit
+    labels_per_pair: int = 1  # raters drawn per pair; label = fraction preferring y (1: one binary label)
 
     def __post_init__(self) -> None:
         for f in ("n_sft", "n_sft_eval", "n_pref_train", "n_pref_test", "n_prompts_train", "n_prompts_eval"):
@@ -130,6 +131,7 @@ class SyntheticTaskConfig:
         check(len(self.rater_sharpness) == len(RATERS), "rater_sharpness", f"needs {len(RATERS)} values")
         check(all(s > 0 for s in self.rater_sharpness), "rater_sharpness", "values must be > 0")
         check(0.0 <= self.perturb_prob <= 1.0, "perturb_prob", f"must be in [0, 1], got {self.perturb_prob}")
+        check(self.labels_per_pair >= 1, "labels_per_pair", f"must be >= 1, got {self.labels_per_pair}")
 
     @classmethod
     def tiny(cls, **kw) -> "SyntheticTaskConfig":
@@ -354,10 +356,17 @@ class SyntheticTask(Task):
                 yps.append(pair[1])
             prompts = [d.prompt for d in docs]
             p = self.judge(prompts, ys, yps)
-            label = (self._rng("prefs-labels/" + split).random(n) < p).astype(np.int64)
+            label = self.draw_labels(p, self._rng("prefs-labels/" + split))
             self._cache[key] = {"prompt": prompts, "y": ys, "y_prime": yps, "label": label.tolist(),
                                 "p": p.tolist()}
         return self._cache[key]
+
+    def draw_labels(self, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Human labels: ``labels_per_pair`` raters drawn from the population each say whether y ≻ y'
+        (Bernoulli(P)); the label is the fraction preferring y (0/1 with a single rater)."""
+        k = self.cfg.labels_per_pair
+        votes = rng.random((len(p), k)) < np.asarray(p)[:, None]
+        return votes.mean(1) if k > 1 else votes[:, 0].astype(np.int64)
 
     def _pref_summary(self, doc: Document, rng: np.random.Generator) -> str:
         s = self.reference_summary(doc, STYLES[int(self.sample_styles(rng, 1)[0])], rng)
