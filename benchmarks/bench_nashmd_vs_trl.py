@@ -13,6 +13,7 @@ boundaries are taken at each call of the sampler (``policy_gradient.generate`` i
 else is changed), so a step is sampling (y ~ π_θ and y' ~ mixture in one call, 2B rows) + μ's log-probs +
 preference model + policy forward/backward + clip + Adam. The last step (it writes a checkpoint) is dropped.
 TRL's step is timed with a ``TrainerCallback`` (on_step_begin → on_step_end), as in the reference harness.
+The timed runs and the shared setup live in ``benchmarks/_common.py`` (``bench_gpu.py`` uses them too).
 
 Ours and TRL's runs alternate (``--rounds`` blocks of each, per length), so machine load affects both; the
 reported medians pool the post-warm-up steps of all rounds. Run it with the bench venv (TRL lives there):
@@ -28,160 +29,42 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import torch  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SEED = 0
+import _common  # noqa: E402  (sets the offline / quiet environment variables before torch is imported)
+import torch  # noqa: E402
+from _common import KL_COEF, LR, MIXTURE_COEF, SEED, Shape  # noqa: E402,F401
+
 N_LAYER, N_EMBD, N_HEAD, VOCAB = 2, 128, 4, 512
-BATCH, PROMPT_TOKENS, MIXTURE_COEF, KL_COEF, LR = 8, 16, 0.5, 0.1, 5e-5
+BATCH, PROMPT_TOKENS = 8, 16
+SHAPE = Shape(n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, vocab=VOCAB, batch=BATCH, prompt_tokens=PROMPT_TOKENS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shared setup: tokenizer and prompts (identical strings and token counts on both sides).
+# The shared pieces (benchmarks/_common.py) at this benchmark's fixed CPU configuration.
 
 
 def build_tokenizer_and_prompts(n_prompts: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    rng = random.Random(SEED)
-    syll = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "si", "ve", "du", "ga", "he", "jo", "zu", "ba", "fi", "wo"]
-    lexicon = sorted({"".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(600)})
-    corpus = [" ".join(rng.choice(lexicon) for _ in range(rng.randint(8, 24))) for _ in range(3000)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainer=trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<|endoftext|>", "<pad>", "<sep>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<pad>", sep_token="<sep>", unk_token="<|endoftext|>")
-    tok.padding_side = "left"
-    # prompts of PROMPT_TOKENS − 1 BPE tokens; TRL prepends BOS, so we give our side BOS + text: 16 tokens each
-    prompts = []
-    while len(prompts) < n_prompts:
-        ids = tok(" ".join(rng.choice(lexicon) for _ in range(12)), add_special_tokens=False)["input_ids"]
-        text = tok.decode(ids[:PROMPT_TOKENS - 1])
-        if len(tok(text, add_special_tokens=False)["input_ids"]) == PROMPT_TOKENS - 1:  # stable round trip
-            prompts.append(text)
-    return tok, prompts
+    return _common.build_tokenizer_and_prompts(n_prompts, vocab=VOCAB, prompt_tokens=PROMPT_TOKENS, seed=SEED)
 
 
 def gpt2_config(tok, **extra):
-    """TRL's models: the same GPT-2 config our from-config models get (``nlhf.models._gpt2_config``), including
-    ``activation_function="gelu_pytorch_tanh"`` (GPT-2's tanh GELU, fused kernel), so both sides run identical
-    networks."""
-    from transformers import GPT2Config
-
-    extra.setdefault("activation_function", "gelu_pytorch_tanh")
-    return GPT2Config(vocab_size=len(tok), n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, n_positions=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      **extra)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Our side: nlhf.training.policy_gradient.train_policy.
+    return _common.gpt2_config(tok, SHAPE, **extra)
 
 
 def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int) -> dict:
-    from nlhf.models import ModelConfig, build_policy, build_preference_model
-    from nlhf.training import policy_gradient as pg
-
-    mcfg = ModelConfig(n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, n_positions=512)
-    policy = build_policy(mcfg, tok, seed=seed)
-    ref = build_policy(mcfg, tok, seed=seed)  # μ = the initial policy (a copy), as TRL's create_reference_model
-    judge = build_preference_model(mcfg, tok, seed=seed + 1)
-    method = pg.MethodConfig(kind="nash_md", tau=KL_COEF, beta=MIXTURE_COEF, lr=LR)
-    total = warmup + n_steps + 1  # +1: the last step writes a checkpoint; it is dropped
-    cfg = pg.PGConfig(steps=total, batch_size=BATCH, lr=LR, log_every=10**9, checkpoint_every=10**9, seed=seed)
-
-    marks, lengths = [], []
-    orig = pg.generate
-
-    def timed_generate(*a, **kw):
-        marks.append(time.perf_counter())
-        out = orig(*a, **kw)
-        lengths.append(out.response_mask.sum(-1).float().mean().item())
-        return out
-
-    pg.generate = timed_generate
-    try:
-        with tempfile.TemporaryDirectory(prefix="nlhf_bench_") as d:
-            pg.train_policy(policy, ref, judge, tok, [tok.bos_token + p for p in prompts], method, cfg,
-                            max_new_tokens=max_new_tokens, temperature=1.0, state_path=Path(d) / "state.pt",
-                            desc="bench")
-    finally:
-        pg.generate = orig
-    steps = [b - a for a, b in zip(marks, marks[1:])]  # the last (checkpointing) step has no end mark: dropped
-    return {"step_s": steps[warmup:], "mean_len": statistics.mean(lengths[warmup:])}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# TRL side: trl.experimental.nash_md.NashMDTrainer (trl 1.13.0).
+    return _common.run_ours(tok, prompts, max_new_tokens, n_steps, warmup, seed, SHAPE)
 
 
 def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int) -> dict:
-    from datasets import Dataset
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback
-    from trl.experimental.nash_md import NashMDConfig, NashMDTrainer
-
-    torch.manual_seed(seed)
-    policy = GPT2LMHeadModel(gpt2_config(tok))
-    reward_model = GPT2ForSequenceClassification(gpt2_config(tok, num_labels=1))
-    reward_model.config.pad_token_id = tok.pad_token_id
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.t0, self.times = None, []
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter() - self.t0)
-
-    timer = StepTimer()
-    with tempfile.TemporaryDirectory(prefix="trl_bench_") as d:
-        args = NashMDConfig(
-            output_dir=d, max_steps=warmup + n_steps, per_device_train_batch_size=BATCH,
-            gradient_accumulation_steps=1, max_new_tokens=max_new_tokens, max_length=512, temperature=1.0,
-            learning_rate=LR, logging_steps=10**9, save_strategy="no", report_to="none", use_cpu=True,
-            bf16=False, gradient_checkpointing=False, dataloader_num_workers=0, seed=seed, push_to_hub=False,
-            disable_tqdm=True, mixture_coef=MIXTURE_COEF, beta=KL_COEF,
-        )
-        trainer = NashMDTrainer(model=policy, reward_funcs=reward_model, args=args,
-                                train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
-                                processing_class=tok, callbacks=[timer])
-        lengths, plens = [], []
-        orig = trainer._process_completions
-
-        def process(model_output, mixture_output, prompts_):
-            md, xd = orig(model_output, mixture_output, prompts_)
-            P = prompts_["input_ids"].shape[1]
-            plens.append(prompts_["attention_mask"].sum(-1).float().mean().item())
-            lengths.append(torch.cat([md["attention_mask"][:, P:], xd["attention_mask"][:, P:]])
-                           .sum(-1).float().mean().item())
-            return md, xd
-
-        trainer._process_completions = process
-        trainer.train()
-    return {"step_s": timer.times[warmup:], "mean_len": statistics.mean(lengths[warmup:]),
-            "prompt_tokens": statistics.mean(plens)}
+    return _common.run_trl(tok, prompts, max_new_tokens, n_steps, warmup, seed, SHAPE, use_cpu=True, bf16=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -112,11 +112,11 @@ class _KillingPM(torch.nn.Module):
         self.kind = pm.kind
         self.tokenizer = pm.tokenizer
 
-    def prob(self, *a):
+    def logits_from_ids(self, *a):
         self.n += 1
         if self.n == self.at:
             raise Interrupt
-        return self.pm.prob(*a)
+        return self.pm.logits_from_ids(*a)
 
 
 @pytest.mark.parametrize("method", [MethodConfig(kind="nash_md", tau=0.05, beta=0.5),

@@ -83,6 +83,9 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     model, opt = accelerator.prepare(model, opt)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    check(cfg.batch_size % world == 0, "batch_size",
+          f"must be a multiple of the number of processes ({world}), got {cfg.batch_size}")
     log = {"train": [], "eval": []}
     start = 0
     state = load_state(state_path)
@@ -104,6 +107,9 @@ def fit(
                disable=not accelerator.is_local_main_process)
     for step in bar:
         idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
+        # data parallel: every rank draws the same batch (same generator) and takes its own 1/world share, so N
+        # processes step on the examples one process would (DDP averages the per-rank mean gradients)
+        idx = idx[rank::world]
         with accelerator.autocast():
             loss = loss_fn(model, idx)
         if not torch.isfinite(loss):

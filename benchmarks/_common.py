@@ -1,0 +1,232 @@
+"""Shared pieces of the benchmarks (``bench_nashmd_vs_trl.py`` on CPU, ``bench_gpu.py`` on a GPU): the tokenizer
+and prompts both sides get, the GPT-2 config both sides build, and one timed run of OUR Nash-MD-PG loop and of
+TRL's ``NashMDTrainer``, for a given model shape.
+
+Our step = exactly what the pipeline runs: ``train_policy`` is called for warm-up + measured + 1 steps; step
+boundaries are taken at each call of the sampler (``policy_gradient.generate`` is wrapped with a timer, nothing
+else is changed). With ``phases=True`` the policy's log-prob call (``response_logprobs`` under grad, the first thing
+the update does) is timed too, which splits each step into
+
+    generation  sampler call: y ~ π_θ and y' ~ mixture(π_θ, μ; β) in one call on 2B rows
+    scoring     μ's log-probs of y (one forward) + the preference model on x <sep> y <sep> y' (2B rows)
+    update      policy forward + loss + backward + gradient clipping + Adam (+ the loop's bookkeeping)
+
+``sync`` (``torch.cuda.synchronize`` on a GPU) is called at every mark so that asynchronous kernels are charged to
+the phase that launched them. TRL's step is timed with a ``TrainerCallback`` (on_step_begin → on_step_end, with
+``sync`` at both ends).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+SEED = 0
+MIXTURE_COEF, KL_COEF, LR = 0.5, 0.1, 5e-5
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Model and batch shape shared by both sides (policy, reference and judge are GPT-2s of this size)."""
+
+    n_layer: int = 2
+    n_embd: int = 128
+    n_head: int = 4
+    vocab: int = 512
+    batch: int = 8
+    prompt_tokens: int = 16
+    n_positions: int = 512
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _no_sync() -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared setup: tokenizer and prompts (identical strings and token counts on both sides).
+
+
+def build_tokenizer_and_prompts(n_prompts: int, vocab: int = 512, prompt_tokens: int = 16, seed: int = SEED):
+    """A byte-level BPE of ``vocab`` tokens trained on a synthetic corpus (specials <|endoftext|> = BOS = EOS,
+    <pad>, <sep>) and ``n_prompts`` prompts of ``prompt_tokens`` − 1 BPE tokens (TRL prepends BOS; our side gets the
+    same string with BOS prepended: ``prompt_tokens`` tokens each)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(seed)
+    syll = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "si", "ve", "du", "ga", "he", "jo", "zu", "ba", "fi", "wo"]
+    lexicon = sorted({"".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(600)})
+    corpus = [" ".join(rng.choice(lexicon) for _ in range(rng.randint(8, 24))) for _ in range(3000)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainer=trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>", "<pad>", "<sep>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  pad_token="<pad>", sep_token="<sep>", unk_token="<|endoftext|>")
+    tok.padding_side = "left"
+    prompts = []
+    while len(prompts) < n_prompts:
+        ids = tok(" ".join(rng.choice(lexicon) for _ in range(12)), add_special_tokens=False)["input_ids"]
+        text = tok.decode(ids[:prompt_tokens - 1])
+        if len(tok(text, add_special_tokens=False)["input_ids"]) == prompt_tokens - 1:  # stable round trip
+            prompts.append(text)
+    return tok, prompts
+
+
+def gpt2_config(tok, shape: Shape, **extra):
+    """TRL's models: the same GPT-2 config our from-config models get (``nlhf.models._gpt2_config``), including
+    ``activation_function="gelu_pytorch_tanh"`` (GPT-2's tanh GELU, fused kernel), so both sides run identical
+    networks."""
+    from transformers import GPT2Config
+
+    extra.setdefault("activation_function", "gelu_pytorch_tanh")
+    return GPT2Config(vocab_size=len(tok), n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head,
+                      n_positions=shape.n_positions, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, **extra)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our side: nlhf.training.policy_gradient.train_policy.
+
+
+def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
+             accelerator=None, sync: Callable[[], None] = _no_sync, phases: bool = False,
+             on_models: Callable | None = None) -> dict:
+    """``train_policy`` (method nash_md) for warm-up + ``n_steps`` + 1 steps on ``shape``; returns the measured
+    steps' times (the warm-up and the last, checkpointing, step dropped). ``accelerator``: passed to the loop (e.g.
+    ``Accelerator(mixed_precision="bf16")``; None: the loop builds its own). ``phases``: also return the per-step
+    generation / scoring / update split (module docstring) with token counts. ``on_models(policy, ref, judge)`` is
+    called once with the built models (e.g. to count parameters)."""
+    from nlhf.models import ModelConfig, build_policy, build_preference_model
+    from nlhf.training import policy_gradient as pg
+
+    mcfg = ModelConfig(n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head,
+                       n_positions=shape.n_positions)
+    policy = build_policy(mcfg, tok, seed=seed)
+    ref = build_policy(mcfg, tok, seed=seed)  # μ = the initial policy (a copy), as TRL's create_reference_model
+    judge = build_preference_model(mcfg, tok, seed=seed + 1)
+    if on_models is not None:
+        on_models(policy, ref, judge)
+    method = pg.MethodConfig(kind="nash_md", tau=KL_COEF, beta=MIXTURE_COEF, lr=LR)
+    total = warmup + n_steps + 1  # +1: the last step writes a checkpoint; it is dropped
+    cfg = pg.PGConfig(steps=total, batch_size=shape.batch, lr=LR, log_every=10**9, checkpoint_every=10**9,
+                      seed=seed)
+
+    marks, gen_end, upd_start, lengths, gen_tokens, upd_shape = [], [], [], [], [], []
+    orig_generate, orig_logprobs = pg.generate, pg.response_logprobs
+
+    def timed_generate(*a, **kw):
+        sync()
+        marks.append(time.perf_counter())
+        out = orig_generate(*a, **kw)
+        if phases:
+            sync()
+            gen_end.append(time.perf_counter())
+            gen_tokens.append((int(out.response_mask.sum().item()), int(out.response_mask.numel())))
+        lengths.append(out.response_mask.sum(-1).float().mean().item())
+        return out
+
+    def timed_logprobs(model, sequences, attention_mask, prompt_len):
+        if torch.is_grad_enabled():  # the policy's forward (μ's runs under no_grad): the update starts here
+            sync()
+            upd_start.append(time.perf_counter())
+            upd_shape.append((*sequences.shape, prompt_len))
+        return orig_logprobs(model, sequences, attention_mask, prompt_len)
+
+    pg.generate = timed_generate
+    if phases:
+        pg.response_logprobs = timed_logprobs
+    try:
+        with tempfile.TemporaryDirectory(prefix="nlhf_bench_") as d:
+            pg.train_policy(policy, ref, judge, tok, [tok.bos_token + p for p in prompts], method, cfg,
+                            max_new_tokens=max_new_tokens, temperature=1.0, state_path=Path(d) / "state.pt",
+                            accelerator=accelerator, desc="bench")
+    finally:
+        pg.generate, pg.response_logprobs = orig_generate, orig_logprobs
+    steps = [b - a for a, b in zip(marks, marks[1:])]  # the last (checkpointing) step has no end mark: dropped
+    out = {"step_s": steps[warmup:], "mean_len": statistics.mean(lengths[warmup:])}
+    if phases:
+        keep = range(warmup, len(steps))
+        out.update(
+            gen_s=[gen_end[i] - marks[i] for i in keep],
+            score_s=[upd_start[i] - gen_end[i] for i in keep],
+            update_s=[marks[i + 1] - upd_start[i] for i in keep],
+            gen_tokens=[gen_tokens[i][0] for i in keep],  # real sampled tokens, y and y' (EOS included)
+            gen_positions=[gen_tokens[i][1] for i in keep],  # 2B x T columns the sampler ran
+            update_shape=[upd_shape[i] for i in keep],  # (B, P + T, P) of the policy forward/backward
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TRL side: trl.experimental.nash_md.NashMDTrainer (trl 1.13.0).
+
+
+def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
+            use_cpu: bool = True, bf16: bool = False, sync: Callable[[], None] = _no_sync) -> dict:
+    from datasets import Dataset
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback
+    from trl.experimental.nash_md import NashMDConfig, NashMDTrainer
+
+    torch.manual_seed(seed)
+    policy = GPT2LMHeadModel(gpt2_config(tok, shape))
+    reward_model = GPT2ForSequenceClassification(gpt2_config(tok, shape, num_labels=1))
+    reward_model.config.pad_token_id = tok.pad_token_id
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.t0, self.times = None, []
+
+        def on_step_begin(self, args, state, control, **kw):
+            sync()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            sync()
+            self.times.append(time.perf_counter() - self.t0)
+
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory(prefix="trl_bench_") as d:
+        args = NashMDConfig(
+            output_dir=d, max_steps=warmup + n_steps, per_device_train_batch_size=shape.batch,
+            gradient_accumulation_steps=1, max_new_tokens=max_new_tokens, max_length=shape.n_positions,
+            temperature=1.0, learning_rate=LR, logging_steps=10**9, save_strategy="no", report_to="none",
+            use_cpu=use_cpu, bf16=bf16, gradient_checkpointing=False, dataloader_num_workers=0, seed=seed,
+            push_to_hub=False, disable_tqdm=True, mixture_coef=MIXTURE_COEF, beta=KL_COEF,
+        )
+        trainer = NashMDTrainer(model=policy, reward_funcs=reward_model, args=args,
+                                train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                                processing_class=tok, callbacks=[timer])
+        lengths, plens = [], []
+        orig = trainer._process_completions
+
+        def process(model_output, mixture_output, prompts_):
+            md, xd = orig(model_output, mixture_output, prompts_)
+            P = prompts_["input_ids"].shape[1]
+            plens.append(prompts_["attention_mask"].sum(-1).float().mean().item())
+            lengths.append(torch.cat([md["attention_mask"][:, P:], xd["attention_mask"][:, P:]])
+                           .sum(-1).float().mean().item())
+            return md, xd
+
+        trainer._process_completions = process
+        trainer.train()
+    return {"step_s": timer.times[warmup:], "mean_len": statistics.mean(lengths[warmup:]),
+            "prompt_tokens": statistics.mean(plens)}

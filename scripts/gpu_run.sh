@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# The one script for the GPU machine (issue #6): install what is missing from carried wheels, run the GPU benchmark
+# (benchmarks/bench_gpu.py, anchor config, 32 and 128 new tokens) and the pipeline under the `gpu` profile within a
+# wall-clock budget, and put logs, metrics and tables into $OUT (at most 8 files: the device tool's limit).
+#
+#   scripts/gpu_run.sh prepare     # HERE (internet): wheels for the GPU machine's Python 3.12 into .wheels/
+#   scripts/gpu_run.sh             # THERE, in the repo root, $OUT set; carry .wheels (device tool: carry [".wheels"])
+#   SMOKE=1 OUT=/tmp/gpu_smoke scripts/gpu_run.sh   # CPU rehearsal: tiny bench on cpu + tiny profile, 2 methods
+#
+# What lands in $OUT: run.log (everything), bench.log, bench_gpu.json + bench_gpu.md (the benchmark), pipeline.log
+# (every stage's output), pipeline_status.json (per stage: ok / failed / timeout / skipped, seconds), summary.md
+# (bench table + stage table + the eval table and scorecard when eval ran), results.tar.gz (the pipeline's results/
+# folder: metrics JSON, CSV and markdown tables; no models).
+#
+# Knobs (environment; defaults in brackets):
+#   PY [python3; SMOKE: .venv/bin/python]  interpreter (the GPU image's python3 holds torch 2.11)
+#   WHEELS [.wheels]          carried wheels; only those needed are installed, into /tmp/site (PYTHONPATH)
+#   BUDGET_S [480]            wall clock for everything (install + bench + pipeline + packing)
+#   BENCH_TIMEOUT_S [210]     hard limit of the benchmark
+#   BENCH_ARGS [""]           extra bench_gpu.py flags (SMOKE: --device cpu --tiny)
+#   PIPE_PROFILE [gpu]        params profile (SMOKE: tiny)
+#   PIPE_METHODS ["RLHF SP MD1 BR"]  policies to train (params.yaml methods); eval covers SFT + those that finished
+#   PIPE_STEPS_SCALE [0.5; SMOKE: 1]  multiplies sft/pm/rm/pg steps: 0.5 is a guess (no GPU timing yet) at what
+#                             fits ~5 min next to the bench; 1 = the gpu profile as written (needs a bigger BUDGET_S)
+#   EVAL_RESERVE_S [75]       a policy stage starts only if this much time is left for eval after it
+#   PIPE_WORK [mktemp]        where the pipeline writes artifacts/ and results/ (never the repo's own)
+#   SKIP_BENCH=1 / SKIP_PIPE=1
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WHEELS=${WHEELS:-.wheels}
+
+# ------------------------------------------------------------------------------------------------ prepare (here)
+if [ "${1:-}" = "prepare" ]; then
+    # Pure-python wheels (plus multiprocess's py312 build) for what the GPU image may lack: trl and datasets (bench),
+    # datasets, rouge_score and tabulate (pipeline; pandas' to_markdown in the eval stage needs tabulate), and their
+    # missing needs. Versions = requirements.lock. The folder is git-ignored (/.wheels/). ~4 MB.
+    PIP_PY=${PIP_PY:-.venv-bench/bin/python}
+    mkdir -p "$WHEELS"
+    plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+    "$PIP_PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+        "${plat[@]}" -d "$WHEELS" trl==1.13.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 nltk==3.10.4 \
+        defusedxml==0.7.1 fsspec==2026.9.0 tabulate==0.10.0 ${EXTRA_WHEELS:-} || exit 1
+    # rouge_score 0.1.2 is an sdist only: build its (pure-python) wheel here
+    "$PIP_PY" -m pip wheel --no-deps -w "$WHEELS" rouge_score==0.1.2 || exit 1
+    ls -la "$WHEELS"
+    du -sh "$WHEELS"
+    exit 0
+fi
+
+# ------------------------------------------------------------------------------------------------ run
+if [ -n "${SMOKE:-}" ]; then
+    PY=${PY:-.venv/bin/python}   # the lock's venv; trl comes from .wheels like on the GPU machine
+    BENCH_ARGS=${BENCH_ARGS:---device cpu --tiny}
+    PIPE_PROFILE=${PIPE_PROFILE:-tiny}
+    PIPE_METHODS=${PIPE_METHODS:-RLHF MD1}
+    PIPE_STEPS_SCALE=${PIPE_STEPS_SCALE:-1}
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+fi
+PY=${PY:-python3}
+BUDGET_S=${BUDGET_S:-480}
+BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-210}
+BENCH_ARGS=${BENCH_ARGS:-}
+PIPE_PROFILE=${PIPE_PROFILE:-gpu}
+PIPE_METHODS=${PIPE_METHODS:-RLHF SP MD1 BR}
+PIPE_STEPS_SCALE=${PIPE_STEPS_SCALE:-0.5}
+EVAL_RESERVE_S=${EVAL_RESERVE_S:-75}
+TAIL_S=15            # kept for packing the outputs
+MIN_STAGE_S=20       # a stage with less time than this left is skipped
+: "${OUT:?set OUT to the output folder}"
+mkdir -p "$OUT"
+PIPE_WORK=${PIPE_WORK:-$(mktemp -d /tmp/nlhf_gpu_run.XXXXXX)}
+WORK=$(mktemp -d /tmp/nlhf_gpu_out.XXXXXX)   # scratch for the bench's own files
+export PIPE_WORK PIPE_PROFILE PIPE_STEPS_SCALE
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+    TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 MPLBACKEND=Agg
+T0=$(date +%s)
+DEADLINE=$((T0 + BUDGET_S - TAIL_S))
+left() { echo $((DEADLINE - $(date +%s))); }
+
+install_wheels() {
+    if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+        echo "[install] no wheels in $WHEELS: using what is installed"
+        return 0
+    fi
+    # A small resolver over the carried wheels: roots = nlhf's own dependencies (pyproject.toml) + trl==1.13.0 +
+    # tabulate (pandas' to_markdown, used by the eval stage, not declared in pyproject.toml);
+    # a requirement already met by the installed packages is left alone, otherwise the carried wheel that meets it
+    # is chosen (then its own requirements are checked the same way). Nothing is fetched; problems are printed.
+    local plan
+    plan=$("$PY" - "$WHEELS" <<'EOF'
+import email, sys, tomllib, zipfile
+import importlib.metadata as md
+from pathlib import Path
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canon
+from packaging.version import Version
+
+wheels = {}
+for w in sorted(Path(sys.argv[1]).glob("*.whl")):
+    with zipfile.ZipFile(w) as z:
+        m = email.message_from_bytes(z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))))
+    wheels[canon(m["Name"])] = (w, Version(m["Version"]), m.get_all("Requires-Dist") or [])
+
+def installed(name):
+    try:
+        return Version(md.version(name))
+    except md.PackageNotFoundError:
+        return None
+
+roots = tomllib.loads(Path("pyproject.toml").read_text())["project"]["dependencies"] + ["trl==1.13.0", "tabulate"]
+chosen, problems, todo, seen = {}, [], [(r, "nlhf/bench") for r in roots], set()
+while todo:
+    text, why = todo.pop(0)
+    r = Requirement(text)
+    if r.marker is not None and not r.marker.evaluate({"extra": ""}):
+        continue
+    name = canon(r.name)
+    have = chosen[name][1] if name in chosen else installed(name)
+    if have is not None and r.specifier.contains(have, prereleases=True):
+        continue
+    if name in wheels and r.specifier.contains(wheels[name][1], prereleases=True) and name not in chosen:
+        chosen[name] = wheels[name]
+        print(f"# {name} {wheels[name][1]} (installed: {have}; needed: {r} by {why})", file=sys.stderr)
+        todo += [(q, name) for q in wheels[name][2]]
+    else:
+        problems.append(f"{r} (needed by {why}; installed {have}; carried "
+                        f"{wheels[name][1] if name in wheels else None})")
+for p in problems:
+    print(f"# WARNING unmet: {p}", file=sys.stderr)
+print(" ".join(str(w) for w, _, _ in chosen.values()))
+EOF
+) || { echo "[install] resolver failed"; return 1; }
+    if [ -z "$plan" ]; then
+        echo "[install] everything needed is installed"
+        return 0
+    fi
+    echo "[install] $plan"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $plan \
+        || { echo "[install] pip failed"; return 1; }
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# One pipeline stage in its own process: nlhf.stages on params.yaml + profile, writing under $PIPE_WORK.
+STAGE_PY='
+import json, os, sys
+from nlhf import stages
+from nlhf.params import load_config
+stage, arg = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "")
+cfg = load_config("params.yaml", os.environ["PIPE_PROFILE"])
+work = os.environ["PIPE_WORK"]
+cfg.paths.artifacts, cfg.paths.results = f"{work}/artifacts", f"{work}/results"
+scale = float(os.environ.get("PIPE_STEPS_SCALE", "1"))
+if scale != 1:
+    for sec in (cfg.sft, cfg.pm, cfg.rm, cfg.pg):
+        sec.steps = max(2, round(sec.steps * scale))
+if os.environ.get("PIPE_EVAL_POLICIES"):
+    cfg.eval.policies = os.environ["PIPE_EVAL_POLICIES"].split()
+print(f"[stage {stage} {arg}] profile {cfg.profile}, runtime {cfg.runtime}, policy {cfg.policy_model}, "
+      f"steps sft/pm/rm/pg {cfg.sft.steps}/{cfg.pm.steps}/{cfg.rm.steps}/{cfg.pg.steps}", flush=True)
+fn = {"data": stages.run_data, "sft": stages.run_sft, "eval": stages.run_eval,
+      "pm": lambda c: stages.run_preference(c, "pm"), "rm": lambda c: stages.run_preference(c, "rm"),
+      "policy": lambda c: stages.run_policy(c, arg)}[stage]
+print(json.dumps(fn(cfg), default=str)[:4000], flush=True)
+'
+
+STATUS=$WORK/status.tsv
+: > "$STATUS"
+run_stage() {  # run_stage NAME ARGS... ; appends "NAME status rc seconds" to $STATUS
+    local name=$1; shift
+    local l; l=$(left)
+    if [ "$l" -lt "$MIN_STAGE_S" ]; then
+        echo "[pipeline] skip $name: ${l}s left"
+        printf '%s\tskipped\t-\t0\n' "$name" >> "$STATUS"
+        return 1
+    fi
+    echo "[pipeline] $name (limit ${l}s) $(date -u +%H:%M:%S)"
+    local t=$(date +%s) rc
+    timeout --kill-after=10 "$l" "$PY" -c "$STAGE_PY" "$@" >> "$OUT/pipeline.log" 2>&1
+    rc=$?
+    local dt=$(( $(date +%s) - t )) st=ok
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && st=timeout
+    [ $rc -ne 0 ] && [ "$st" = ok ] && st=failed
+    printf '%s\t%s\t%s\t%s\n' "$name" "$st" "$rc" "$dt" >> "$STATUS"
+    echo "[pipeline] $name: $st (rc $rc, ${dt}s)"
+    [ $rc -eq 0 ]
+}
+
+main() {
+    echo "[gpu_run] $(date -u +%FT%TZ) host $(uname -n) budget ${BUDGET_S}s, repo $ROOT," \
+        "commit $(git rev-parse --short HEAD 2>/dev/null || echo n/a)"
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm \
+        --format=csv || echo "[gpu_run] no nvidia-smi"
+    install_wheels
+    export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$ROOT"
+    "$PY" - <<'EOF'
+import importlib, sys
+print("[gpu_run] python", sys.version.split()[0], sys.executable)
+for m in ("torch", "transformers", "accelerate", "tokenizers", "huggingface_hub", "datasets", "pyarrow", "fsspec",
+          "trl", "rouge_score", "nltk", "pandas", "numpy", "nlhf"):
+    try:
+        mod = importlib.import_module(m)
+        print(f"  {m} {getattr(mod, '__version__', '?')} {getattr(mod, '__file__', '')}")
+    except Exception as e:
+        print(f"  {m} NOT IMPORTABLE: {type(e).__name__}: {e}")
+import torch
+print("  cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+EOF
+
+    # -- the benchmark
+    if [ -z "${SKIP_BENCH:-}" ]; then
+        local bl=$BENCH_TIMEOUT_S
+        [ "$(left)" -lt "$bl" ] && bl=$(left)
+        echo "[bench] bench_gpu.py $BENCH_ARGS (limit ${bl}s) $(date -u +%H:%M:%S)"
+        local t=$(date +%s)
+        # shellcheck disable=SC2086
+        timeout --kill-after=10 "$bl" "$PY" benchmarks/bench_gpu.py --out "$WORK/bench" $BENCH_ARGS \
+            > "$OUT/bench.log" 2>&1
+        echo "[bench] rc $? in $(( $(date +%s) - t ))s"
+        grep -E "^(device|config|max_new_tokens=|  T=)" "$OUT/bench.log"
+        local j; j=$(ls "$WORK"/bench/bench_gpu_*.json 2>/dev/null | tail -1)
+        if [ -n "$j" ]; then
+            cp "$j" "$OUT/bench_gpu.json"
+            cp "${j%.json}.md" "$OUT/bench_gpu.md"
+        fi
+    fi
+
+    # -- the pipeline (gpu profile): data -> sft -> pm, rm -> policies -> eval, each stage within the deadline
+    if [ -z "${SKIP_PIPE:-}" ]; then
+        echo "[pipeline] profile $PIPE_PROFILE, methods: $PIPE_METHODS, steps x$PIPE_STEPS_SCALE, work $PIPE_WORK"
+        : > "$OUT/pipeline.log"
+        local trained=""
+        if run_stage data data && run_stage sft sft && run_stage pm pm && run_stage rm rm; then
+            for m in $PIPE_METHODS; do
+                if [ $(( $(left) - EVAL_RESERVE_S )) -lt "$MIN_STAGE_S" ]; then
+                    echo "[pipeline] skip policy@$m: $(left)s left, ${EVAL_RESERVE_S}s kept for eval"
+                    printf 'policy@%s\tskipped\t-\t0\n' "$m" >> "$STATUS"
+                    continue
+                fi
+                run_stage "policy@$m" policy "$m" && trained="$trained $m"
+            done
+            if [ -n "$trained" ]; then
+                local pols="SFT$trained"
+                case " $trained " in *" EMA1 "*) pols="$pols EMA1*";; esac
+                case " $trained " in *" EMA2 "*) pols="$pols EMA2*";; esac
+                PIPE_EVAL_POLICIES="$pols" run_stage eval eval
+            fi
+        fi
+        [ -d "$PIPE_WORK/results" ] && tar czf "$OUT/results.tar.gz" -C "$PIPE_WORK" results
+    fi
+
+    # -- the status JSON and the summary
+    "$PY" - "$STATUS" "$OUT" "$PIPE_WORK" <<'EOF'
+import json, sys
+from pathlib import Path
+status, out, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+rows = [dict(zip(("stage", "status", "rc", "seconds"), l.split("\t"))) for l in status.read_text().splitlines() if l]
+(out / "pipeline_status.json").write_text(json.dumps(rows, indent=1))
+md = ["# GPU run summary", ""]
+bench = out / "bench_gpu.md"
+md += [bench.read_text() if bench.exists() else "(no benchmark table: see bench.log)", ""]
+if rows:
+    md += ["## Pipeline stages", "", "| stage | status | seconds | runtime_s (metrics) |", "|---|---|---|---|"]
+    for r in rows:
+        name = r["stage"].replace("policy@", "policy_")
+        m = work / "results" / "metrics" / f"{name}.json"
+        rt = json.loads(m.read_text()).get("runtime_s") if m.exists() else None
+        md.append(f"| {r['stage']} | {r['status']} | {r['seconds']} | {rt if rt is not None else ''} |")
+    md.append("")
+for f in ("table_exact.md", "scorecard_exact.md", "table_pm.md"):
+    p = work / "results" / "eval" / f
+    if p.exists():
+        md += [f"## eval/{f}", "", p.read_text(), ""]
+ev = work / "results" / "metrics" / "eval.json"
+if ev.exists():
+    md += ["## eval headline", "", "```", json.dumps(json.loads(ev.read_text()).get("headline"), indent=1), "```"]
+(out / "summary.md").write_text("\n".join(md) + "\n")
+print("\n".join(md))
+EOF
+    echo "[gpu_run] done in $(( $(date +%s) - T0 ))s; files in $OUT:"
+    ls -la "$OUT"
+}
+
+main 2>&1 | tee "$OUT/run.log"
