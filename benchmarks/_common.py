@@ -8,7 +8,7 @@ else is changed). With ``phases=True`` the policy's log-prob call (``response_lo
 the update does) is timed too, which splits each step into
 
     generation  sampler call: y ~ π_θ and y' ~ mixture(π_θ, μ; β) in one call on 2B rows
-    scoring     μ's log-probs of y (one forward) + the preference model on x <sep> y <sep> y' (2B rows)
+    scoring     μ's log-probs of y (one forward) + the preference model (B rows x <sep> y <sep> y' <sep>)
     update      policy forward + loss + backward + gradient clipping + Adam (+ the loop's bookkeeping)
 
 ``sync`` (``torch.cuda.synchronize`` on a GPU) is called at every mark so that asynchronous kernels are charged to

@@ -6,7 +6,7 @@ Anchor configuration (the defaults): random GPT-2 12 layers x 768 (12 heads), vo
 ``_common.build_tokenizer_and_prompts``), batch 64 prompts of 16 tokens, 32 and 128 new tokens, bf16 autocast (fp32
 master weights, both sides: our loop through ``Accelerator(mixed_precision="bf16")``, TRL through ``bf16=True``),
 no gradient checkpointing, mixture coefficient 0.5, KL coefficient 0.1, Adam lr 5e-5. The judge is a random GPT-2
-of the same size (ours: the pairwise preference model on x <sep> y <sep> y', 2B rows; TRL: a reward model
+of the same size (ours: the pairwise preference model, one row x <sep> y <sep> y' <sep> per pair; TRL: a reward model
 ``GPT2ForSequenceClassification`` on y and y' separately), as in ``bench_nashmd_vs_trl.py`` (benchmarks/README.md).
 
 What is measured, per response length (``_common.run_ours`` / ``_common.run_trl``; ``torch.cuda.synchronize()`` at
@@ -299,7 +299,7 @@ def main():
         "params": counts,
         "flops_formula": "update = 3 * (2*N_blocks*B*L + 2*V*d*B*(T+1) + 4*n_layer*B*L^2*d), L = P+T; "
                          "6ND variant = 6*(N_blocks + V*d)*B*L; MFU = sum(flops) / sum(update time) / peak",
-        "judge": "ours: pairwise PreferenceModel (random GPT-2, same size, 2B rows x <sep> y <sep> y'); "
+        "judge": "ours: pairwise PreferenceModel (random GPT-2, same size, B rows x <sep> y <sep> y' <sep>, blocks blind to each other); "
                  "TRL: reward model GPT2ForSequenceClassification (random, same size, y and y' scored separately)",
         "targets": TARGETS,
         "targets_met": {

@@ -6,7 +6,8 @@ here on a synthetic corpus; specials <|endoftext|> = BOS = EOS, <pad>, <sep>), b
 ``max_new_tokens`` in {32, 128}, fp32, no gradient checkpointing, mixture coefficient β = 0.5, temperature 1,
 Adam lr 5e-5, KL coefficient 0.1. The judge is a random GPT-2 of the same size: TRL takes a REWARD model
 (``reward_funcs``, a ``GPT2ForSequenceClassification`` scoring y and y' separately), we take our pairwise PREFERENCE
-model (``nlhf.models.PreferenceModel``: one backbone on x <sep> y <sep> y' and x <sep> y' <sep> y, 2B rows).
+model (``nlhf.models.PreferenceModel``: one row x <sep> y <sep> y' <sep> per pair, each response block blind to
+the other, f = g([h(x,y); h(x,y')]), B rows).
 
 Our step = exactly what the pipeline runs: ``train_policy`` is called for warm-up + measured + 1 steps; step
 boundaries are taken at each call of the sampler (``policy_gradient.generate`` is wrapped with a timer, nothing
@@ -133,7 +134,7 @@ def main():
                    "prompt_tokens": PROMPT_TOKENS, "mixture_coef": MIXTURE_COEF, "kl_coef": KL_COEF, "lr": LR,
                    "fp32": True, "gradient_checkpointing": False, "temperature": 1.0,
                    "steps_per_block": a.steps, "warmup_per_block": a.warmup, "rounds": a.rounds},
-        "judge": "ours: pairwise PreferenceModel (random GPT-2, same size, 2B rows x <sep> y <sep> y'); "
+        "judge": "ours: pairwise PreferenceModel (random GPT-2, same size, B rows x <sep> y <sep> y' <sep>, blocks blind to each other); "
                  "TRL: reward model GPT2ForSequenceClassification (random, same size, y and y' scored separately)",
         "targets": {"32": 0.33, "128": 0.15},
         "results": results,

@@ -4,10 +4,11 @@ At the sizes this project trains on CPU (2 layers, width 128), one ``transformer
 in Python and per-call set-up (mask building, cache objects, output dataclasses, kwarg plumbing) than in arithmetic.
 This module runs the SAME weights with plain torch ops:
 
-* static KV tensors, preallocated once per call ([N, H, P + T_max, D] per layer and model), written in place;
+* static KV tensors, preallocated once per call (per layer and model: K as [N, H, D, P + T_max], transposed so the
+  decode step's QKᵀ is a plain batched GEMM; V as [N, H, P + T_max, D]), written in place;
 * the key-padding mask is a preallocated boolean row per sequence, updated with one column write per token;
 * policy and reference advance in one loop; the mixture, sampling and EOS bookkeeping are the generic sampler's
-  (same formulas, same ``torch.multinomial`` call on the same generator), so for a given seed the tokens are the
+  (same formulas, same :func:`nlhf.sampling.sample_categorical` call on the same generator), so for a given seed the tokens are the
   ones :func:`nlhf.sampling.generate_uncached` draws (tested in tests/test_fast_decode.py);
 * the only host sync per token is the "every row finished?" check, which keeps early stopping (and therefore how
   many random numbers a call consumes) exactly as in the generic loop.
@@ -98,13 +99,13 @@ class GPT2Decoder:
         self.lnf_w, self.lnf_b = tr.ln_f.weight, tr.ln_f.bias
         self.lm_head = m.lm_head.weight  # [V, C] (tied to wte in GPT-2)
         dt, dev = self.wte.dtype, self.wte.device
-        shape = (n_rows, self.H, max_len, self.D)
-        self.k = [torch.empty(shape, dtype=dt, device=dev) for _ in self.layers]
-        self.v = [torch.empty(shape, dtype=dt, device=dev) for _ in self.layers]
+        self.k = [torch.empty((n_rows, self.H, self.D, max_len), dtype=dt, device=dev) for _ in self.layers]
+        self.v = [torch.empty((n_rows, self.H, max_len, self.D), dtype=dt, device=dev) for _ in self.layers]
 
     def forward(self, ids: Tensor, pos: Tensor, start: int, attn_mask: Tensor) -> Tensor:
         """Logits of the LAST position, [N, V]. ``ids``/``pos``: [N, S] written at cache columns start..start+S−1;
-        ``attn_mask``: bool [N, 1, S, start+S], True = attend."""
+        ``attn_mask``: bool [N, 1, S, start+S], True = attend, when S > 1 (prefill); for S = 1 (decode) an
+        additive float mask [N, 1, 1, start+1], 0 = attend, −inf = masked."""
         N, S = ids.shape
         C, H, D = self.C, self.H, self.D
         end = start + S
@@ -113,12 +114,21 @@ class GPT2Decoder:
             x = F.layer_norm(h, (C,), w1, b1, self.eps)
             qkv = torch.addmm(ba, x.view(N * S, C), wa).view(N, S, 3, H, D)
             q, k, v = qkv.unbind(2)
-            kc, vc = self.k[li], self.v[li]
-            kc[:, :, start:end].copy_(k.transpose(1, 2))
+            kc, vc = self.k[li], self.v[li]  # K stored transposed, [N, H, D, L]; V as [N, H, L, D]
+            kc[:, :, :, start:end].copy_(k.permute(0, 2, 3, 1))
             vc[:, :, start:end].copy_(v.transpose(1, 2))
-            a = F.scaled_dot_product_attention(q.transpose(1, 2), kc[:, :, :end], vc[:, :, :end], attn_mask=attn_mask,
-                                               scale=scale)
-            a = a.transpose(1, 2).reshape(N * S, C)
+            if S == 1:
+                # one query per row (every decode step): two batched GEMMs on the cache as stored (K already
+                # transposed, so both read contiguous rows) + softmax. Measured at [16 rows, 4 heads, 144 keys],
+                # 1 thread: ~100 us vs ~230 us for torch's CPU SDPA kernel or matmul on transposed views.
+                # ``attn_mask`` is then ADDITIVE (0 / −inf), [N, 1, 1, end].
+                w = torch.bmm(q.reshape(N * H, 1, D), kc.view(N * H, D, -1)[:, :, :end]).view(N, H, 1, end)
+                w = torch.softmax(w.mul_(scale).add_(attn_mask), -1)
+                a = torch.bmm(w.view(N * H, 1, end), vc.view(N * H, -1, D)[:, :end]).view(N, C)
+            else:
+                a = F.scaled_dot_product_attention(q.transpose(1, 2), kc[:, :, :, :end].transpose(-1, -2),
+                                                   vc[:, :, :end], attn_mask=attn_mask, scale=scale)
+                a = a.transpose(1, 2).reshape(N * S, C)
             h = h + torch.addmm(bp, a, wp).view(N, S, C)
             x = F.layer_norm(h, (C,), w2, b2, self.eps)
             x = F.gelu(torch.addmm(bf, x.view(N * S, C), wf), approximate=self.gelu_approx)
@@ -139,7 +149,7 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
         return None
     if not supports(policy) or (use_ref and not supports(ref)):
         return None
-    from nlhf.sampling import Generation  # late import: sampling imports this module lazily
+    from nlhf.sampling import Generation, sample_categorical  # late import: sampling imports this module lazily
 
     device = prompt_ids.device
     N, P = prompt_ids.shape
@@ -168,6 +178,9 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
     mask = prompt_mask.long()
     kvalid = torch.zeros(N, L, dtype=torch.bool, device=device)
     kvalid[:, :P] = mask.bool()
+    # the same key mask in additive form for the decode steps: 0 = attend, −inf = pad / finished row's slot
+    kbias = torch.full((N, L), float("-inf"), dtype=pol_dec.wte.dtype, device=device)
+    kbias[:, :P].masked_fill_(mask.bool(), 0.0)
     # prefill: causal AND key is real; each position may always see itself (pad queries would otherwise have no
     # key at all -> NaN K/V downstream; their outputs are never used and their keys stay masked)
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
@@ -192,7 +205,7 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
                 lr = ref_dec.forward(prompt_ids[rs], pos0[rs], 0, pre_mask[rs]).float()
         else:
             col = P + t - 1
-            am = kvalid[:, None, None, :col + 1]
+            am = kbias[:, None, None, :col + 1]
             lp = pol_dec.forward(step_ids, step_pos, col, am).float()
             if use_ref:
                 lr = ref_dec.forward(step_ids[rs], step_pos[rs], col, am[rs]).float()
@@ -212,7 +225,7 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
             tok = mixed.argmax(-1)
         else:
             logp = torch.log_softmax(mixed / temperature if temperature != 1.0 else mixed, -1)
-            tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+            tok = sample_categorical(logp, generator)
 
         alive = ~finished
         tok = torch.where(alive, tok, pad_t)
@@ -229,7 +242,7 @@ def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_
         if t == max_new_tokens - 1 or bool(finished.all()):
             break
         step_ids, step_pos = idx, cnt.unsqueeze(1)
-        kvalid[:, P + t] = alive
+        kbias[:, P + t].masked_fill_(alive, 0.0)
         cnt = cnt + alive.long()
 
     response = torch.stack(toks, 1)

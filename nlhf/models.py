@@ -2,26 +2,23 @@
 
 * Policy π_θ(y|x): a causal LM (``AutoModelForCausalLM``). Offline/CPU: a tiny GPT-2 built from config; GPU
   profile: any Hub or local checkpoint loaded with ``from_pretrained``.
-* Preference model P_θ(y≻y'|x) (§4, the paper's T5X "rater" that reads x and both summaries): a sequence-classifier
-  backbone f scores the text ``x <sep> y <sep> y'`` and
+* Preference model P_θ(y≻y'|x) (§4, the paper's T5X "rater" that reads x and both summaries): a decoder
+  backbone encodes one row ``x <sep> y <sep> y' <sep>`` in which each response block sees x and itself only, giving
+  per-response features h(x,y), h(x,y'); an MLP g reads both and
 
-      P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)),
+      P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)),   f(x,y,y') = g([h(x,y) ; h(x,y')]),
 
-  so P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 EXACTLY, whatever the weights (both orders are scored in
-  one batched forward). No Bradley–Terry assumption: f sees both responses, so P may be intransitive.
-* Reward model r(x,y): the same backbone on ``x <sep> y``; Bradley–Terry P(y≻y'|x) = σ(r(x,y) − r(x,y')).
+  so P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 EXACTLY, whatever the weights. No Bradley–Terry
+  assumption: g sees both responses, so P may be intransitive. Encoding x once and each response once (instead of
+  the two full rows x,y,y' and x,y',y) is ~1.8x faster to train and score on CPU at the same quality.
+* Reward model r(x,y) = MLP(h(x,y)) on the same encoder; Bradley–Terry P(y≻y'|x) = σ(r(x,y) − r(x,y')).
 
 Both scorers own their tokenizer and round-trip through ``save_pretrained(dir)`` / ``from_pretrained(dir)``
-(transformers backbone + tokenizer + a small ``nlhf_scorer.json``). Texts are tokenized piece by piece (prompt,
-each response, with ``add_special_tokens=False``) and joined with ``sep_token_id``, so the string API and the
-token-id API (used by training, on sampler outputs) build identical inputs.
-
-Padding: the scorers pad RIGHT themselves (whatever the tokenizer's ``padding_side``) and never put a pad id
-inside the content (pad ids are stripped from every piece), so the sequence-classification head, which pools the
-last non-pad token (transformers 5.x: "the rightmost token that is not pad", correct for either side; older 4.x:
-"first pad − 1", correct only for right padding), always reads the last real token. Positions are also passed
-explicitly (``cumsum(mask) − 1``). The backbone must be a decoder-only model whose classification head pools the
-last token (GPT-2, GPT-NeoX/Pythia, Llama, ...), not a CLS-pooling encoder.
+(transformers ``AutoModel`` backbone + tokenizer + head weights + a small ``nlhf_scorer.json``). Texts are
+tokenized piece by piece (prompt, each response, with ``add_special_tokens=False``) and joined with
+``sep_token_id``, so the string API and the token-id API (used by training, on sampler outputs) build identical
+inputs. The scorers pad RIGHT themselves and pass positions explicitly; the backbone must be a decoder-only model
+that accepts a 4-D attention mask (GPT-2, GPT-NeoX/Pythia, Llama, ... in transformers 5.x).
 """
 
 from __future__ import annotations
@@ -52,6 +49,8 @@ __all__ = [
 ]
 
 _SCORER_FILE = "nlhf_scorer.json"
+_HEAD_FILE = "nlhf_head.safetensors"
+_LAYOUT = "one_row_blocks_v1"  # x <sep> y_1 <sep> y_2 <sep>, blocks blind to each other
 
 
 @dataclass
@@ -71,6 +70,10 @@ class ModelConfig:
     """Context length: prompt + response (policy) or prompt + both responses + 2 separators (preference model)."""
     dropout: float = 0.0
     """Residual, embedding and attention dropout (from-config models only)."""
+    head_hidden: int = 256
+    """Scorers only: hidden width of the MLP head (PM: g on [h(x,y); h(x,y')], RM: r on h(x,y))."""
+    qk_identity_init: float = 0.0
+    """Scorers built from config only: W_Q = W_K = this·I in block 0 at init (0 = off; see qk_identity_init)."""
 
     def __post_init__(self):
         check(self.name_or_path is None or bool(str(self.name_or_path).strip()), "name_or_path",
@@ -81,6 +84,8 @@ class ModelConfig:
               f"must be a positive multiple of n_head={self.n_head}, got {self.n_embd}")
         check(self.n_positions >= 4, "n_positions", f"must be >= 4, got {self.n_positions}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(self.head_hidden >= 1, "head_hidden", f"must be >= 1, got {self.head_hidden}")
+        check(self.qk_identity_init >= 0, "qk_identity_init", f"must be >= 0, got {self.qk_identity_init}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,23 +247,51 @@ def load_policy(directory: str | os.PathLike):
 Pieces = Sequence[str] | Sequence[Sequence[int]] | Tensor
 
 
+def qk_identity_init(backbone, scale: float, layer: int = 0) -> None:
+    """Set W_Q = W_K = scale·I in block ``layer`` of a GPT-2 built from config (``c_attn`` is a Conv1D,
+    out = h @ W with W [d, 3d]: columns [0, d) are W_Q, [d, 2d) W_K).
+
+    Why: the raters' utilities hinge on matching words of a summary to words of the document (covered, invented,
+    skipped facts). With q·k = scale²·|ln(h)|² for equal tokens, a response token attends to its copies in x from
+    step 0, instead of having to discover W_Qᵀ W_K ≈ I from noisy pairwise labels. Measured on the default task
+    (held-out R² of the rater features read from the encoder after 800 steps): invented 0.16 → 0.81, skipped
+    0.27 → 0.85. Pure initialisation: the model still reads only tokens and every weight is trained."""
+    if getattr(backbone.config, "model_type", None) != "gpt2":
+        raise ValueError(f"qk_identity_init needs a GPT-2 backbone, got model_type={backbone.config.model_type!r}")
+    d = backbone.config.n_embd
+    with torch.no_grad():
+        w = backbone.h[layer].attn.c_attn.weight
+        w[:, :d] = torch.eye(d) * scale
+        w[:, d:2 * d] = torch.eye(d) * scale
+
+
 class _Scorer(nn.Module):
-    """A ``AutoModelForSequenceClassification`` (num_labels=1) backbone + its tokenizer."""
+    """A decoder-only backbone (``AutoModel``) + a small MLP head + the tokenizer, shared by both scorers.
+
+    Layout (one row per example, x encoded once):  ``x <sep> y_1 <sep> y_2 <sep> …``. Each response block (its
+    tokens + closing ``<sep>``) attends to x and to itself only, and its positions restart right after x's
+    ``<sep>``, so its hidden states are exactly those of a row ``x <sep> y_i <sep>`` of its own (4-D attention
+    mask; tested). Features per response: h(x, y_i) = [mean of the block's states ; state at its closing sep].
+    """
 
     kind = "scorer"
     n_responses = 1
 
-    def __init__(self, backbone, tokenizer, max_length: int | None = None):
+    def __init__(self, backbone, tokenizer, head_hidden: int = 256, max_length: int | None = None):
         super().__init__()
         if tokenizer.pad_token_id is None:
             raise ValueError(f"{self.kind}: the tokenizer has no pad token")
-        if self.n_responses > 1 and tokenizer.sep_token_id is None:
+        if tokenizer.sep_token_id is None:
             raise ValueError(f"{self.kind}: the tokenizer has no sep token (needed to join x <sep> y <sep> y')")
-        if tokenizer.sep_token_id is not None and tokenizer.sep_token_id == tokenizer.pad_token_id:
+        if tokenizer.sep_token_id == tokenizer.pad_token_id:
             raise ValueError(f"{self.kind}: sep and pad tokens must differ")
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.backbone.config.pad_token_id = tokenizer.pad_token_id
+        self.head_hidden = int(head_hidden)
+        d = 2 * backbone.config.hidden_size
+        self.head = nn.Sequential(nn.Linear(self.n_responses * d, self.head_hidden), nn.GELU(),
+                                  nn.Linear(self.head_hidden, 1))
         if max_length is None:
             max_length = getattr(backbone.config, "max_position_embeddings", None) or \
                 getattr(backbone.config, "n_positions", None) or 512
@@ -268,40 +301,62 @@ class _Scorer(nn.Module):
 
     @classmethod
     def build(cls, cfg: ModelConfig, tokenizer, *, seed: int | None = None, max_length: int | None = None):
-        """From config (tiny GPT-2 + linear head) or from a checkpoint: e.g. ``name_or_path`` = the SFT policy
-        folder gives a backbone initialised from the SFT weights with a fresh scalar head."""
-        from transformers import AutoModelForSequenceClassification
+        """From config (tiny GPT-2, with the Q/K identity init of :func:`qk_identity_init` when
+        ``cfg.qk_identity_init`` > 0) or from a checkpoint (``name_or_path``: e.g. the SFT policy folder gives a
+        backbone initialised from the SFT weights); the head is always fresh."""
+        from transformers import AutoModel
 
         with _seeded(seed):
             if cfg.name_or_path is None:
-                backbone = AutoModelForSequenceClassification.from_config(_gpt2_config(cfg, tokenizer, num_labels=1))
+                backbone = AutoModel.from_config(_gpt2_config(cfg, tokenizer))
+                if cfg.qk_identity_init > 0:
+                    qk_identity_init(backbone, cfg.qk_identity_init)
             else:
-                backbone = AutoModelForSequenceClassification.from_pretrained(
-                    _resolve(cfg.name_or_path, cls.kind), num_labels=1)
+                if cfg.qk_identity_init > 0:
+                    raise ValueError(f"{cls.kind}: qk_identity_init applies to models built from config; set it to "
+                                     f"0 with name_or_path={cfg.name_or_path!r}")
+                backbone = AutoModel.from_pretrained(_resolve(cfg.name_or_path, cls.kind))
+            model = cls(backbone, tokenizer, head_hidden=cfg.head_hidden, max_length=max_length)
         _wire_tokenizer(backbone, tokenizer)
-        return cls(backbone, tokenizer, max_length=max_length)
+        return model
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Atomically write backbone (``save_pretrained``), tokenizer and ``nlhf_scorer.json`` into ``directory``."""
+        """Atomically write backbone (``save_pretrained``), tokenizer, head weights and ``nlhf_scorer.json``."""
+        from safetensors.torch import save_file
+
         def write(tmp):
             self.backbone.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            (Path(tmp) / _SCORER_FILE).write_text(json.dumps({"kind": self.kind, "max_length": self.max_length}))
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                      str(Path(tmp) / _HEAD_FILE))
+            (Path(tmp) / _SCORER_FILE).write_text(json.dumps(
+                {"kind": self.kind, "max_length": self.max_length, "head_hidden": self.head_hidden,
+                 "layout": _LAYOUT}))
         return _atomic_save(directory, write)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **backbone_kwargs):
         """Load what :meth:`save_pretrained` wrote. FileNotFoundError (naming the folder) if it is missing or has
-        no config.json; ValueError if it holds the other kind of scorer."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        no config.json / head; ValueError if it holds the other kind of scorer or an older layout."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
 
         p = _require_folder(directory, cls.kind)
         meta_path = p / _SCORER_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if meta.get("kind", cls.kind) != cls.kind:
-            raise ValueError(f"{p} holds a {meta['kind']}, not a {cls.kind}")
-        backbone = AutoModelForSequenceClassification.from_pretrained(p, **backbone_kwargs)
-        return cls(backbone, AutoTokenizer.from_pretrained(p), max_length=meta.get("max_length"))
+        if not meta_path.is_file() or not (p / _HEAD_FILE).is_file():
+            raise FileNotFoundError(f"{cls.kind}: {p} lacks {_SCORER_FILE} or {_HEAD_FILE} (not a scorer written "
+                                    f"by save_pretrained of this version; retrain it)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"{p} holds a {meta.get('kind')}, not a {cls.kind}")
+        if meta.get("layout") != _LAYOUT:
+            raise ValueError(f"{cls.kind}: {p} was written with layout {meta.get('layout')!r}, this code reads "
+                             f"{_LAYOUT!r}; retrain it")
+        backbone = AutoModel.from_pretrained(p, **backbone_kwargs)
+        model = cls(backbone, AutoTokenizer.from_pretrained(p), head_hidden=meta["head_hidden"],
+                    max_length=meta["max_length"])
+        model.head.load_state_dict(load_file(str(p / _HEAD_FILE)))
+        return model.to(backbone.device)
 
     @property
     def device(self) -> torch.device:
@@ -326,66 +381,77 @@ class _Scorer(nn.Module):
     def _response_ids(self, items: Pieces, mask: Tensor | None = None) -> list[list[int]]:
         """Response pieces: text is tokenized and EOS dropped; token ids (sampler output) lose EVERY special id
         (EOS, BOS, pad, sep, ...), exactly what decoding them with ``skip_special_tokens=True`` would drop, so a
-        sampled ``<sep>`` can never fake the x <sep> y <sep> y' structure."""
+        sampled ``<sep>`` can never fake the block structure."""
         if not isinstance(items, Tensor) and len(items) and isinstance(items[0], str):
-            return self._strip_eos(self._ids(items))
+            eos = self.tokenizer.eos_token_id
+            return [[t for t in r if t != eos] for r in self._ids(items)]
         special = set(self.tokenizer.all_special_ids)
         return [[t for t in r if t not in special] for r in self._ids(items, mask)]
 
-    def _strip_eos(self, rows: list[list[int]]) -> list[list[int]]:
-        """Responses from the sampler end with EOS; the text form (decoded) has none, so drop it."""
-        eos = self.tokenizer.eos_token_id
-        return [[t for t in r if t != eos] for r in rows] if eos is not None else rows
-
     def _fit(self, x: list[int], resps: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-        """Truncate to ``max_length``: cut the prompt from the LEFT first; if the responses alone are too long,
-        give the prompt an equal share and cap every response at the same length. The rule depends on the
-        responses only through their lengths' sum and a common cap, so it is symmetric in y and y'."""
-        n_sep = len(resps)
-        budget = self.max_length - n_sep
-        if budget < len(resps) + 1:
+        """Fit positions into ``max_length``: a block's last position is len(x) + 1 + len(y_i), so we need
+        len(x) + max_i len(y_i) ≤ max_length − 2. Cut the prompt from the LEFT first (keeping at least half the
+        budget when it is that long), then cap every response at the same length. Depends on the responses only
+        through their longest length, so it is symmetric in y and y'."""
+        budget = self.max_length - 2
+        if budget < 2:
             raise ValueError(f"{self.kind}: max_length={self.max_length} is too small")
-        total = len(x) + sum(map(len, resps))
-        if total <= budget:
+        longest = max(map(len, resps), default=0)
+        if len(x) + longest <= budget:
             return x, resps
-        share = budget // (len(resps) + 1)
-        if budget - sum(map(len, resps)) < min(len(x), share):
-            keep_x = min(len(x), share)
-            cap = (budget - keep_x) // len(resps)
-            resps = [r[:cap] for r in resps]
-        keep_x = budget - sum(map(len, resps))
-        return (x[-keep_x:] if keep_x > 0 else []), resps
+        keep_x = min(len(x), max(budget // 2, budget - longest))
+        return x[len(x) - keep_x:], [r[:budget - keep_x] for r in resps]
 
-    def _join(self, x: list[int], resps: list[list[int]]) -> list[int]:
-        x, resps = self._fit(x, resps)
-        out = list(x)
-        sep = self.tokenizer.sep_token_id
-        for r in resps:
-            if sep is not None:
-                out.append(sep)
-            out.extend(r)
-        return out
-
-    def _pad(self, rows: list[list[int]]) -> dict[str, Tensor]:
-        """Right-pad to a batch: {"input_ids", "attention_mask"} (see module docstring for why right)."""
-        n = max(1, max(map(len, rows)))
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), n), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if not r:
+    def _collate(self, x: list[list[int]], resps: list[list[list[int]]]) -> dict[str, Tensor]:
+        """One right-padded row per example from x and the responses (``resps[k][i]``: response k of example i):
+        {"input_ids" [B, L], "attention_mask" [B, L, L] bool (block structure), "position_ids", "block_ids"
+        (0: x and its sep, k: response k and its closing sep, −1: pad)}."""
+        sizes = {len(x), *map(len, resps)}
+        if len(sizes) != 1:
+            raise ValueError(f"{self.kind}: batch sizes differ: {[len(x)] + [len(r) for r in resps]}")
+        sep, pad = self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
+        rows, pos, blk = [], [], []
+        for i, xi in enumerate(x):
+            xi, ri = self._fit(xi, [r[i] for r in resps])
+            if not xi and not any(ri):
                 raise ValueError(f"{self.kind}: empty input (row {i})")
-            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, :len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+            nx = len(xi) + 1
+            row, p, b = xi + [sep], list(range(nx)), [0] * nx
+            for k, r in enumerate(ri, start=1):
+                row += r + [sep]
+                p += list(range(nx, nx + len(r) + 1))
+                b += [k] * (len(r) + 1)
+            rows.append(row); pos.append(p); blk.append(b)
+        n = max(map(len, rows))
+        ids = torch.full((len(rows), n), pad, dtype=torch.long)
+        positions = torch.zeros((len(rows), n), dtype=torch.long)
+        blocks = torch.full((len(rows), n), -1, dtype=torch.long)
+        for i, (r, p, b) in enumerate(zip(rows, pos, blk)):
+            ids[i, :len(r)] = torch.tensor(r)
+            positions[i, :len(r)] = torch.tensor(p)
+            blocks[i, :len(r)] = torch.tensor(b)
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        key, query = blocks[:, None, :], blocks[:, :, None]
+        allow = causal & (key >= 0) & ((key == 0) | (key == query))
+        allow |= torch.eye(n, dtype=torch.bool)  # pad rows see themselves only (no all-masked softmax)
+        return {"input_ids": ids, "attention_mask": allow, "position_ids": positions, "block_ids": blocks}
 
-    def score(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """The backbone's scalar head at the last real token, [N] (differentiable)."""
-        input_ids = input_ids.to(self.device)
-        attention_mask = attention_mask.to(self.device)
-        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False)
-        return out.logits.squeeze(-1).float()
+    def features(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                 block_ids: Tensor) -> Tensor:
+        """h(x, y_k) for every response block k of a :meth:`_collate` batch: [B, K, 2·hidden] (differentiable)."""
+        dev = self.device
+        block_ids = block_ids.to(dev)
+        hs = self.backbone(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev)[:, None],
+                           position_ids=position_ids.to(dev), use_cache=False).last_hidden_state.float()
+        B, L = block_ids.shape
+        rows, where = torch.arange(B, device=dev), torch.arange(L, device=dev)
+        out = []
+        for k in range(1, int(block_ids.max()) + 1):
+            m = (block_ids == k).float()
+            mean = (hs * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+            last = (m * where).argmax(1)  # the block's closing sep
+            out.append(torch.cat([mean, hs[rows, last]], -1))
+        return torch.stack(out, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -393,11 +459,13 @@ class _Scorer(nn.Module):
 
 
 class PreferenceModel(_Scorer):
-    """P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)), antisymmetric by construction (PAPER.md §1, §4).
+    """P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)) with f(x,y,y') = g([h(x,y) ; h(x,y')]) (PAPER.md §1, §4), so
+    P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 exactly, whatever the weights. g is an MLP on BOTH
+    responses' features, so no Bradley–Terry structure is imposed: P may be intransitive.
 
     String API: ``logits(prompts, ys, y_primes)`` (the antisymmetric logit), ``prob(...)``.
-    Token API (training): ``collate(prompts, ys, y_primes)`` -> batch of 2B rows (first B: x,y,y'; next B:
-    x,y',y), ``forward(input_ids, attention_mask)`` -> [B] logits; ``logits_from_ids(...)`` on sampler tensors.
+    Token API (training): ``collate(prompts, ys, y_primes)`` -> one row ``x <sep> y <sep> y' <sep>`` per pair,
+    ``forward(**batch)`` -> [B] logits; ``logits_from_ids(...)`` on sampler tensors.
     """
 
     kind = "preference_model"
@@ -405,22 +473,17 @@ class PreferenceModel(_Scorer):
 
     def collate(self, prompts: Pieces, ys: Pieces, y_primes: Pieces, *, prompt_mask: Tensor | None = None,
                 y_mask: Tensor | None = None, y_prime_mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Tokenize (strings) or unpad (id tensors + masks) and pad both orders into one [2B, L] batch.
-        EOS is dropped from responses, so ids from the sampler and their decoded text give the same input."""
-        x = self._ids(prompts, prompt_mask)
-        y = self._response_ids(ys, y_mask)
-        yp = self._response_ids(y_primes, y_prime_mask)
-        if not len(x) == len(y) == len(yp):
-            raise ValueError(f"{self.kind}: batch sizes differ: {len(x)}, {len(y)}, {len(yp)}")
-        rows = [self._join(a, [b, c]) for a, b, c in zip(x, y, yp)]
-        rows += [self._join(a, [c, b]) for a, b, c in zip(x, y, yp)]
-        return self._pad(rows)
+        """Tokenize (strings) or unpad (id tensors + masks) into a one-row-per-pair batch. EOS is dropped from
+        responses, so ids from the sampler and their decoded text give the same input."""
+        return self._collate(self._ids(prompts, prompt_mask),
+                             [self._response_ids(ys, y_mask), self._response_ids(y_primes, y_prime_mask)])
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Antisymmetric logits f(x,y,y') − f(x,y',y), [B], from a :meth:`collate` batch of 2B rows."""
-        f = self.score(input_ids, attention_mask)
-        B = f.shape[0] // 2
-        return f[:B] - f[B:]
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                block_ids: Tensor) -> Tensor:
+        """Antisymmetric logits f(x,y,y') − f(x,y',y), [B], from a :meth:`collate` batch."""
+        h = self.features(input_ids, attention_mask, position_ids, block_ids)
+        a, b = h[:, 0], h[:, 1]
+        return (self.head(torch.cat([a, b], -1)) - self.head(torch.cat([b, a], -1))).squeeze(-1)
 
     def logits(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> Tensor:
         """logit P_θ(y≻y'|x) for lists of strings (or id lists), [B]."""
@@ -438,10 +501,12 @@ class PreferenceModel(_Scorer):
 
 
 class RewardModel(_Scorer):
-    """Bradley–Terry reward r(x,y): the backbone on ``x <sep> y``; P(y≻y'|x) = σ(r(x,y) − r(x,y')) (PAPER.md §3).
+    """Bradley–Terry reward r(x,y) = MLP(h(x,y)) on the same encoder and features as the preference model;
+    P(y≻y'|x) = σ(r(x,y) − r(x,y')) (PAPER.md §3).
 
-    String API: ``rewards(prompts, ys)``, ``prob(prompts, ys, y_primes)``. Token API: ``collate(prompts, ys)``,
-    ``forward(input_ids, attention_mask)`` -> [B], ``rewards_from_ids(...)``.
+    String API: ``rewards(prompts, ys)``, ``logits``/``prob(prompts, ys, y_primes)`` (one row x <sep> y <sep> y'
+    <sep>, x encoded once). Token API: ``collate(prompts, ys)``, ``forward(**batch)`` -> r [B] (or [B, K] for K
+    responses per row), ``rewards_from_ids(...)``.
     """
 
     kind = "reward_model"
@@ -449,15 +514,13 @@ class RewardModel(_Scorer):
 
     def collate(self, prompts: Pieces, ys: Pieces, *, prompt_mask: Tensor | None = None,
                 y_mask: Tensor | None = None) -> dict[str, Tensor]:
-        x = self._ids(prompts, prompt_mask)
-        y = self._response_ids(ys, y_mask)
-        if len(x) != len(y):
-            raise ValueError(f"{self.kind}: batch sizes differ: {len(x)}, {len(y)}")
-        return self._pad([self._join(a, [b]) for a, b in zip(x, y)])
+        return self._collate(self._ids(prompts, prompt_mask), [self._response_ids(ys, y_mask)])
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """r(x,y), [B]."""
-        return self.score(input_ids, attention_mask)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                block_ids: Tensor) -> Tensor:
+        """r(x, y_k) for every response block: [B] for one response per row, else [B, K]."""
+        r = self.head(self.features(input_ids, attention_mask, position_ids, block_ids)).squeeze(-1)
+        return r[:, 0] if r.shape[1] == 1 else r
 
     def rewards(self, prompts: Pieces, ys: Pieces) -> Tensor:
         return self(**self.collate(prompts, ys))
@@ -466,10 +529,10 @@ class RewardModel(_Scorer):
         return self(**self.collate(prompt_ids, y_ids, prompt_mask=prompt_mask, y_mask=y_mask))
 
     def logits(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> Tensor:
-        """r(x,y) − r(x,y'), [B], for lists of strings or id lists (one forward on 2B rows)."""
-        r = self.rewards(list(prompts) * 2, list(ys) + list(y_primes))
-        B = r.shape[0] // 2
-        return r[:B] - r[B:]
+        """r(x,y) − r(x,y'), [B], for lists of strings or id lists (one row per pair)."""
+        batch = self._collate(self._ids(prompts), [self._response_ids(ys), self._response_ids(y_primes)])
+        r = self(**batch)
+        return r[:, 0] - r[:, 1]
 
     def prob(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> Tensor:
         """Bradley–Terry P(y≻y'|x) = σ(r(x,y) − r(x,y')), [B]."""

@@ -48,7 +48,8 @@ def random_texts(n, seed, lo=1, hi=8):
 
 def test_model_config_ranges():
     assert ModelConfig().n_embd == 128
-    for bad in ({"n_embd": 30, "n_head": 4}, {"n_layer": 0}, {"dropout": 1.0}, {"n_positions": 1}):
+    for bad in ({"n_embd": 30, "n_head": 4}, {"n_layer": 0}, {"dropout": 1.0}, {"n_positions": 1},
+                {"head_hidden": 0}, {"qk_identity_init": -1.0}):
         with pytest.raises(ConfigError, match=f"model.{next(iter(bad))}"):
             from_dict(ModelConfig, bad, "model")
 
@@ -100,17 +101,38 @@ def test_preference_model_padding_invariance(pm, tok):
         batched = pm.logits(xs, ys, yps)
         alone = torch.cat([pm.logits([x], [y], [yp]) for x, y, yp in zip(xs, ys, yps)])
     assert torch.allclose(batched, alone, atol=1e-5)
-    # the head reads the last real token with LEFT padding too (transformers 5.x pools "the rightmost non-pad")
-    batch = pm.collate(xs, ys, yps)
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    lens = mask.sum(1)
-    left_ids = torch.full_like(ids, tok.pad_token_id)
-    left_mask = torch.zeros_like(mask)
-    for i, n in enumerate(lens):
-        left_ids[i, ids.shape[1] - n:] = ids[i, :n]
-        left_mask[i, ids.shape[1] - n:] = 1
+
+
+def test_one_row_blocks_equal_separate_rows(pm, tok):
+    """In the row x <sep> y <sep> y' <sep>, the y' block (blind to y, positions restarting after x) gets exactly the
+    hidden states of its own row x <sep> y' <sep>: the one-row layout is an implementation detail, not a model."""
+    xs, ys, yps = random_texts(6, 21, 1, 10), random_texts(6, 22, 1, 10), random_texts(6, 23, 1, 10)
     with torch.no_grad():
-        assert torch.allclose(pm(left_ids, left_mask), batched, atol=1e-5)
+        both = pm.features(**pm.collate(xs, ys, yps))
+        x_ids, y_ids, yp_ids = pm._ids(xs), pm._response_ids(ys), pm._response_ids(yps)
+        only_y = pm.features(**pm._collate(x_ids, [y_ids]))
+        only_yp = pm.features(**pm._collate(x_ids, [yp_ids]))
+        swapped = pm.features(**pm.collate(xs, yps, ys))
+    assert both.shape == (6, 2, 2 * CFG.n_embd)
+    assert torch.allclose(both[:, 0], only_y[:, 0], atol=1e-5)
+    assert torch.allclose(both[:, 1], only_yp[:, 0], atol=1e-5)
+    assert torch.allclose(both, swapped.flip(1), atol=1e-5)
+    # and the y' block really differs from what it would be if it could see y (the mask matters)
+    batch = pm.collate(xs, ys, yps)
+    leaky = batch["attention_mask"] | torch.ones_like(batch["attention_mask"]).tril()
+    with torch.no_grad():
+        seen = pm.features(batch["input_ids"], leaky, batch["position_ids"], batch["block_ids"])
+    assert not torch.allclose(seen[:, 1], both[:, 1], atol=1e-3)
+
+
+def test_qk_identity_init(tok):
+    cfg = ModelConfig(n_layer=2, n_embd=32, n_head=4, n_positions=64, qk_identity_init=1.0)
+    pm = build_preference_model(cfg, tok, seed=0)
+    w = pm.backbone.h[0].attn.c_attn.weight
+    assert torch.equal(w[:, :32], torch.eye(32)) and torch.equal(w[:, 32:64], torch.eye(32))
+    assert not torch.equal(pm.backbone.h[1].attn.c_attn.weight[:, :32], torch.eye(32))
+    with pytest.raises(ValueError, match="qk_identity_init"):
+        build_preference_model(ModelConfig(name_or_path="gpt2", qk_identity_init=1.0), tok)
 
 
 def test_preference_model_token_path_matches_strings(pm, tok):
@@ -128,17 +150,17 @@ def test_preference_model_token_path_matches_strings(pm, tok):
                                       ryp["input_ids"], ryp["attention_mask"])
         from_text = pm.logits(xs, ys, yps)
     assert torch.allclose(from_ids, from_text, atol=1e-6)
-    # the scored text really is "x <sep> y <sep> y'" (first B rows) and "x <sep> y' <sep> y" (next B rows)
+    # the scored text really is one row "x <sep> y <sep> y' <sep>"
     batch = pm.collate(xs[:1], ys[:1], yps[:1])
-    row = batch["input_ids"][0][batch["attention_mask"][0].bool()]
-    assert tok.decode(row) == f"{xs[0]} <sep> {ys[0]} <sep> {yps[0]}"
+    row = batch["input_ids"][0][batch["block_ids"][0] >= 0]
+    assert tok.decode(row) == f"{xs[0]} <sep> {ys[0]} <sep> {yps[0]} <sep>"
 
 
 def test_preference_model_truncation_keeps_antisymmetry(tok):
     pm = build_preference_model(CFG, tok, seed=0, max_length=16).eval()
     xs, ys, yps = random_texts(5, 10, 10, 20), random_texts(5, 11, 2, 12), random_texts(5, 12, 2, 12)
     batch = pm.collate(xs, ys, yps)
-    assert batch["input_ids"].shape[1] <= 16
+    assert batch["position_ids"].max() < 16
     with torch.no_grad():
         assert torch.allclose(pm.prob(xs, ys, yps) + pm.prob(xs, yps, ys), torch.ones(5), atol=1e-6)
 

@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerFast
 
 from nlhf.models import ModelConfig, build_policy
 from nlhf.sampling import (generate, generate_uncached, mixture_logprobs, response_entropy,
-                           response_logprobs)
+                           response_logprobs, sample_categorical)
 
 WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
 
@@ -82,6 +82,25 @@ def test_mixture_per_row_beta():
 
 # ---------------------------------------------------------------------------------------------------------------
 # the sampler's first-token distribution is the mixture
+
+
+def test_sample_categorical_inverse_cdf():
+    """One uniform per row: frequencies match the distribution, zero-probability tokens are never drawn (also not
+    at the ends of the vocabulary), a point mass always gives its token, and the generator fixes the draws."""
+    p = torch.tensor([0.0, 0.1, 0.0, 0.6, 0.3, 0.0])
+    n = 50_000
+    logp = p.log().expand(n, -1)
+    draws = sample_categorical(logp, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=len(p)).double() / n
+    sigma = (p.double() * (1 - p.double()) / n).sqrt()
+    assert (freq[p == 0] == 0).all()
+    assert ((freq - p.double()).abs() <= 5 * sigma + 1e-9).all(), freq
+    point = torch.full((3, 6), -math.inf)
+    point[torch.arange(3), torch.tensor([0, 5, 2])] = 0.0
+    assert sample_categorical(point, torch.Generator().manual_seed(1)).tolist() == [0, 5, 2]
+    a = sample_categorical(logp[:100], torch.Generator().manual_seed(7))
+    b = sample_categorical(logp[:100], torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])

@@ -14,10 +14,7 @@ import torch.nn.functional as F
 
 
 def pair_logit(model, prompts: list[str], ys: list[str], y_primes: list[str]) -> torch.Tensor:
-    """ℓ(x, y, y') for either model type (``PreferenceModel.logits`` or the BT difference of ``RewardModel``)."""
-    if hasattr(model, "rewards"):
-        r = model.rewards(list(prompts) * 2, list(ys) + list(y_primes))
-        return r[: len(ys)] - r[len(ys):]
+    """ℓ(x, y, y') for either model type (``PreferenceModel.logits``, or ``RewardModel.logits`` = r(x,y) − r(x,y'))."""
     return model.logits(prompts, ys, y_primes)
 
 
