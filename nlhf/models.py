@@ -8,7 +8,9 @@
 
       P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)),   f(x,y,y') = g([h(x,y) ; h(x,y')]),
 
-  so P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 EXACTLY, whatever the weights. No Bradley–Terry
+  so swapping y and y' swaps the two features and negates the logit: P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and
+  P_θ(y≻y|x) = 1/2 whatever the weights (exactly in the features; a block encoded at the other offset of the row
+  differs only by float rounding, ~1e-7, tested to 1e-6). No Bradley–Terry
   assumption: g sees both responses, so P may be intransitive. Encoding x once and each response once (instead of
   the two full rows x,y,y' and x,y',y) is ~1.8x faster to train and score on CPU at the same quality.
 * Reward model r(x,y) = MLP(h(x,y)) on the same encoder; Bradley–Terry P(y≻y'|x) = σ(r(x,y) − r(x,y')).
@@ -285,6 +287,12 @@ class _Scorer(nn.Module):
             raise ValueError(f"{self.kind}: the tokenizer has no sep token (needed to join x <sep> y <sep> y')")
         if tokenizer.sep_token_id == tokenizer.pad_token_id:
             raise ValueError(f"{self.kind}: sep and pad tokens must differ")
+        impl = getattr(backbone.config, "_attn_implementation", None)
+        if impl not in (None, "sdpa"):
+            # eager attention ADDS a boolean mask to the scores (no masking) and flash attention ignores 4-D masks:
+            # the block structure would silently leak y into y'
+            raise ValueError(f"{self.kind}: the backbone uses attn_implementation={impl!r}; the one-row block "
+                             f"layout needs 'sdpa' (load it with attn_implementation='sdpa')")
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.backbone.config.pad_token_id = tokenizer.pad_token_id
@@ -390,16 +398,15 @@ class _Scorer(nn.Module):
 
     def _fit(self, x: list[int], resps: list[list[int]]) -> tuple[list[int], list[list[int]]]:
         """Fit positions into ``max_length``: a block's last position is len(x) + 1 + len(y_i), so we need
-        len(x) + max_i len(y_i) ≤ max_length − 2. Cut the prompt from the LEFT first (keeping at least half the
-        budget when it is that long), then cap every response at the same length. Depends on the responses only
-        through their longest length, so it is symmetric in y and y'."""
+        len(x) + len(y_i) ≤ max_length − 2 =: budget. The prompt keeps its last ⌊budget/2⌋ tokens at most (cut
+        from the LEFT), then each response is capped at what is left. Both cuts depend on x alone, so a response
+        is encoded identically whatever it is paired with (the reward model's r(x, y) is the same in a pair row
+        and in a row of its own) and the rule is symmetric in y and y'. (Default task: prompts have ≤ 17 tokens,
+        never cut.)"""
         budget = self.max_length - 2
         if budget < 2:
             raise ValueError(f"{self.kind}: max_length={self.max_length} is too small")
-        longest = max(map(len, resps), default=0)
-        if len(x) + longest <= budget:
-            return x, resps
-        keep_x = min(len(x), max(budget // 2, budget - longest))
+        keep_x = min(len(x), budget // 2)
         return x[len(x) - keep_x:], [r[:budget - keep_x] for r in resps]
 
     def _collate(self, x: list[list[int]], resps: list[list[list[int]]]) -> dict[str, Tensor]:
@@ -436,6 +443,10 @@ class _Scorer(nn.Module):
         allow |= torch.eye(n, dtype=torch.bool)  # pad rows see themselves only (no all-masked softmax)
         return {"input_ids": ids, "attention_mask": allow, "position_ids": positions, "block_ids": blocks}
 
+    def pair_batch(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> dict[str, Tensor]:
+        """One row x <sep> y <sep> y' <sep> per pair, for ``forward`` (PM: the logit [B]; RM: rewards [B, 2])."""
+        return self._collate(self._ids(prompts), [self._response_ids(ys), self._response_ids(y_primes)])
+
     def features(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
                  block_ids: Tensor) -> Tensor:
         """h(x, y_k) for every response block k of a :meth:`_collate` batch: [B, K, 2·hidden] (differentiable)."""
@@ -443,6 +454,7 @@ class _Scorer(nn.Module):
         block_ids = block_ids.to(dev)
         hs = self.backbone(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev)[:, None],
                            position_ids=position_ids.to(dev), use_cache=False).last_hidden_state.float()
+        hs = hs.to(dev)  # a sharded backbone may return its last state elsewhere; the head lives with the first shard
         B, L = block_ids.shape
         rows, where = torch.arange(B, device=dev), torch.arange(L, device=dev)
         out = []
@@ -460,7 +472,8 @@ class _Scorer(nn.Module):
 
 class PreferenceModel(_Scorer):
     """P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)) with f(x,y,y') = g([h(x,y) ; h(x,y')]) (PAPER.md §1, §4), so
-    P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 exactly, whatever the weights. g is an MLP on BOTH
+    P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 whatever the weights (exactly in the features h; up to
+    float rounding of the block encodings across the two orders). g is an MLP on BOTH
     responses' features, so no Bradley–Terry structure is imposed: P may be intransitive.
 
     String API: ``logits(prompts, ys, y_primes)`` (the antisymmetric logit), ``prob(...)``.
@@ -490,7 +503,7 @@ class PreferenceModel(_Scorer):
         return self(**self.collate(prompts, ys, y_primes))
 
     def prob(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> Tensor:
-        """P_θ(y≻y'|x), [B]; P(y≻y') + P(y'≻y) = 1 exactly."""
+        """P_θ(y≻y'|x), [B]; P(y≻y') + P(y'≻y) = 1 (up to float rounding across the two calls)."""
         return torch.sigmoid(self.logits(prompts, ys, y_primes))
 
     def logits_from_ids(self, prompt_ids: Tensor, prompt_mask: Tensor, y_ids: Tensor, y_mask: Tensor,
@@ -530,8 +543,7 @@ class RewardModel(_Scorer):
 
     def logits(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> Tensor:
         """r(x,y) − r(x,y'), [B], for lists of strings or id lists (one row per pair)."""
-        batch = self._collate(self._ids(prompts), [self._response_ids(ys), self._response_ids(y_primes)])
-        r = self(**batch)
+        r = self(**self.pair_batch(prompts, ys, y_primes))
         return r[:, 0] - r[:, 1]
 
     def prob(self, prompts: Pieces, ys: Pieces, y_primes: Pieces) -> Tensor:

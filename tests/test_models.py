@@ -165,6 +165,26 @@ def test_preference_model_truncation_keeps_antisymmetry(tok):
         assert torch.allclose(pm.prob(xs, ys, yps) + pm.prob(xs, yps, ys), torch.ones(5), atol=1e-6)
 
 
+def test_reward_is_the_same_in_a_pair_row_and_alone_under_truncation(tok):
+    """The prompt cut depends on x alone, so r(x, y) does not depend on what y is paired with (the RLHF loop scores
+    single responses, training scores pair rows)."""
+    rm = build_reward_model(CFG, tok, seed=0, max_length=16).eval()
+    xs, ys, yps = random_texts(5, 24, 10, 20), random_texts(5, 25, 1, 12), random_texts(5, 26, 1, 12)
+    with torch.no_grad():
+        alone = rm.rewards(xs, ys)
+        paired = rm(**rm.pair_batch(xs, ys, yps))[:, 0]
+    assert torch.allclose(alone, paired, atol=1e-5)
+
+
+def test_scorer_rejects_eager_attention(tok):
+    from transformers import AutoModel, GPT2Config
+
+    backbone = AutoModel.from_config(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=4),
+                                     attn_implementation="eager")
+    with pytest.raises(ValueError, match="sdpa"):
+        PreferenceModel(backbone, tok)
+
+
 def test_preference_model_gradient_and_save_load(pm, tok, tmp_path):
     xs, ys, yps = random_texts(4, 13), random_texts(4, 14), random_texts(4, 15)
     batch = pm.collate(xs, ys, yps)

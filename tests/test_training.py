@@ -70,6 +70,34 @@ def test_pair_models_learn(task, tok, tmp_path, build):
     assert end < start - 0.02, (start, end)  # label cross-entropy falls by > 0.02 nats
 
 
+class _DDPLike(torch.nn.Module):
+    """Stands in for the wrapper ``accelerator.prepare`` returns in a multi-process run (DDP): only ``forward`` and
+    ``.module`` are reachable, not the scorer's own methods."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *a, **kw):
+        return self.module(*a, **kw)
+
+
+@pytest.mark.parametrize("build", [build_preference_model, build_reward_model])
+def test_pair_loss_goes_through_forward(task, tok, build):
+    tr = task.preference_dataset("train")
+    X, Y, YP = list(tr["prompt"])[:16], list(tr["y"])[:16], list(tr["y_prime"])[:16]
+    Z = torch.tensor(list(tr["label"])[:16])
+    model = build(SMALL, tok, seed=0)
+    wrapped = _DDPLike(model)
+    assert not hasattr(wrapped, "logits")
+    loss = pair_loss(wrapped, X, Y, YP, Z)
+    assert torch.allclose(loss, pair_loss(model, X, Y, YP, Z))
+    assert torch.allclose(loss, torch.nn.functional.binary_cross_entropy_with_logits(
+        model.logits(X, Y, YP), Z.float()), atol=1e-6)
+    loss.backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
 class Interrupt(Exception):
     pass
 

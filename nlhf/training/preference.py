@@ -14,8 +14,12 @@ import torch.nn.functional as F
 
 
 def pair_logit(model, prompts: list[str], ys: list[str], y_primes: list[str]) -> torch.Tensor:
-    """ℓ(x, y, y') for either model type (``PreferenceModel.logits``, or ``RewardModel.logits`` = r(x,y) − r(x,y'))."""
-    return model.logits(prompts, ys, y_primes)
+    """ℓ(x, y, y') for either model type. The batch (one row x <sep> y <sep> y' <sep> per pair) is built by the
+    scorer itself; the call goes through ``model(...)`` so that a wrapper from ``accelerator.prepare`` (DDP in a
+    multi-process run) sees the forward. A preference model returns ℓ [B]; a reward model r(x, y), r(x, y') [B, 2]."""
+    core = getattr(model, "module", model)
+    out = model(**core.pair_batch(prompts, ys, y_primes))
+    return out if out.dim() == 1 else out[:, 0] - out[:, 1]
 
 
 def pair_loss(model, prompts, ys, y_primes, labels: torch.Tensor) -> torch.Tensor:
