@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -189,6 +190,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
         metrics["nontransitivity"] = sample_matrix_stats(task, nt_prompts, samples)
         refs = task.references(nt_prompts)
         metrics["p_sft_vs_reference"] = float(np.mean(task.judge(nt_prompts, [s[0] for s in samples], refs)))
+    metrics["sft_comparisons"] = write_sft_comparisons(cfg, task, policy, tok)
     metrics["runtime_s"] = round(time.time() - t0, 2)
 
     save_policy(policy, tok, artifact(cfg, "models", "sft"))
@@ -232,6 +234,43 @@ def sft_sample_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
     return {"prompt": prompts, "y": ys, "y_prime": yps, "p": p, "label": task.draw_labels(p, rng)}
 
 
+def write_sft_comparisons(cfg: PipelineConfig, task, policy, tok) -> dict:
+    """Comparisons of SFT samples, collected once by the ``sft`` stage and read by both ``pm`` and ``rm``
+    (``artifacts/sft_pairs``): ``train`` (:func:`sft_sample_pairs`, added to the task's preference pairs) and
+    ``heldout`` (:func:`heldout_sft_pairs`, the PM-vs-RM comparison). Only for a task with an exact judge (the
+    synthetic raters); otherwise the folder holds just ``info.json`` with zero counts."""
+    import datasets
+
+    out = artifact(cfg, "sft_pairs")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    info = {"train": 0, "heldout": 0}
+    if task.has_exact_judge:
+        parts = {"heldout": heldout_sft_pairs(cfg, task, policy, tok)}
+        if cfg.preference_data.sft_pairs > 0:
+            parts["train"] = sft_sample_pairs(cfg, task, policy, tok)
+        for name, rows in parts.items():
+            rows = {k: list(v) if isinstance(v, list) else np.asarray(v).tolist() for k, v in rows.items()}
+            datasets.Dataset.from_dict(rows).save_to_disk(str(tmp / name))
+            info[name] = len(rows["prompt"])
+    write_json(tmp / "info.json", info)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return info
+
+
+def load_sft_comparisons(cfg: PipelineConfig, part: str):
+    """The ``train`` or ``heldout`` comparisons written by :func:`write_sft_comparisons` (None if there are none)."""
+    import datasets
+
+    d = require(artifact(cfg, "sft_pairs"), "sft")
+    if not (d / "info.json").is_file():
+        raise FileNotFoundError(f"{d} has no info.json (not written by the sft stage of this version; run "
+                                f"`dvc repro sft`)")
+    return datasets.load_from_disk(str(d / part)) if (d / part).is_dir() else None
+
+
 def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     """Stage ``pm`` (pairwise preference model) or ``rm`` (Bradley–Terry reward model) on the labelled pairs."""
     if kind not in ("pm", "rm"):
@@ -242,7 +281,6 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     seed_everything(tcfg.seed)
     acc = accelerator_for(cfg)
     tok = load_tokenizer(cfg)
-    task = make_task(cfg.task)
     train = load_dataset_dir(cfg, "prefs", "train")
     test = load_dataset_dir(cfg, "prefs", "test")
     build = build_preference_model if kind == "pm" else build_reward_model
@@ -250,10 +288,13 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     check_same_tokenizer(model.tokenizer, tok, f"{kind} model", "data tokenizer")
     X, Y, YP = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
     Z = list(train["label"])
-    if task.has_exact_judge and cfg.preference_data.sft_pairs > 0:
-        extra = sft_sample_pairs(cfg, task, *load_sft(cfg, acc.device))
-        X, Y, YP, Z = X + extra["prompt"], Y + extra["y"], YP + extra["y_prime"], Z + list(extra["label"])
+    extra = load_sft_comparisons(cfg, "train")
+    if extra is not None:
+        X, Y, YP = X + list(extra["prompt"]), Y + list(extra["y"]), YP + list(extra["y_prime"])
+        Z = Z + list(extra["label"])
     Z = torch.tensor(Z, dtype=torch.float32)
+    # tokenize once (not at every step): the scorer builds the same rows from token ids as from the strings
+    X, Y, YP = model.token_ids(X), model.token_ids(Y, response=True), model.token_ids(YP, response=True)
     test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
 
     def loss_fn(m, idx):
@@ -268,11 +309,10 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     model = acc.unwrap_model(model).eval()
     metrics = {"n_train_pairs": len(X), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
                "train_loss_last": log["train"][-1]["loss"]}
-    if task.has_exact_judge:
-        policy, ptok = load_sft(cfg, acc.device)
-        pairs = heldout_sft_pairs(cfg, task, policy, ptok)
-        q = predict_proba(model, pairs["prompt"], pairs["y"], pairs["y_prime"])
-        metrics["heldout_sft_pairs"] = pair_metrics(q, pairs["label"], pairs["p"])
+    pairs = load_sft_comparisons(cfg, "heldout")
+    if pairs is not None:
+        q = predict_proba(model, list(pairs["prompt"]), list(pairs["y"]), list(pairs["y_prime"]))
+        metrics["heldout_sft_pairs"] = pair_metrics(q, np.asarray(pairs["label"]), np.asarray(pairs["p"], float))
     metrics["runtime_s"] = round(time.time() - t0, 2)
     model.save_pretrained(artifact(cfg, "models", kind))
     resume_path(cfg, kind).unlink(missing_ok=True)

@@ -113,7 +113,7 @@ def test_one_row_blocks_equal_separate_rows(pm, tok):
         only_y = pm.features(**pm._collate(x_ids, [y_ids]))
         only_yp = pm.features(**pm._collate(x_ids, [yp_ids]))
         swapped = pm.features(**pm.collate(xs, yps, ys))
-    assert both.shape == (6, 2, 2 * CFG.n_embd)
+    assert both.shape == (6, 2, 3 * CFG.n_embd)
     assert torch.allclose(both[:, 0], only_y[:, 0], atol=1e-5)
     assert torch.allclose(both[:, 1], only_yp[:, 0], atol=1e-5)
     assert torch.allclose(both, swapped.flip(1), atol=1e-5)
@@ -150,6 +150,10 @@ def test_preference_model_token_path_matches_strings(pm, tok):
                                       ryp["input_ids"], ryp["attention_mask"])
         from_text = pm.logits(xs, ys, yps)
     assert torch.allclose(from_ids, from_text, atol=1e-6)
+    # the pre-tokenized id lists training uses build the very same batch as the strings
+    ids_batch = pm.pair_batch(pm.token_ids(xs), pm.token_ids(ys, response=True), pm.token_ids(yps, response=True))
+    text_batch = pm.pair_batch(xs, ys, yps)
+    assert all(torch.equal(ids_batch[k], text_batch[k]) for k in text_batch)
     # the scored text really is one row "x <sep> y <sep> y' <sep>"
     batch = pm.collate(xs[:1], ys[:1], yps[:1])
     row = batch["input_ids"][0][batch["block_ids"][0] >= 0]
