@@ -34,10 +34,12 @@ class SamplingConfig:
 
     max_new_tokens: int = 12  # response length cap (tokens, EOS included)
     temperature: float = 1.0  # divides the (mixed) logits
+    batch_size: int = 256  # prompts per sampler call when sampling texts (checks, comparisons, evaluation)
 
     def __post_init__(self):
         check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1 (got {self.max_new_tokens})")
         check(self.temperature > 0, "temperature", f"must be > 0 (got {self.temperature})")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
 
 
 @dataclass

@@ -95,6 +95,12 @@ def load_dataset_dir(cfg: PipelineConfig, *parts: str):
     return load_from_disk(str(require(artifact(cfg, "data", *parts), "data")))
 
 
+def sampling_kwargs(cfg: PipelineConfig) -> dict:
+    """Keyword arguments of :func:`nlhf.rollout.sample_texts` from the ``sampling`` section."""
+    return dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
+                batch_size=cfg.sampling.batch_size)
+
+
 def load_sft(cfg: PipelineConfig, device=None):
     model, tok = load_policy(require(artifact(cfg, "models", "sft"), "sft"))
     tok.padding_side = "left"
@@ -173,7 +179,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
 
     # -- checks on fresh eval prompts --
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    smp = sampling_kwargs(cfg)
     ys, done = sample_texts(policy, tok, prompts, seed=cfg.seed + 11, return_finished=True, **smp)
     well = [d and task.is_well_formed(x, y) for x, y, d in zip(prompts, ys, done)]
     metrics = {"train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"],
@@ -212,7 +218,7 @@ def heldout_sft_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
     """Fresh pairs of SFT samples on eval prompts, labelled by Bernoulli draws of the exact judge (same for PM/RM)."""
     n = cfg.eval.n_heldout_pairs
     prompts = (task.prompts("eval") * (1 + n // max(1, len(task.prompts("eval")))))[:n]
-    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    smp = sampling_kwargs(cfg)
     ys = sample_texts(policy, tok, prompts, seed=cfg.seed + 21, **smp)
     yps = sample_texts(policy, tok, prompts, seed=cfg.seed + 22, **smp)
     p = task.judge(prompts, ys, yps)
@@ -227,7 +233,7 @@ def sft_sample_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
     train_prompts = task.prompts("train")
     rng = np.random.default_rng(cfg.preference_data.seed)
     prompts = [train_prompts[i] for i in rng.integers(len(train_prompts), size=n)]
-    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    smp = sampling_kwargs(cfg)
     ys = sample_texts(policy, tok, prompts, seed=cfg.preference_data.seed + 1, **smp)
     yps = sample_texts(policy, tok, prompts, seed=cfg.preference_data.seed + 2, **smp)
     p = task.judge(prompts, ys, yps)
@@ -359,7 +365,7 @@ def run_policy(cfg: PipelineConfig, name: str) -> dict:
                "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
     if task.has_exact_judge:
         prompts_e = task.prompts("eval")[: cfg.eval.n_prompts]
-        smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+        smp = sampling_kwargs(cfg)
         y = sample_texts(policy.to(acc.device), tok, prompts_e, seed=cfg.seed + 31, **smp)
         y_ref = sample_texts(ref.to(acc.device), tok, prompts_e, seed=cfg.seed + 32, **smp)
         metrics["p_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y, y_ref)))
@@ -398,7 +404,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
     task = make_task(cfg.task)
     names = list(cfg.eval.policies)
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    smp = dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
+    smp = sampling_kwargs(cfg)
     samples = {}
     for k, (name, model) in enumerate(load_table_policies(cfg, names).items()):
         samples[name] = sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 1000 + k, **smp)
