@@ -62,6 +62,12 @@ def test_missing_upstream_artifact_names_file_and_stage(tmp_path):
         stages.run_sft(cfg)
     with pytest.raises(FileNotFoundError, match=r"nothing/models/sft.*stage 'sft'"):
         stages.run_policy(cfg, "MD1")
+    # the SFT-sample comparisons the pm / rm stages read
+    with pytest.raises(FileNotFoundError, match=r"nothing/sft_pairs.*stage 'sft'.*dvc repro sft"):
+        stages.load_sft_comparisons(cfg, "train")
+    (tmp_path / "nothing" / "sft_pairs").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"sft_pairs has no info.json.*dvc repro sft"):
+        stages.load_sft_comparisons(cfg, "heldout")
 
 
 def test_environment_yml_installs_exactly_the_lock():
