@@ -4,18 +4,22 @@ Each pipeline section has a dataclass that lives next to the code that uses it (
 trainer, defaults documented there). This module only composes them and validates generically:
 
 * unknown keys fail with their full path (``params.yaml: sft.lr_typo: unknown key; known: ...``);
-* values of the wrong type fail with their path and the expected type;
+* values of the wrong type fail with their path and the expected type; so do NaN and infinite numbers;
+* a key without a code default that is missing, or a section given as ``null``, fails with its path;
 * a section's ``__post_init__`` checks ranges and raises ``ValueError("field: message")``; the loader prefixes
   the section path so the message always names the key.
 
-Profiles: ``params.yaml`` holds the default (CPU) profile. Its top-level ``profile`` key (or the environment
-variable ``NLHF_PROFILE``) names an overlay ``profiles/<name>.yaml`` that is deep-merged on top.
+Profiles: ``params.yaml`` holds the default (CPU) profile. Its top-level ``profile`` key names an overlay
+``profiles/<name>.yaml`` that is deep-merged on top. That key is the only switch, because it is the one DVC
+records: an environment variable ``NLHF_PROFILE`` that names another profile is an error, not an override.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -58,32 +62,63 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return True
 
 
+def _non_finite(value: Any) -> bool:
+    """True if ``value`` is (or, for a list or mapping, holds) a NaN or infinite float."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _mapping(value: Any, key: str, cls: type) -> dict:
+    if not isinstance(value, dict):
+        got = "null (or nothing)" if value is None else f"{type(value).__name__} ({value!r})"
+        raise ConfigError(f"{key}: expected a mapping of {cls.__name__} keys "
+                          f"({', '.join(f.name for f in dataclasses.fields(cls) if f.init)}), got {got}")
+    return value
+
+
 def from_dict(cls: type, data: dict | None, path: str) -> Any:
-    """Build dataclass ``cls`` from ``data``, validating keys, types and ranges; errors name ``path.key``."""
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'params'}: expected a mapping, got {type(data).__name__} ({data!r})")
+    """Build dataclass ``cls`` from ``data``, validating keys, types and ranges; errors name ``path.key``.
+
+    ``data=None`` at the top (an empty file) means "all defaults"; a nested section given as ``null`` is an error,
+    and so is a missing key that has no code default."""
+    data = {} if data is None and not path else data
+    data = _mapping(data, path or "params", cls)
     join = (lambda k: f"{path}.{k}") if path else (lambda k: k)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ConfigError(f"{join(unknown[0])}: unknown key; known keys: {', '.join(sorted(fields))}")
+    missing = [n for n, f in fields.items() if _required(f) and n not in data]
+    if missing:
+        raise ConfigError(f"{join(missing[0])}: required key missing (no default; "
+                          f"{cls.__name__} needs {', '.join(n for n, f in fields.items() if _required(f))})")
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
         key = join(name)
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, key)
+            kwargs[name] = from_dict(tp, _mapping(value, key, tp), key)
         elif typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
             sub = typing.get_args(tp)[1]
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of name -> {sub.__name__}")
-            kwargs[name] = {k: from_dict(sub, v, f"{key}.{k}") for k, v in value.items()}
+            kwargs[name] = {k: from_dict(sub, _mapping(v, f"{key}.{k}", sub), f"{key}.{k}") for k, v in value.items()}
         else:
             if not _type_ok(value, tp):
                 tname = getattr(tp, "__name__", str(tp))
                 raise ConfigError(f"{key}: expected {tname}, got {type(value).__name__} ({value!r})")
+            if _non_finite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
             if tp is float and isinstance(value, int):
                 value = float(value)
             kwargs[name] = value
@@ -91,6 +126,8 @@ def from_dict(cls: type, data: dict | None, path: str) -> Any:
         return cls(**kwargs)
     except ValueError as e:  # range checks from __post_init__: "field: message"
         raise ConfigError(join(str(e))) from None
+    except TypeError as e:  # a comparison in a range check on a value no type hint describes
+        raise ConfigError(f"{path or 'params'}: {e}") from None
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -101,17 +138,46 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+PROFILE_ENV = "NLHF_PROFILE"
+
+
+def _read_yaml(path: Path) -> dict:
+    """A YAML mapping from ``path``; a syntax error, bad encoding or a non-mapping names the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not readable as YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
 def read_params(params_path: str | os.PathLike = "params.yaml", profile: str | None = None) -> dict:
-    """Read params.yaml and merge the profile overlay (``profile`` arg > $NLHF_PROFILE > ``profile:`` key)."""
+    """Read params.yaml and merge the profile overlay (``profile`` argument, else the file's ``profile:`` key).
+
+    ``$NLHF_PROFILE``, when set, must name the same profile: DVC records the file's ``profile`` key (and this
+    function's caller's argument is explicit), so a different profile taken from the environment would give
+    results that ``dvc.lock`` attributes to another profile."""
     params_path = Path(params_path)
     if not params_path.exists():
         raise FileNotFoundError(f"params file not found: {params_path}")
-    raw = yaml.safe_load(params_path.read_text()) or {}
-    name = profile or os.environ.get("NLHF_PROFILE") or raw.get("profile", "cpu")
+    raw = _read_yaml(params_path)
+    name = profile if profile is not None else raw.get("profile", "cpu")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise ConfigError(f"profile: expected the name of a file profiles/<name>.yaml (letters, digits, - and _), "
+                          f"got {name!r}")
+    env = os.environ.get(PROFILE_ENV)
+    if env and env != name:
+        raise ConfigError(f"profile: ${PROFILE_ENV}={env} disagrees with profile {name!r} "
+                          f"({'the profile argument' if profile is not None else params_path.name}). The profile "
+                          f"is selected in params.yaml only (DVC records it there): set `profile: {env}` in "
+                          f"{params_path.name} or run `dvc exp run -S profile={env}`, and unset {PROFILE_ENV}")
     raw["profile"] = name
     overlay = params_path.parent / "profiles" / f"{name}.yaml"
     if name != "cpu":
         if not overlay.exists():
             raise ConfigError(f"profile: unknown profile {name!r}; no file {overlay}")
-        raw = deep_merge(raw, yaml.safe_load(overlay.read_text()) or {})
+        raw = deep_merge(raw, _read_yaml(overlay))
     return raw

@@ -110,6 +110,17 @@ def _require_folder(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+class ModelLoadError(RuntimeError):
+    """A model folder exists but cannot be loaded (a file cut short or damaged); the message names the folder."""
+
+
+def _load_error(what: str, path: Path, e: Exception) -> ModelLoadError:
+    msg = " ".join(str(e).split())[:300]
+    return ModelLoadError(f"{what}: cannot load {path} ({type(e).__name__}: {msg}). The folder is damaged or "
+                          f"incomplete: restore it with `dvc checkout {path}` or rerun the stage that writes it "
+                          f"(`dvc status` names it)")
+
+
 def _resolve(name_or_path: str, what: str) -> str:
     if _looks_local(name_or_path):
         return str(_require_folder(name_or_path, what))
@@ -241,7 +252,10 @@ def load_policy(directory: str | os.PathLike):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = _require_folder(directory, "policy")
-    return AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p)
+    try:
+        return AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p)
+    except Exception as e:  # OSError, SafetensorError, json / tokenizer parse errors from damaged files
+        raise _load_error("policy", p, e) from e
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -358,16 +372,23 @@ class _Scorer(nn.Module):
         if not meta_path.is_file() or not (p / _HEAD_FILE).is_file():
             raise FileNotFoundError(f"{cls.kind}: {p} lacks {_SCORER_FILE} or {_HEAD_FILE} (not a scorer written "
                                     f"by save_pretrained of this version; retrain it)")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as e:
+            raise _load_error(cls.kind, p, e) from e
         if meta.get("kind") != cls.kind:
             raise ValueError(f"{p} holds a {meta.get('kind')}, not a {cls.kind}")
         if meta.get("layout") != _LAYOUT:
             raise ValueError(f"{cls.kind}: {p} was written with layout {meta.get('layout')!r}, this code reads "
                              f"{_LAYOUT!r}; retrain it")
-        backbone = AutoModel.from_pretrained(p, **backbone_kwargs)
-        model = cls(backbone, AutoTokenizer.from_pretrained(p), head_hidden=meta["head_hidden"],
-                    max_length=meta["max_length"])
-        model.head.load_state_dict(load_file(str(p / _HEAD_FILE)))
+        try:
+            backbone = AutoModel.from_pretrained(p, **backbone_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(p)
+            head = load_file(str(p / _HEAD_FILE))
+        except Exception as e:  # OSError, SafetensorError, json / tokenizer parse errors from damaged files
+            raise _load_error(cls.kind, p, e) from e
+        model = cls(backbone, tokenizer, head_hidden=meta["head_hidden"], max_length=meta["max_length"])
+        model.head.load_state_dict(head)
         return model.to(backbone.device)
 
     @property

@@ -2,16 +2,24 @@
 
 Each section's dataclass lives with the code that uses it; this module only lists the sections
 (the DVC example-get-started layout: every stage reads its own section).
+
+params.yaml is the recipe, so a key deleted from it must not fall back to a code default that is not the recipe:
+every section is required, and so is every key of :data:`REQUIRED_KEYS` (the keys whose code default differs from
+the committed value; ``sft``, ``pm`` and ``rm`` share one dataclass with three recipes). Any other key may be
+left out because its default is the committed value (tests/test_config.py checks both against params.yaml).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import keyword
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from nlhf.config import ConfigError, check, from_dict, read_params
 from nlhf.evaluate import EvalConfig
-from nlhf.models import ModelConfig
+from nlhf.models import ModelConfig, _looks_local
+from nlhf.oracle import OracleConfig
 from nlhf.tabular_experiment import TabularConfig
 from nlhf.tasks import TaskConfig
 from nlhf.training.policy_gradient import MethodConfig, PGConfig
@@ -19,13 +27,48 @@ from nlhf.training.supervised import SupervisedConfig
 
 PAPER_METHODS = ("RLHF", "SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR", "EMA1", "EMA2")
 
+_SUPERVISED_RECIPE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "checkpoint_every", "seed")
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "task.synthetic": ("n_sft", "style_probs", "labels_per_pair", "population", "rater_weights", "rater_sharpness"),  # checked when task.name is synthetic
+    "policy_model": ("n_positions",),
+    "preference_model": ("n_positions", "qk_identity_init"),
+    "reward_model": ("n_positions", "qk_identity_init"),
+    "sampling": ("batch_size",),
+    "sft": _SUPERVISED_RECIPE,
+    "pm": _SUPERVISED_RECIPE,
+    "rm": _SUPERVISED_RECIPE,
+    "pg": ("steps", "batch_size", "lr"),
+    "eval": ("n_prompts", "nontransitivity_prompts"),
+    "oracle": ("populations",),
+}
+"""Keys params.yaml must state (beyond every section): a missing one is a ConfigError, not a code default."""
+
+_METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _inside_repo(p: str) -> bool:
+    """A relative path below the repository root: not absolute, no ``..``, not the root itself, not git/DVC's own
+    folders (stages create, replace and delete folders under these paths)."""
+    pp = PurePosixPath(p.replace("\\", "/"))
+    if not p.strip() or pp.is_absolute() or PureWindowsPath(p).drive or p.startswith("~"):
+        return False
+    parts = [x for x in pp.parts if x != "."]
+    return bool(parts) and ".." not in parts and parts[0] not in (".git", ".dvc")
+
 
 @dataclass
 class Paths:
-    """Where stages write: big artifacts (DVC-cached, git-ignored) and small results (committed)."""
+    """Where stages write: big artifacts (DVC-cached, git-ignored) and small results (committed). Both are
+    relative paths inside the repository (a stage replaces and deletes folders below them)."""
 
     artifacts: str = "artifacts"  # models and datasets
     results: str = "results"  # tables, figures, metrics, executed notebooks
+
+    def __post_init__(self):
+        for f in ("artifacts", "results"):
+            v = getattr(self, f)
+            check(_inside_repo(v), f, f"must be a relative path inside the repository (no '..', not absolute, "
+                                      f"not .git or .dvc), got {v!r}")
 
 
 @dataclass
@@ -87,6 +130,26 @@ class PipelineConfig:
     pg: PGConfig = field(default_factory=PGConfig)
     methods: dict[str, MethodConfig] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+
+    def __post_init__(self):
+        for name in self.methods:
+            # the name goes into DVC stage names, shell commands and papermill parameters; "SFT" is the
+            # evaluation table's name for the SFT policy
+            check(isinstance(name, str) and _METHOD_NAME.fullmatch(name) is not None and not keyword.iskeyword(name)
+                  and name != "SFT", f"methods.{name}",
+                  "method names must be identifiers (letters, digits and _, not starting with a digit; not a "
+                  "Python keyword, not SFT)")
+        from nlhf.tasks.synthetic import POPULATIONS
+
+        unknown = [p for p in (self.oracle.populations or []) if p not in POPULATIONS]
+        check(not unknown, "oracle.populations", f"unknown populations {unknown}; expected some of {sorted(POPULATIONS)}")
+        for section in ("policy_model", "preference_model", "reward_model"):
+            name = getattr(self, section).name_or_path
+            check(name is None or _looks_local(name), f"{section}.name_or_path",
+                  f"{name!r} is not a local folder; Hub models are not downloaded by the pipeline (the download "
+                  f"would not be pinned to a revision): run `hf download {name} --revision <commit> --local-dir "
+                  f"<folder>` and set name_or_path to that folder (starting with ./ or /)")
 
     @property
     def artifacts(self) -> Path:
@@ -103,10 +166,34 @@ class PipelineConfig:
         return self.methods[name]
 
 
+def check_required(raw: dict) -> None:
+    """Every section of :class:`PipelineConfig` and every key of :data:`REQUIRED_KEYS` is in ``raw``."""
+    for f in fields(PipelineConfig):
+        if raw.get(f.name) is None:
+            what = "key" if f.type in ("int", "str", int, str) else "section"
+            raise ConfigError(f"{f.name}: required {what} missing (params.yaml states the whole recipe; the code "
+                              f"defaults of a section are not the recipe)")
+    task = raw.get("task") if isinstance(raw.get("task"), dict) else {}
+    for path, keys in REQUIRED_KEYS.items():
+        if path == "task.synthetic" and task.get("name", "synthetic") != "synthetic":
+            continue
+        node = raw
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else {}
+        if node is None:
+            raise ConfigError(f"{path}: required section missing")
+        if not isinstance(node, dict):
+            continue  # from_dict names the wrong type
+        for k in keys:
+            if k not in node:
+                raise ConfigError(f"{path}.{k}: required key missing (its code default is not the recipe's value)")
+
+
 def load_config(params_file: str | Path = "params.yaml", profile: str | None = None) -> PipelineConfig:
     """Read, overlay the profile, and validate. Errors name the offending key (``params.yaml: sft.lr: ...``)."""
     raw = read_params(params_file, profile)
     try:
+        check_required(raw)
         return from_dict(PipelineConfig, raw, "")
     except ConfigError as e:
         raise ConfigError(f"{Path(params_file).name} (profile {raw['profile']}): {e}") from None

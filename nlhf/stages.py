@@ -2,7 +2,9 @@
 
 Each stage reads its inputs from ``cfg.artifacts``, writes its models/datasets there (DVC outs) and its small
 results (metrics JSON, CSV, figures) under ``cfg.results / <stage>``; the notebooks call these functions and plot.
-A missing upstream artifact stops the stage with a message naming the file and the stage that makes it.
+A missing or damaged upstream artifact, or a dataset whose row count differs from the count its stage recorded,
+stops the stage with a message naming the file and the stage that makes it. Resumable training states are
+fingerprinted with the params and the content of every upstream artifact the training reads.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from nlhf.params import PipelineConfig
 from nlhf.rollout import sample_texts
 from nlhf.tasks import make_task
 from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
-from nlhf.training.checkpoint import seed_everything, write_json
+from nlhf.training.checkpoint import content_hash, damaged, seed_everything, write_json
 from nlhf.training.policy_gradient import train_policy
 from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
@@ -46,18 +48,37 @@ def artifact(cfg: PipelineConfig, *parts: str) -> Path:
     return cfg.artifacts.joinpath(*parts)
 
 
+DVC_STAGES = {"pm": "preference@pm", "rm": "preference@rm"}  # short names -> the DVC stage names in dvc.yaml
+
+
+class DamagedArtifactError(RuntimeError):
+    """An upstream artifact exists but cannot be read, or disagrees with the counts its stage recorded."""
+
+
+def _rerun_hint(path: Path, stage: str) -> str:
+    return (f"restore it with `dvc checkout {path}` or rerun `dvc repro {stage}` (outside DVC: rerun the "
+            f"'{stage}' stage)")
+
+
 def require(path: Path, stage: str) -> Path:
-    """An upstream artifact must exist; otherwise stop naming it and the stage that writes it."""
+    """An upstream artifact must exist and be readable (no file cut short: :func:`nlhf.training.checkpoint.damaged`);
+    otherwise stop naming it and the DVC stage that writes it."""
+    stage = DVC_STAGES.get(stage, stage)
     if not Path(path).exists():
         raise FileNotFoundError(f"missing upstream artifact {path} (written by stage '{stage}'; run "
                                 f"`dvc repro {stage}` first)")
+    bad = damaged(path)
+    if bad is not None:
+        raise DamagedArtifactError(f"upstream artifact {bad[0]} is damaged ({bad[1]}); {_rerun_hint(path, stage)}")
     return Path(path)
 
 
-def fingerprint(*objs) -> str:
-    """A short hash of configs/inputs; a resumable checkpoint is reused only if it matches."""
+def fingerprint(*objs, inputs=()) -> str:
+    """A short hash of configs and of the content of the upstream artifacts ``inputs`` (files or folders); a
+    resumable checkpoint is reused only if it matches, i.e. only by a run with the same params and inputs."""
     text = json.dumps([asdict(o) if hasattr(o, "__dataclass_fields__") else o for o in objs], sort_keys=True,
                       default=str)
+    text += "".join(f"|{Path(p).name}:{content_hash(p)}" for p in inputs)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -73,6 +94,15 @@ def metrics_path(cfg: PipelineConfig, stage: str) -> Path:
     return cfg.results / "metrics" / f"{stage}.json"
 
 
+def write_metrics(cfg: PipelineConfig, stage: str, metrics: dict) -> None:
+    """The stage's metrics JSON without its ``runtime_s``, which goes to ``results/timings/<stage>.json`` (not a
+    DVC output): metrics files are hashed outputs that later stages depend on, and a wall-clock time would make
+    them differ at every rerun."""
+    write_json(metrics_path(cfg, stage), {k: v for k, v in metrics.items() if k != "runtime_s"})
+    if "runtime_s" in metrics:
+        write_json(cfg.results / "timings" / f"{stage}.json", {"runtime_s": metrics["runtime_s"]})
+
+
 def resume_path(cfg: PipelineConfig, name: str) -> Path:
     """Resumable training state lives outside the DVC outs (DVC deletes outs before rerunning a stage)."""
     return artifact(cfg, ".resume", f"{name}.pt")
@@ -81,18 +111,42 @@ def resume_path(cfg: PipelineConfig, name: str) -> Path:
 def load_tokenizer(cfg: PipelineConfig):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(require(artifact(cfg, "data", "tokenizer"), "data"))
+    path = require(artifact(cfg, "data", "tokenizer"), "data")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise DamagedArtifactError(f"cannot load the tokenizer {path} ({e}); {_rerun_hint(path, 'data')}") from e
     tok.padding_side = "left"
     return tok
 
 
-def load_dataset_dir(cfg: PipelineConfig, *parts: str):
+def _load_counted(path: Path, n_expected: int, stage: str, record: Path):
+    """``load_from_disk(path)``, which must hold the ``n_expected`` rows its stage recorded in ``record``."""
     import datasets
 
     datasets.disable_progress_bars()
-    load_from_disk = datasets.load_from_disk
+    try:
+        ds = datasets.load_from_disk(str(path))
+        n = len(ds)
+    except Exception as e:  # FileNotFoundError, ArrowInvalid, json errors from a damaged folder
+        raise DamagedArtifactError(f"cannot load {path} ({type(e).__name__}: {e}); {_rerun_hint(path, stage)}") \
+            from e
+    if n != n_expected:
+        raise DamagedArtifactError(f"{path} holds {n} rows but {record} records {n_expected}; "
+                                   f"{_rerun_hint(path, stage)}")
+    return ds
 
-    return load_from_disk(str(require(artifact(cfg, "data", *parts), "data")))
+
+def load_dataset_dir(cfg: PipelineConfig, *parts: str):
+    """A dataset of the data stage (e.g. ``"sft", "train"``), checked against the row count in data/metrics.json."""
+    path = require(artifact(cfg, "data", *parts), "data")
+    info = require(artifact(cfg, "data", "metrics.json"), "data")
+    key = "_".join(parts) + "_rows"
+    counts = json.loads(info.read_text())
+    if not isinstance(counts.get(key), int):
+        raise DamagedArtifactError(f"{info} has no row count {key!r} (not written by this version's data stage); "
+                                   f"{_rerun_hint(artifact(cfg, 'data'), 'data')}")
+    return _load_counted(path, counts[key], "data", info)
 
 
 def sampling_kwargs(cfg: PipelineConfig) -> dict:
@@ -139,7 +193,7 @@ def run_data(cfg: PipelineConfig) -> dict:
         tok = AutoTokenizer.from_pretrained(cfg.policy_model.name_or_path)
         tok.save_pretrained(out / "tokenizer")
     metrics.update({"vocab_size": len(tok), "runtime_s": round(time.time() - t0, 2)})
-    write_json(metrics_path(cfg, "data"), metrics)
+    write_metrics(cfg, "data", metrics)
     return metrics
 
 
@@ -174,7 +228,8 @@ def run_sft(cfg: PipelineConfig) -> dict:
         return {"heldout_loss": float(np.mean(losses))}
 
     log = fit(policy, loss_fn, len(examples), cfg.sft, resume_path(cfg, "sft"), acc, eval_fn, desc="sft",
-              fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task))
+              fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task, cfg.runtime,
+                                      inputs=[artifact(cfg, "data")]))
     policy = acc.unwrap_model(policy).eval()
 
     # -- checks on fresh eval prompts --
@@ -205,7 +260,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
     pd.DataFrame(log["eval"]).to_csv(out / "heldout.csv", index=False)
     pd.DataFrame({"prompt": prompts[:20], "summary": ys[:20]}).to_csv(out / "samples.csv", index=False)
-    write_json(metrics_path(cfg, "sft"), metrics)
+    write_metrics(cfg, "sft", metrics)
     return metrics
 
 
@@ -267,14 +322,25 @@ def write_sft_comparisons(cfg: PipelineConfig, task, policy, tok) -> dict:
 
 
 def load_sft_comparisons(cfg: PipelineConfig, part: str):
-    """The ``train`` or ``heldout`` comparisons written by :func:`write_sft_comparisons` (None if there are none)."""
-    import datasets
-
+    """The ``train`` or ``heldout`` comparisons written by :func:`write_sft_comparisons` (None if there are none),
+    checked against the counts in its ``info.json``."""
     d = require(artifact(cfg, "sft_pairs"), "sft")
     if not (d / "info.json").is_file():
         raise FileNotFoundError(f"{d} has no info.json (not written by the sft stage of this version; run "
                                 f"`dvc repro sft`)")
-    return datasets.load_from_disk(str(d / part)) if (d / part).is_dir() else None
+    info = json.loads((d / "info.json").read_text())
+    n = info.get(part)
+    if not isinstance(n, int):
+        raise DamagedArtifactError(f"{d / 'info.json'} has no count for {part!r}; {_rerun_hint(d, 'sft')}")
+    if n == 0:
+        if (d / part).exists():
+            raise DamagedArtifactError(f"{d / part} exists but {d / 'info.json'} records no {part} comparisons; "
+                                       f"{_rerun_hint(d, 'sft')}")
+        return None
+    if not (d / part).is_dir():
+        raise DamagedArtifactError(f"{d / part} is missing but {d / 'info.json'} records {n} {part} comparisons; "
+                                   f"{_rerun_hint(d, 'sft')}")
+    return _load_counted(d / part, n, "sft", d / "info.json")
 
 
 def run_preference(cfg: PipelineConfig, kind: str) -> dict:
@@ -311,7 +377,8 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
         return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
 
     log = fit(model, loss_fn, len(X), tcfg, resume_path(cfg, kind), acc, eval_fn, desc=kind,
-              fingerprint=fingerprint(tcfg, mcfg, cfg.task))
+              fingerprint=fingerprint(tcfg, mcfg, cfg.task, cfg.runtime,
+                                      inputs=[artifact(cfg, "data"), artifact(cfg, "sft_pairs")]))
     model = acc.unwrap_model(model).eval()
     metrics = {"n_train_pairs": len(X), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
                "train_loss_last": log["train"][-1]["loss"]}
@@ -325,7 +392,7 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     out = _mk(cfg.results / kind)
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
     pd.DataFrame(log["eval"]).to_csv(out / "eval.csv", index=False)
-    write_json(metrics_path(cfg, kind), metrics)
+    write_metrics(cfg, kind, metrics)
     return metrics
 
 
@@ -342,9 +409,9 @@ def run_policy(cfg: PipelineConfig, name: str) -> dict:
     policy, tok = load_sft(cfg)
     ref, _ = load_sft(cfg)
     if method.kind == "rlhf":
-        judge_model = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "rm"))
+        judge_model = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "preference@rm"))
     else:
-        judge_model = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "pm"))
+        judge_model = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "preference@pm"))
     check_same_tokenizer(judge_model.tokenizer, tok, f"{'reward' if method.kind == 'rlhf' else 'preference'} "
                          f"model ({judge_model.kind})", "policy (SFT)")
     task = make_task(cfg.task)
@@ -352,7 +419,9 @@ def run_policy(cfg: PipelineConfig, name: str) -> dict:
     log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, cfg.pg,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
                             state_path=resume_path(cfg, f"policy_{name}"), accelerator=acc,
-                            fingerprint=fingerprint(method, cfg.pg, cfg.sampling, cfg.task), desc=name)
+                            fingerprint=fingerprint(method, cfg.pg, cfg.sampling, cfg.task, cfg.runtime, inputs=[
+                                artifact(cfg, "data"), artifact(cfg, "models", "sft"),
+                                artifact(cfg, "models", "rm" if method.kind == "rlhf" else "pm")]), desc=name)
     policy = acc.unwrap_model(policy).eval()
     out_dir = policy_dir(cfg, name)
     save_policy(policy, tok, out_dir / "policy")
@@ -375,7 +444,7 @@ def run_policy(cfg: PipelineConfig, name: str) -> dict:
     metrics["runtime_s"] = round(time.time() - t0, 2)
     out = _mk(cfg.results / "policy" / name)
     pd.DataFrame(log["train"]).to_csv(out / "curve.csv", index=False)
-    write_json(metrics_path(cfg, f"policy_{name}"), metrics)
+    write_metrics(cfg, f"policy_{name}", metrics)
     return metrics
 
 
@@ -471,3 +540,80 @@ def pm_vs_rm_table(cfg: PipelineConfig) -> pd.DataFrame:
                      "excess_log_loss": h.get("excess_log_loss"), "kl_to_true": h.get("kl_to_true"),
                      "direction_agreement": h.get("direction_agreement"), "accuracy": h["accuracy"]})
     return pd.DataFrame(rows)
+
+
+def run_oracle(cfg: PipelineConfig) -> dict:
+    """Stage ``oracle``: each method's target on candidate pools of the evaluation prompts, under the exact judge of
+    every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts."""
+    from dataclasses import replace
+
+    from nlhf import oracle
+    from nlhf.evaluate import to_markdown, to_matrix
+    from nlhf.plots import preference_heatmap
+    from nlhf.tasks import SyntheticTask
+
+    t0 = time.time()
+    task = make_task(cfg.task)
+    if not isinstance(task, SyntheticTask):
+        raise ValueError(f"task.name: the oracle needs an enumerable task with an exact judge (synthetic), got "
+                         f"{cfg.task.name!r}")
+    ocfg = cfg.oracle
+    acc = accelerator_for(cfg)
+    policy, tok = load_sft(cfg, acc.device)
+    prompts = task.prompts("eval")[: ocfg.n_prompts]
+    smp = sampling_kwargs(cfg)
+
+    def sft_samples(k: int, seed: int) -> list[list[str]]:
+        flat = sample_texts(policy, tok, [x for x in prompts for _ in range(k)], seed=seed, **smp)
+        return [flat[i * k: (i + 1) * k] for i in range(len(prompts))]
+
+    in_pool_samples = sft_samples(ocfg.sft_samples, ocfg.seed + 1)
+    pools = oracle.build_pools(task, policy, tok, prompts, in_pool_samples, cfg.sampling.temperature)
+    fresh = sft_samples(ocfg.coverage_samples, ocfg.seed + 2)
+    coverage = float(np.mean([y in set(p.candidates) for p, ys in zip(pools, fresh) for y in ys]))
+    rm = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "rm")).to(acc.device).eval()
+    with torch.no_grad():
+        rm_scores = [rm.rewards([p.prompt] * len(p.candidates), p.candidates).double().cpu().numpy() for p in pools]
+
+    methods = {n: m for n, m in cfg.methods.items()}
+    order = ["SFT", "NE"] + [n for n, m in methods.items() if m.kind == "rlhf"]
+    order += [f"{n} (RM)" for n, m in methods.items() if m.kind == "rlhf"]
+    order += [n for n, m in methods.items() if m.kind == "nash_md"]
+    nash = [n for n, m in methods.items() if m.kind == "nash_md" and m.beta == 0.0]
+    rlhf = [n for n, m in methods.items() if m.kind == "rlhf"]
+    populations = ocfg.populations or [task.cfg.population]
+    metrics: dict = {"n_prompts": len(pools), "pool_size_mean": float(np.mean([len(p.candidates) for p in pools])),
+                     "sft_mass_on_pool": float(np.mean([p.sft_mass for p in pools])),
+                     "sft_samples_in_pool": coverage, "populations": {}}
+    for population in populations:
+        pop_task = task if population == task.cfg.population else SyntheticTask(
+            replace(task.cfg, population=population, rater_weights=None, rater_sharpness=None))
+        Ps = oracle.pool_matrices(pop_task, pools)
+        own = population == task.cfg.population
+        per_prompt = [oracle.method_targets(P, p.log_mu, methods, s if own else None)
+                      for P, p, s in zip(Ps, pools, rm_scores)]
+        names = [n for n in order if n in per_prompt[0]]
+        long = oracle.table_long(per_prompt, Ps, names, cfg.eval.confidence)
+        out = _mk(cfg.results / "oracle" / population)
+        long.to_csv(out / "table_long.csv", index=False)
+        to_matrix(long, names).to_csv(out / "table.csv")
+        (out / "table.md").write_text(to_markdown(long, names))
+        fig = preference_heatmap(long, names, f"Oracle policies, exact judge ({population} raters)")
+        fig.savefig(out / "table.png", dpi=120)
+        expl = oracle.exploitability_per_policy(per_prompt, Ps, names)
+        m = to_matrix(long, names)
+        pd.DataFrame({"policy": names, "p_vs_sft": [float(m.loc["SFT", n]) for n in names],
+                      "exploitability": [expl[n] for n in names]}).to_csv(out / "per_policy.csv", index=False)
+        gap = oracle.mixture_gap(per_prompt, pools, methods)
+        gap.to_csv(out / "token_vs_sequence_mixture.csv", index=False)
+        pm: dict = {**oracle.support_stats(per_prompt, Ps, [p.log_mu for p in pools]),
+                    "sft_sample_nontransitivity": oracle.sample_cycles(Ps, pools, in_pool_samples)}
+        if nash and rlhf:
+            ci = to_matrix(long, names, "ci")
+            pm["p_sp_vs_rlhf"] = {"p": round(float(m.loc[rlhf[0], nash[0]]), 4),
+                                  "ci95": round(float(ci.loc[rlhf[0], nash[0]]), 4)}
+        pm["token_vs_sequence_tv_max"] = float(gap["tv_mean"].max()) if len(gap) else None
+        metrics["populations"][population] = pm
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    write_metrics(cfg, "oracle", metrics)
+    return metrics

@@ -1,32 +1,66 @@
-"""params.yaml → typed config: the shipped profiles load; bad keys, types and ranges name the key;
-a missing upstream artifact names the file and its stage; environment.yml agrees with the lock."""
+"""params.yaml → typed config: the shipped profiles load; bad keys, types, ranges, missing sections and keys,
+non-finite numbers, paths outside the repository, unsafe method names and unpinned Hub ids are ConfigErrors that
+name the key; the profile comes from params.yaml only; a missing or damaged upstream artifact names the file and
+its stage; environment.yml agrees with the lock.
 
+Every test works on a copy of params.yaml whose ``profile`` is set explicitly, with $NLHF_PROFILE unset, so neither
+the live file's ``profile:`` key nor the environment changes what is tested."""
+
+import dataclasses
+import json
 import re
+import shutil
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
 from nlhf.config import ConfigError
-from nlhf.params import PAPER_METHODS, load_config
+from nlhf.params import PAPER_METHODS, REQUIRED_KEYS, PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("profile", ["cpu", "tiny", "gpu"])
-def test_shipped_profiles_load(profile):
-    cfg = load_config(ROOT / "params.yaml", profile)
-    assert cfg.profile == profile
-    assert tuple(cfg.methods) == PAPER_METHODS
-    betas = [cfg.methods[m].beta for m in ("SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR")]
-    assert betas == [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0]  # the paper's β sweep
+@pytest.fixture(autouse=True)
+def _no_profile_env(monkeypatch):
+    monkeypatch.delenv("NLHF_PROFILE", raising=False)
 
 
-def _write(tmp_path, edit):
+def recipe() -> dict:
+    """The committed recipe (params.yaml) with the default profile selected."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "cpu"
+    return params
+
+
+def write_params(tmp_path, edit=lambda p: None) -> Path:
+    """A params.yaml (the recipe after ``edit``) next to a copy of profiles/, in ``tmp_path``."""
+    params = recipe()
     edit(params)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    if not (tmp_path / "profiles").exists():
+        shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path / "params.yaml"
+
+
+@pytest.mark.parametrize("profile", ["cpu", "tiny", "gpu"])
+def test_shipped_profiles_load(tmp_path, profile):
+    path = write_params(tmp_path, lambda p: p.update(profile=profile))
+    for cfg in (load_config(path), load_config(write_params(tmp_path), profile)):
+        assert cfg.profile == profile
+        assert tuple(cfg.methods) == PAPER_METHODS
+        betas = [cfg.methods[m].beta for m in ("SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR")]
+        assert betas == [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0]  # the paper's β sweep
+
+
+def _del(section, key=None):
+    def edit(p):
+        if key is None:
+            del p[section]
+        else:
+            del p[section][key]
+    return edit
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -40,34 +74,233 @@ def _write(tmp_path, edit):
     (lambda p: p["task"]["synthetic"].update(rater_weights=[0.5, 0.5]), r"task\.synthetic\.rater_weights"),
     (lambda p: p["tabular"].update(taus=[0.1, -1.0]), r"tabular\.taus"),
     (lambda p: p.update(profile="nope"), r"profile: unknown profile 'nope'"),
+    (lambda p: p.update(profile="../../etc/x"), r"profile: expected the name of a file profiles/<name>\.yaml"),
+    # a section deleted: an error, not the code defaults (PG lr 1e-4 instead of 3e-5, SFT 1000 steps, ...)
+    (_del("pg"), r"pg: required section missing"),
+    (_del("sft"), r"sft: required section missing"),
+    (_del("eval"), r"eval: required section missing"),
+    (lambda p: p.update(pg=None), r"pg: required section missing"),
+    # a recipe key deleted whose code default is not the recipe
+    (_del("pg", "lr"), r"pg\.lr: required key missing"),
+    (_del("sft", "steps"), r"sft\.steps: required key missing"),
+    # a method without a required field, or null: the key path, not a TypeError
+    (lambda p: p["methods"]["MD1"].pop("tau"), r"methods\.MD1\.tau: required key missing"),
+    (lambda p: p["methods"].update(MD1=None), r"methods\.MD1: expected a mapping of MethodConfig keys"),
+    (lambda p: p["methods"].update(MD1=[0.1]), r"methods\.MD1: expected a mapping"),
+    (lambda p: p.update(sampling=3), r"sampling: expected a mapping of SamplingConfig keys"),
+    # non-finite numbers
+    (lambda p: p["pg"].update(lr=float("inf")), r"pg\.lr: must be a finite number, got inf"),
+    (lambda p: p["sft"].update(lr=float("nan")), r"sft\.lr: must be a finite number, got nan"),
+    (lambda p: p["tabular"].update(taus=[0.1, float("inf")]), r"tabular\.taus: must be a finite number"),
+    # paths confined to the repository
+    (lambda p: p["paths"].update(artifacts="../.."), r"paths\.artifacts: must be a relative path inside the repo"),
+    (lambda p: p["paths"].update(results="/tmp/results"), r"paths\.results: must be a relative path inside the "),
+    (lambda p: p["paths"].update(artifacts="a/../../b"), r"paths\.artifacts: must be a relative path"),
+    (lambda p: p["paths"].update(artifacts="."), r"paths\.artifacts: must be a relative path"),
+    (lambda p: p["paths"].update(artifacts=".git/x"), r"paths\.artifacts: must be a relative path"),
+    # method names go into shell commands and stage names: identifiers only
+    (lambda p: p["methods"].update({"MD1; rm -rf ~": {"kind": "rlhf", "tau": 0.1}}),
+     r"methods\.MD1; rm -rf ~: method names must be identifiers"),
+    (lambda p: p["methods"].update({"1x": {"kind": "rlhf", "tau": 0.1}}), r"methods\.1x: method names must be"),
+    (lambda p: p["methods"].update({"None": {"kind": "rlhf", "tau": 0.1}}), r"methods\.None: method names must"),
+    (lambda p: p["methods"].update({"SFT": {"kind": "rlhf", "tau": 0.1}}), r"methods\.SFT: method names must"),
+    # Hub downloads must be pinned: models only from local folders, TL;DR datasets with a commit
+    (lambda p: p["policy_model"].update(name_or_path="gpt2"), r"policy_model\.name_or_path: 'gpt2' is not a local"),
+    (lambda p: p["task"].update(name="tldr"), r"task\.tldr\.sft_revision: sft_path 'trl-lib/tldr' is a Hub dataset"),
+    (lambda p: p["task"].update(name="tldr", tldr={"sft_revision": "main"}),
+     r"task\.tldr\.sft_revision: must be a 40-hex-digit commit id"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, match):
-    (tmp_path / "profiles").mkdir()
     with pytest.raises(ConfigError, match=match):
-        load_config(_write(tmp_path, edit))
+        load_config(write_params(tmp_path, edit))
 
 
-def test_unknown_method_name_lists_known_ones():
-    cfg = load_config(ROOT / "params.yaml")
+def test_unreadable_params_file_is_named(tmp_path):
+    path = write_params(tmp_path)
+    path.write_text("sft: {steps: 2\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not readable as YAML"):
+        load_config(path)
+    path.write_bytes(b"seed: \xff\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not readable as YAML"):
+        load_config(path)
+
+
+def test_profile_comes_from_params_yaml_only(tmp_path, monkeypatch):
+    """$NLHF_PROFILE may only repeat the profile params.yaml names (DVC records params.yaml, not the environment)."""
+    path = write_params(tmp_path)  # profile: cpu
+    monkeypatch.setenv("NLHF_PROFILE", "tiny")
+    with pytest.raises(ConfigError, match=r"profile: \$NLHF_PROFILE=tiny disagrees with profile 'cpu' "
+                                          r"\(params\.yaml\).*set `profile: tiny` in params\.yaml"):
+        load_config(path)
+    monkeypatch.setenv("NLHF_PROFILE", "cpu")
+    assert load_config(path).profile == "cpu"
+    # an explicit argument is the caller's choice; the environment must agree with it too
+    assert load_config(path, "cpu").profile == "cpu"
+    with pytest.raises(ConfigError, match=r"NLHF_PROFILE=cpu disagrees with profile 'tiny' \(the profile argument"):
+        load_config(path, "tiny")
+    monkeypatch.setenv("NLHF_PROFILE", "tiny")
+    assert load_config(write_params(tmp_path, lambda p: p.update(profile="tiny"))).profile == "tiny"
+
+
+def test_missing_method_name_lists_known_ones(tmp_path):
+    cfg = load_config(write_params(tmp_path))
     with pytest.raises(KeyError, match="unknown method 'MD9'.*MD1"):
         cfg.method("MD9")
+
+
+@pytest.mark.parametrize("section", [f.name for f in dataclasses.fields(PipelineConfig) if f.name != "profile"])
+def test_every_section_is_required(tmp_path, section):
+    with pytest.raises(ConfigError, match=rf"{section}: required (section|key) missing"):
+        load_config(write_params(tmp_path, _del(section)))
+
+
+def _leaves(node: dict, cls: type, path: str):
+    """(key path, value, code default) of every key params.yaml states, below the sections (methods excluded)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in node.items():
+        f, key = fields[k], f"{path}.{k}" if path else k
+        if dataclasses.is_dataclass(hints[k]):
+            yield from _leaves(v, hints[k], key)
+        elif k != "methods" and path:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            yield key, v, default
+
+
+def test_each_recipe_key_is_required_or_its_code_default():
+    """Deleting any key from the committed params.yaml either stops with a ConfigError (REQUIRED_KEYS) or changes
+    nothing (its code default is the committed value)."""
+    required = {f"{path}.{k}" for path, keys in REQUIRED_KEYS.items() for k in keys}
+    silent = [(key, value, default) for key, value, default in _leaves(recipe(), PipelineConfig, "")
+              if key not in required and value != default]
+    assert not silent, f"keys whose code default differs from params.yaml; add them to REQUIRED_KEYS: {silent}"
+
+
+@pytest.mark.parametrize("key", [f"{path}.{k}" for path, keys in REQUIRED_KEYS.items() for k in keys])
+def test_required_keys_are_required(tmp_path, key):
+    *path, last = key.split(".")
+
+    def edit(p):
+        node = p
+        for part in path:
+            node = node[part]
+        del node[last]
+
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: required key missing"):
+        load_config(write_params(tmp_path, edit))
 
 
 def test_missing_upstream_artifact_names_file_and_stage(tmp_path):
     from nlhf import stages
 
-    cfg = load_config(ROOT / "params.yaml", "tiny")
+    cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match=r"nothing/data/tokenizer.*stage 'data'.*dvc repro data"):
         stages.run_sft(cfg)
     with pytest.raises(FileNotFoundError, match=r"nothing/models/sft.*stage 'sft'"):
         stages.run_policy(cfg, "MD1")
+    # the hint names the DVC stage that writes the file
+    for kind in ("pm", "rm"):
+        with pytest.raises(FileNotFoundError, match=rf"nothing/models/{kind}.*stage 'preference@{kind}'.*"
+                                                    rf"`dvc repro preference@{kind}`"):
+            stages.require(stages.artifact(cfg, "models", kind), kind)
     # the SFT-sample comparisons the pm / rm stages read
     with pytest.raises(FileNotFoundError, match=r"nothing/sft_pairs.*stage 'sft'.*dvc repro sft"):
         stages.load_sft_comparisons(cfg, "train")
     (tmp_path / "nothing" / "sft_pairs").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"sft_pairs has no info.json.*dvc repro sft"):
         stages.load_sft_comparisons(cfg, "heldout")
+
+
+def test_comparisons_must_match_their_recorded_counts(tmp_path):
+    """A deleted or shortened ``sft_pairs/train`` (info.json: 500 pairs) stops the pm/rm stage instead of training
+    on fewer pairs."""
+    import datasets
+
+    from nlhf import stages
+
+    cfg = load_config(write_params(tmp_path), "tiny")
+    cfg.paths.artifacts = str(tmp_path / "a")
+    d = tmp_path / "a" / "sft_pairs"
+    d.mkdir(parents=True)
+    rows = {"prompt": ["x"] * 5, "y": ["a"] * 5, "y_prime": ["b"] * 5, "p": [0.5] * 5, "label": [1] * 5}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(d / "train"))
+    (d / "info.json").write_text(json.dumps({"train": 5, "heldout": 0}))
+    assert len(stages.load_sft_comparisons(cfg, "train")) == 5
+    assert stages.load_sft_comparisons(cfg, "heldout") is None
+    (d / "info.json").write_text(json.dumps({"train": 500, "heldout": 0}))
+    with pytest.raises(stages.DamagedArtifactError, match=r"sft_pairs/train holds 5 rows but .*info\.json records "
+                                                          r"500.*dvc checkout .*sft_pairs.*dvc repro sft"):
+        stages.load_sft_comparisons(cfg, "train")
+    shutil.rmtree(d / "train")
+    with pytest.raises(stages.DamagedArtifactError, match=r"sft_pairs/train is missing but .*info\.json records 500"):
+        stages.load_sft_comparisons(cfg, "train")
+
+
+def test_data_datasets_must_match_their_recorded_counts(tmp_path):
+    import datasets
+
+    from nlhf import stages
+
+    cfg = load_config(write_params(tmp_path), "tiny")
+    cfg.paths.artifacts = str(tmp_path / "a")
+    data = tmp_path / "a" / "data"
+    datasets.Dataset.from_dict({"prompt": ["x"] * 3, "completion": ["y"] * 3}).save_to_disk(str(data / "sft/train"))
+    with pytest.raises(FileNotFoundError, match=r"data/metrics\.json.*stage 'data'"):
+        stages.load_dataset_dir(cfg, "sft", "train")
+    (data / "metrics.json").write_text(json.dumps({"sft_train_rows": 3}))
+    assert len(stages.load_dataset_dir(cfg, "sft", "train")) == 3
+    (data / "metrics.json").write_text(json.dumps({"sft_train_rows": 4}))
+    with pytest.raises(stages.DamagedArtifactError, match=r"sft/train holds 3 rows but .*metrics\.json records 4.*"
+                                                          r"dvc repro data"):
+        stages.load_dataset_dir(cfg, "sft", "train")
+
+
+def test_check_command(tmp_path, monkeypatch, capsys):
+    """`python -m nlhf check` (DVC's first stage): validates everything, writes a marker whose content does not
+    depend on the params, deletes resume states only with --fresh, and fails with the key named."""
+    from nlhf.__main__ import CHECK_OK, main
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    resume = tmp_path / "artifacts" / ".resume"
+    resume.mkdir(parents=True)
+    (resume / "sft.pt").write_bytes(b"state")
+    marker = tmp_path / "artifacts" / "check.ok"
+    assert main(["check", "--out", "artifacts/check.ok"]) == 0
+    assert (resume / "sft.pt").exists() and marker.read_text() == CHECK_OK
+    write_params(tmp_path, lambda p: p["pg"].update(lr=1e-3))  # another valid recipe: the same marker
+    assert main(["check", "--fresh", "--out", "artifacts/check.ok"]) == 0
+    assert marker.read_text() == CHECK_OK and not (resume / "sft.pt").exists()
+    assert "removed the resumable state artifacts/.resume/sft.pt" in capsys.readouterr().out
+    marker.unlink()
+    write_params(tmp_path, lambda p: p["pg"].update(lr=float("inf")))
+    assert main(["check", "--out", "artifacts/check.ok"]) == 1
+    assert "pg.lr: must be a finite number, got inf" in capsys.readouterr().err and not marker.exists()
+    write_params(tmp_path)
+    monkeypatch.setenv("NLHF_PROFILE", "tiny")
+    assert main(["check"]) == 1 and "$NLHF_PROFILE=tiny disagrees" in capsys.readouterr().err
+    monkeypatch.delenv("NLHF_PROFILE")
+    # a stage's upstream inputs
+    for stage, err in [("policy@MD1", "missing upstream artifact artifacts/models/sft"),
+                       ("policy@MD9", "unknown method 'MD9'"), ("nope", "unknown stage 'nope'"),
+                       ("sft", "missing upstream artifact artifacts/data/tokenizer")]:
+        assert main(["check", stage]) == 1
+        assert err in capsys.readouterr().err, stage
+    assert main(["check", "data"]) == 0
+
+
+def test_dvc_yaml_checks_params_first_and_quotes_method_names():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    check = stages.pop("check")
+    assert check["cmd"] == "python -m nlhf check --fresh --out artifacts/check.ok"
+    assert check["params"] == [{"params.yaml": None}]  # every param
+    assert check["outs"] == [{"artifacts/check.ok": {"cache": False}}]
+    for name, stage in stages.items():
+        assert "artifacts/check.ok" in stage.get("do", stage)["deps"], f"stage {name} must run after check"
+    assert "-r method '${key}'" in stages["policy"]["do"]["cmd"]
+    ignored = (ROOT / ".dvcignore").read_text().split()
+    assert {"__pycache__/", "*.py[cod]", ".ipynb_checkpoints/"} <= set(ignored)
 
 
 def test_environment_yml_installs_exactly_the_lock():

@@ -7,8 +7,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from nlhf.config import ConfigError, from_dict
-from nlhf.models import (ModelConfig, PreferenceModel, RewardModel, build_policy, build_preference_model,
-                         build_reward_model, check_same_tokenizer, load_policy, save_policy)
+from nlhf.models import (ModelConfig, ModelLoadError, PreferenceModel, RewardModel, build_policy,
+                         build_preference_model, build_reward_model, check_same_tokenizer, load_policy, save_policy)
 
 WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
 
@@ -22,6 +22,15 @@ def tiny_tokenizer(words=WORDS):
 
 
 CFG = ModelConfig(n_layer=2, n_embd=32, n_head=4, n_positions=64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (a second gains nothing, and spins when the machine's cores are busy)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +241,38 @@ def test_tokenizer_mismatch_raises(tok):
     with pytest.raises(ValueError, match="vocabulary size"):
         check_same_tokenizer(smaller, tok, "reward model", "policy")
     check_same_tokenizer(tok, tiny_tokenizer(), "a", "b")  # identical: no error
+
+
+def _cut(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_model_files_name_the_path(pm, tok, tmp_path):
+    """A safetensors or JSON file cut short: the loaders name the folder and say how to get it back, and the stages'
+    ``require`` names the file and the DVC stage to rerun before anything is loaded."""
+    from nlhf.stages import DamagedArtifactError, require
+
+    save_policy(build_policy(CFG, tok, seed=0), tok, tmp_path / "sft")
+    pm.save_pretrained(tmp_path / "pm")
+    assert require(tmp_path / "sft", "sft") == tmp_path / "sft"  # whole folders pass
+    require(tmp_path / "pm", "pm")
+
+    _cut(tmp_path / "sft" / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=r"policy: cannot load .*sft \(.*\)\. The folder is damaged or "
+                                             r"incomplete: restore it with `dvc checkout .*sft` or rerun"):
+        load_policy(tmp_path / "sft")
+    with pytest.raises(DamagedArtifactError, match=r"sft/model\.safetensors is damaged \(\d+ bytes where the header "
+                                                   r"describes \d+\); restore it with `dvc checkout .*sft` or rerun "
+                                                   r"`dvc repro sft`"):
+        require(tmp_path / "sft", "sft")
+
+    _cut(tmp_path / "pm" / "nlhf_head.safetensors")
+    with pytest.raises(ModelLoadError, match=r"preference_model: cannot load .*pm"):
+        PreferenceModel.from_pretrained(tmp_path / "pm")
+    with pytest.raises(DamagedArtifactError, match=r"pm/nlhf_head\.safetensors is damaged.*dvc repro preference@pm"):
+        require(tmp_path / "pm", "pm")
+    pm.save_pretrained(tmp_path / "pm")
+    _cut(tmp_path / "pm" / "config.json")
+    with pytest.raises(DamagedArtifactError, match=r"pm/config\.json is damaged \(JSONDecodeError"):
+        require(tmp_path / "pm", "preference@pm")

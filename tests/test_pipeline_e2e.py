@@ -1,6 +1,9 @@
 """The real pipeline, end to end, on the tiny profile: `dvc repro` runs every stage's notebook through papermill
 in a temporary copy of the repo (the committed results/ and dvc.lock are never touched), with outbound network
-blocked in every process (tests/netguard/sitecustomize.py)."""
+blocked in every process (tests/netguard/sitecustomize.py). Also the ways a run could silently go wrong: a bad
+param or a disagreeing $NLHF_PROFILE stops `dvc repro` before any output is touched, `dvc repro -f` starts training
+from scratch, a resume state is not resumed against a retrained upstream model, and importing the package leaves
+`dvc status` clean."""
 
 import json
 import os
@@ -23,12 +26,16 @@ def _env():
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
     env["DO_NOT_TRACK"] = "1"
+    # tiny models: one intra-op thread each; on a machine whose cores are busy, spinning OpenMP workers of several
+    # processes slow each other down many times over
+    env["OMP_NUM_THREADS"] = "1"
     env.pop("NLHF_PROFILE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # imports write __pycache__, as on a user's machine
     return env
 
 
-def _run(args, cwd, check=True):
-    r = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1500)
+def _run(args, cwd, check=True, **env):
+    r = subprocess.run(args, cwd=cwd, env={**_env(), **env}, capture_output=True, text=True, timeout=1500)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
                              f"{r.stderr[-6000:]}")
@@ -74,26 +81,156 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
     assert {"claim", "paper", "ours", "ci95", "holds"} <= set(card.columns) and len(card) >= 8
     for stage in ["tabular", "data", "sft", "pm", "rm", "policy_RLHF", "policy_EMA1", "eval"]:
         assert (r / "metrics" / f"{stage}.json").exists(), stage
+    # timings live outside the hashed outputs that later stages depend on (eval depends on pm.json and rm.json)
+    for stage in ["data", "sft", "pm", "rm", "policy_MD1"]:
+        assert "runtime_s" not in json.loads((r / "metrics" / f"{stage}.json").read_text()), stage
+        assert json.loads((r / "timings" / f"{stage}.json").read_text())["runtime_s"] > 0, stage
+    resume = tiny_repo / "artifacts" / ".resume"
+    assert not resume.exists() or not any(resume.iterdir())  # every stage finished and removed its state
+
+
+def _dvc(repo, *args, check=True, **env):
+    return _run([sys.executable, "-m", "dvc", *args], repo, check=check, **env)
+
+
+def _ran(out: str) -> set:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def _edit_params(repo, edit) -> str:
+    """Apply ``edit`` to the repo's params.yaml; returns the previous text (to put back)."""
+    before = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(before)
+    edit(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return before
 
 
 @pytest.mark.slow
 def test_second_repro_is_a_no_op_and_a_method_change_reruns_only_that_policy_and_eval(tiny_repo):
-    out = _run([sys.executable, "-m", "dvc", "status"], tiny_repo).stdout
+    out = _dvc(tiny_repo, "status").stdout
     assert "up to date" in out, out
-    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    r = tiny_repo / "results"
+    before = {f: (r / f).read_bytes() for f in ("metrics/policy_MD3.json", "eval/table_exact_long.csv",
+                                                "metrics/eval.json")}
     # β (and τ, so that 4 tiny steps surely give other weights; with β alone the seeded draws can coincide and
     # then DVC rightly sees eval's inputs unchanged)
-    params["methods"]["MD3"].update(beta=0.9, tau=0.5)
-    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], tiny_repo).stdout)
-    assert set(status) == {"policy@MD3"}, status
-    out = _run([sys.executable, "-m", "dvc", "repro"], tiny_repo).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"policy@MD3", "eval"}, out  # only that policy and the table downstream of it
-    # put β back: the same two stages rerun and, being seeded, give back the original results
-    params["methods"]["MD3"].update(beta=0.375, tau=0.008)
-    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run([sys.executable, "-m", "dvc", "repro"], tiny_repo)
+    original = _edit_params(tiny_repo, lambda p: p["methods"]["MD3"].update(beta=0.9, tau=0.5))
+    status = json.loads(_dvc(tiny_repo, "status", "--json").stdout)
+    assert set(status) == {"check", "policy@MD3"}, status  # check validates every param
+    out = _dvc(tiny_repo, "repro").stdout
+    # only that policy and the table downstream of it (check's output does not change, so it invalidates nothing)
+    assert _ran(out) == {"check", "policy@MD3", "eval"}, out
+    assert (r / "metrics/policy_MD3.json").read_bytes() != before["metrics/policy_MD3.json"]
+    # put β back: the same stages rerun and, being seeded, give back the original results byte for byte
+    (tiny_repo / "params.yaml").write_text(original)
+    assert _ran(_dvc(tiny_repo, "repro").stdout) == {"check", "policy@MD3", "eval"}
+    for f, content in before.items():
+        if f == "metrics/eval.json":  # holds the stage's runtime
+            continue
+        assert (r / f).read_bytes() == content, f
+    assert "up to date" in _dvc(tiny_repo, "status").stdout
+
+
+@pytest.mark.slow
+def test_bad_params_stop_dvc_repro_before_any_output_is_touched(tiny_repo):
+    """A bad value (or an $NLHF_PROFILE that disagrees with params.yaml) fails the `check` stage, which runs first:
+    no stage has deleted its outputs and no executed notebook is overwritten."""
+    watched = [tiny_repo / "results/notebooks/04_policy_MD1.ipynb", tiny_repo / "results/metrics/pm.json",
+               tiny_repo / "artifacts/policies/MD1/policy/model.safetensors"]
+    before = [f.read_bytes() for f in watched]
+    original = _edit_params(tiny_repo, lambda p: p["pg"].update(lr=float("inf")))
+    try:
+        r = _dvc(tiny_repo, "repro", check=False)
+        assert r.returncode != 0
+        assert "pg.lr: must be a finite number, got inf" in r.stdout + r.stderr, r.stderr[-3000:]
+        assert _ran(r.stdout) == {"check"}, r.stdout
+        assert [f.read_bytes() for f in watched] == before
+        (tiny_repo / "params.yaml").write_text(original)
+        _edit_params(tiny_repo, lambda p: p["methods"]["MD1"].update(tau=0.01))
+        r = _dvc(tiny_repo, "repro", "policy@MD1", check=False, NLHF_PROFILE="cpu")
+        assert r.returncode != 0 and _ran(r.stdout) == {"check"}, r.stdout
+        assert "$NLHF_PROFILE=cpu disagrees with profile 'tiny'" in r.stdout + r.stderr, r.stderr[-3000:]
+        assert [f.read_bytes() for f in watched] == before
+    finally:
+        (tiny_repo / "params.yaml").write_text(original)
+    _dvc(tiny_repo, "repro", "check")  # validated again; nothing downstream changes
+    assert "up to date" in _dvc(tiny_repo, "status").stdout
+
+
+@pytest.mark.slow
+def test_forced_repro_and_a_changed_param_start_training_fresh(tiny_repo):
+    """`dvc repro -f` reruns `check`, which deletes the resumable states: every stage starts from scratch."""
+    resume = tiny_repo / "artifacts" / ".resume"
+    resume.mkdir(parents=True, exist_ok=True)
+    (resume / "policy_MD1.pt").write_bytes(b"a state of an interrupted run")
+    r = _dvc(tiny_repo, "repro", "-f", "-s", "check")
+    assert not (resume / "policy_MD1.pt").exists()
+    assert "removed the resumable state artifacts/.resume/policy_MD1.pt" in r.stdout, r.stdout
+    assert "up to date" in _dvc(tiny_repo, "status").stdout  # the check's output is unchanged
+
+
+@pytest.mark.slow
+def test_importing_the_package_leaves_dvc_status_clean(tiny_repo):
+    """Bytecode caches and other run debris in dependency folders are not changes (.dvcignore)."""
+    _run([sys.executable, "-c", "import nlhf.stages, nlhf.tasks.tldr, nlhf.training.supervised, nlhf.__main__"],
+         tiny_repo)
+    assert list((tiny_repo / "nlhf").rglob("__pycache__")), "the import should have written bytecode"
+    for d in ("nlhf/tasks/__pycache__", "nlhf/training/__pycache__", "notebooks/.ipynb_checkpoints",
+              "profiles/.ipynb_checkpoints"):
+        (tiny_repo / d).mkdir(parents=True, exist_ok=True)
+        (tiny_repo / d / "x.pyc").write_bytes(b"debris")
+    assert "up to date" in _dvc(tiny_repo, "status").stdout
+
+
+@pytest.mark.slow
+def test_resume_state_is_not_used_against_a_retrained_preference_model(tiny_repo, tmp_path):
+    """policy@MD1 killed after its step-2 checkpoint, then the PM retrained with another lr: the rerun ignores the
+    checkpoint (its fingerprint holds the old PM's content hash) and equals a clean run against the new PM."""
+    shutil.copytree(tiny_repo / "artifacts", tmp_path / "a")
+    code = f"""
+import json, torch
+from nlhf import stages
+from nlhf.models import PreferenceModel
+from nlhf.params import load_config
+
+cfg = load_config("params.yaml")
+cfg.paths.artifacts = {str(tmp_path / 'a')!r}; cfg.paths.results = {str(tmp_path / 'r')!r}
+load = PreferenceModel.from_pretrained
+
+class Killed(Exception):
+    pass
+
+def killing(path):  # the judge dies at its 3rd call: after the step-2 checkpoint of the 4-step run
+    pm, calls = load(path), [0]
+    inner = pm.logits_from_ids
+    def logits_from_ids(*a):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise Killed
+        return inner(*a)
+    pm.logits_from_ids = logits_from_ids
+    return pm
+
+PreferenceModel.from_pretrained = staticmethod(killing)
+try:
+    stages.run_policy(cfg, "MD1")
+except Killed:
+    pass
+del PreferenceModel.from_pretrained
+assert stages.resume_path(cfg, "policy_MD1").exists()
+cfg.pm.lr *= 3
+stages.run_preference(cfg, "pm")
+stages.run_policy(cfg, "MD1")
+from safetensors.torch import load_file
+after = load_file(str(stages.policy_dir(cfg, "MD1") / "policy" / "model.safetensors"))
+stages.run_policy(cfg, "MD1")  # a clean run: no resume state left
+clean = load_file(str(stages.policy_dir(cfg, "MD1") / "policy" / "model.safetensors"))
+print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}}))
+"""
+    r = _run([sys.executable, "-c", code], tiny_repo)
+    assert "[MD1] ignoring checkpoint" in r.stdout and "starting fresh" in r.stdout, r.stdout[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"equal": True}
 
 
 @pytest.mark.slow

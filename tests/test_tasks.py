@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from nlhf.tasks import (SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask
                         build_task_data, load_task_data, make_task)
 from nlhf.tasks import analysis
 from nlhf.tasks.synthetic import FACT_WORDS, STYLES, parse_prompt
+from nlhf.tasks.tldr import TldrDataError
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -136,6 +138,13 @@ def test_build_task_data(tmp_path):
     m = build_task_data(t, tmp_path, analysis_prompts=20)
     assert m["sft_train_rows"] == 100 and m["prompts_eval_rows"] == 40 and m["condorcet_example_is_cycle"]
     assert 0 <= m["style_cycle_fraction"] <= 1 and (tmp_path / "metrics.json").exists()
+    # the folder is a DVC-hashed artifact: a rebuild is byte-identical (no timings or other run-dependent values)
+    from nlhf.training.checkpoint import content_hash
+
+    assert not any("seconds" in k or "time" in k for k in m)
+    build_task_data(t, tmp_path / "again", analysis_prompts=20)
+    (tmp_path / "again").rename(tmp_path.parent / f"{tmp_path.name}_again")
+    assert content_hash(tmp_path) == content_hash(tmp_path.parent / f"{tmp_path.name}_again")
     data = load_task_data(tmp_path)
     assert data["prefs/test"].column_names == ["prompt", "y", "y_prime", "label", "p"]
     assert data["prompts/eval"]["reference"] == t.references(data["prompts/eval"]["prompt"])
@@ -166,7 +175,9 @@ def test_bad_config_names_field(bad, field):
 
 def test_make_task_by_name():
     assert isinstance(make_task({"name": "synthetic"}), SyntheticTask)
-    assert isinstance(make_task({"name": "tldr"}), TldrTask)
+    local = {"sft_path": "json", "sft_data_files": {"train": str(FIX / "tldr_sft_train.jsonl")}, "pref_path": "json",
+             "pref_name": None, "pref_data_files": {"train": str(FIX / "comparisons_train.jsonl")}}
+    assert isinstance(make_task({"name": "tldr", "tldr": local}), TldrTask)
     assert isinstance(make_task(SyntheticTaskConfig.tiny()), SyntheticTask)
     with pytest.raises(ConfigError, match="task.name"):
         make_task({"name": "xsum"})
@@ -212,6 +223,84 @@ def test_tldr_subsampling():
     assert t.references([x])[0].startswith(" ")  # missing validation/test splits are skipped
     with pytest.raises(KeyError, match="no reference"):
         t.references(["not a prompt"])
+
+
+def _jsonl(path: Path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _sft_rows():
+    return [json.loads(ln) for ln in (FIX / "tldr_sft_train.jsonl").read_text().splitlines()]
+
+
+def _comparisons():
+    return [json.loads(ln) for ln in (FIX / "comparisons_train.jsonl").read_text().splitlines()]
+
+
+def _set(rows, i, **kw):
+    rows[i].update(kw)
+    return rows
+
+
+def _bad_sft(tmp_path, case):
+    f = tmp_path / "sft.jsonl"
+    if case == "empty":
+        f.write_text("")
+    elif case == "not_utf8":
+        f.write_bytes((FIX / "tldr_sft_train.jsonl").read_bytes() + b'{"prompt": "x\xff", "completion": " y"}\n')
+    elif case == "null_completion":
+        _jsonl(f, _set(_sft_rows(), 3, completion=None))
+    elif case == "number_completion":
+        _jsonl(f, _set(_sft_rows(), 2, completion=7))
+    elif case == "blank_prompt":
+        _jsonl(f, _set(_sft_rows(), 1, prompt="  "))
+    elif case == "no_completion_column":
+        _jsonl(f, [{"prompt": r["prompt"], "summary": r["completion"]} for r in _sft_rows()])
+    return f
+
+
+@pytest.mark.parametrize("case, match", [
+    ("empty", r"sft\.jsonl: empty sft data file"),
+    ("not_utf8", r"sft\.jsonl: line 9 is not UTF-8 text"),
+    ("null_completion", r"sft\.jsonl: row 4: 'completion' must be a non-empty string, got None"),
+    ("number_completion", r"sft\.jsonl: row 3: 'completion' must be a non-empty string, got 7"),
+    ("blank_prompt", r"sft\.jsonl: row 2: 'prompt' must be a non-empty string"),
+    ("no_completion_column", r"sft\.jsonl: sft data lacks columns \['completion'\]"),
+    ("missing_file", r"sft\.jsonl: sft data file not found"),
+])
+def test_tldr_bad_sft_file_names_file_and_row(tmp_path, case, match):
+    """A TL;DR file with a null or non-string field, an empty file or non-UTF-8 bytes stops with the file (and the
+    row) named, before any loader returns a row (``references()`` used to return None for a null completion)."""
+    f = _bad_sft(tmp_path, case)
+    t = TldrTask(TldrTaskConfig(sft_path="json", sft_data_files={"train": str(f)}))
+    for call in (lambda: t.sft_dataset("train"), lambda: t.prompts("train"), lambda: t.references(["x"])):
+        with pytest.raises(TldrDataError, match=match):
+            call()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda rows: [{k: v for k, v in r.items() if k != "info"} for r in rows], r"comparisons lack columns \['info'\]"),
+    (lambda rows: _set(rows, 2, info=None), r"row 3: 'info' must be a mapping"),
+    (lambda rows: _set(rows, 4, summaries=rows[4]["summaries"][:1]), r"row 5: 'summaries' must be a list of 2"),
+    (lambda rows: _set(rows, 1, summaries=[{"text": None}, {"text": "b"}]), r"row 2: 'summaries\[0\]\.text' must"),
+    (lambda rows: _set(rows, 5, choice=2), r"row 6: 'choice' must be 0 or 1, got 2"),
+    (lambda rows: [], r"empty comparisons data file"),
+])
+def test_tldr_bad_comparisons_name_file_and_row(tmp_path, edit, match):
+    f = _jsonl(tmp_path / "cmp.jsonl", edit(_comparisons()))
+    t = TldrTask(TldrTaskConfig(pref_path="json", pref_name=None, pref_data_files={"train": f}))
+    with pytest.raises(TldrDataError, match=r"cmp\.jsonl: " + match):
+        t.preference_dataset("train")
+
+
+def test_tldr_hub_datasets_must_be_pinned():
+    cfg = TldrTaskConfig()  # Hub names, no revision
+    with pytest.raises(ValueError, match=r"sft_revision: sft_path 'trl-lib/tldr' is a Hub dataset: pin it"):
+        cfg.check_pinned()
+    with pytest.raises(TldrDataError, match=r"trl-lib/tldr \(split 'train'\): a Hub dataset needs a pinned revision"):
+        TldrTask(cfg).sft_dataset("train")  # refused before any download
+    TldrTaskConfig(sft_revision="0" * 40, pref_revision="a" * 40).check_pinned()
 
 
 # ------------------------------------------------------------------------------------------- tokenizer

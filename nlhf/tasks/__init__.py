@@ -7,7 +7,6 @@ writes its datasets for the pipeline's data stage and returns the stage's metric
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,6 +36,11 @@ class TaskConfig:
         check(self.name in ("synthetic", "tldr"), "name", f"must be 'synthetic' or 'tldr', got {self.name!r}")
         check(self.analysis_prompts >= 0, "analysis_prompts", "must be >= 0")
         check(self.analysis_samples >= 3, "analysis_samples", "must be >= 3 (triples)")
+        if self.name == "tldr":
+            try:
+                self.tldr.check_pinned()
+            except ValueError as e:
+                raise ValueError(f"tldr.{e}") from None
 
 
 def make_task(cfg: TaskConfig | SyntheticTaskConfig | TldrTaskConfig | dict | None = None) -> Task:
@@ -70,7 +74,8 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
 
     Layout (``Dataset.save_to_disk``): ``sft/{train,eval}`` (prompt, completion), ``prefs/{train,test}``
     (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt, reference); plus ``tokenizer/`` for
-    word-level tasks (``task.vocabulary()`` is not None) and ``metrics.json``.
+    word-level tasks (``task.vocabulary()`` is not None) and ``metrics.json`` (the row counts, which the stages
+    check their inputs against).
     """
     import datasets
 
@@ -78,7 +83,6 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     m: dict = {"task": task.name}
     for rel, (kind, split) in DATA_LAYOUT.items():
         if kind == "sft":
@@ -118,7 +122,7 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
             m.update({f"style_{k}": v for k, v in analysis.cycle_fraction(mats).items()})
             m.update({f"style_{k}": v for k, v in analysis.bt_fit_agreement(mats).items()})
             m.update({f"style_{k}": v for k, v in analysis.nash_support(mats).items()})
-    m["build_seconds"] = time.perf_counter() - t0
+    # no timings here: metrics.json is part of the DVC-hashed data artifact, which must not change between reruns
     m = _jsonable(m)
     (out / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True))
     return m

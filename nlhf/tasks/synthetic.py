@@ -68,16 +68,41 @@ STYLES: tuple[str, ...] = (
     "lead",                # the first fact of the document alone
 )
 
-# Rater utilities: u_k = Σ_f coef[f] · feature_f (features: see ``summary_features``). The fact-checker's skip and
-# length terms put its favourite (the lead fact) apart from the skimmer's (key facts) and the thorough rater's
-# (everything), so that the *style* summaries cycle too: complete ≻ key_only ≻ lead ≻ complete. Measured on 100
-# prompts x ~40 candidates each: a Condorcet winner exists for 10% of prompts (38% without these two terms).
-RATERS: dict[str, dict[str, float]] = {
-    "thorough":     {"cov": 3.0, "inv": -0.5, "dup": -0.5},
-    "skimmer":      {"ndev": -1.0, "miss": -0.5, "inv": -0.5, "dup": -0.5},
-    "fact_checker": {"dis": -2.0, "inv": -1.0, "dup": -0.5, "skip": -1.0, "n": -0.4},
+# Rater populations: each rater's utility is u_k = Σ_f coef[f] · feature_f (features: see ``summary_features``).
+#
+# condorcet (the null control). The fact-checker's skip and length terms put its favourite (the lead fact) apart
+# from the skimmer's (key facts) and the thorough rater's (everything), so that the *style* summaries cycle:
+# complete ≻ key_only ≻ lead ≻ complete. A Nash equilibrium ties every response in its support, and the
+# Bradley–Terry optimum lies inside that support on most prompts, so theory predicts Nash ≈ RLHF here.
+#
+# completist (the paper's App. A mechanism). A majority of strict skimmers wants exactly the key facts, in order,
+# and rates a summary with extra (correct) facts a little lower and any flawed one (a key fact missing, an invented
+# or repeated word, facts out of order) much lower. A minority of completists rates the clean complete summary far
+# above everything else. The key-facts summary then beats the complete one (a majority narrowly but consistently
+# prefers it: P ≈ 0.58 × σ(3·2) ≈ 0.58 plus the minor raters) and is the Condorcet winner, while the complete
+# summary beats the common flawed SFT outputs by a much larger margin, so a Bradley–Terry score fitted on SFT
+# comparisons ranks it first: the RLHF optimum sits outside the Nash support. Three minor raters (thorough,
+# faithful, orderly) rank the flawed outputs differently, which keeps the population non-transitive there.
+POPULATIONS: dict[str, dict[str, dict[str, float]]] = {
+    "condorcet": {
+        "thorough":     {"cov": 3.0, "inv": -0.5, "dup": -0.5},
+        "skimmer":      {"ndev": -1.0, "miss": -0.5, "inv": -0.5, "dup": -0.5},
+        "fact_checker": {"dis": -2.0, "inv": -1.0, "dup": -0.5, "skip": -1.0, "n": -0.4},
+    },
+    "completist": {
+        "strict_skimmer": {"extra_ok": -2.0, "flaw": -6.0},
+        "completist":     {"clean_complete": 6.0},
+        "thorough":       {"cov": 3.0, "inv": -0.5, "dup": -0.5},
+        "faithful":       {"keycov": 2.5, "inv": -3.0, "dup": -3.0},
+        "orderly":        {"dis": -3.0, "inv": -1.0, "dup": -1.0, "n": -0.5},
+    },
 }
-FEATURES: tuple[str, ...] = ("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip")
+# Default rater shares and sharpness of each population (params may override them).
+POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
+                                              "completist": [0.58, 0.18, 0.08, 0.10, 0.06]}
+RATERS = POPULATIONS["condorcet"]
+FEATURES: tuple[str, ...] = ("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip", "keycov", "flaw", "extra_ok",
+                             "clean_complete")
 MALFORMED_UTILITY = -100.0
 
 
@@ -97,8 +122,9 @@ class SyntheticTaskConfig:
     n_fact_words: int = 60  # size of the fact vocabulary (first n of FACT_WORDS)
     importance_probs: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])  # P(key), P(main), P(minor)
     max_summary_words: int = 12  # longer summaries are malformed
-    rater_weights: list[float] = field(default_factory=lambda: [0.36, 0.33, 0.31])  # thorough, skimmer, fact_checker
-    rater_sharpness: list[float] = field(default_factory=lambda: [3.0, 3.0, 3.0])  # s_k of each BT rater
+    population: str = "condorcet"  # rater population, a key of POPULATIONS (condorcet: the null control)
+    rater_weights: list[float] | None = None  # share of each rater of the population (None: POPULATION_WEIGHTS)
+    rater_sharpness: list[float] | None = None  # s_k of each BT rater (None: 3.0 each)
     style_probs: list[float] = field(  # reference style mix, in the order of STYLES
         default_factory=lambda: [0.16, 0.16, 0.12, 0.12, 0.1, 0.1, 0.12, 0.12]
     )
@@ -126,9 +152,16 @@ class SyntheticTaskConfig:
             f"must be >= facts_max + 1 = {self.facts_max + 1} (complete + one invented must fit)",
         )
         _check_probs(self.importance_probs, 3, "importance_probs")
-        _check_probs(self.rater_weights, len(RATERS), "rater_weights")
+        check(self.population in POPULATIONS, "population",
+              f"unknown population {self.population!r}; expected one of {sorted(POPULATIONS)}")
+        k = len(POPULATIONS[self.population])
+        if self.rater_weights is None:
+            self.rater_weights = list(POPULATION_WEIGHTS[self.population])
+        if self.rater_sharpness is None:
+            self.rater_sharpness = [3.0] * k
+        _check_probs(self.rater_weights, k, "rater_weights")
         _check_probs(self.style_probs, len(STYLES), "style_probs")
-        check(len(self.rater_sharpness) == len(RATERS), "rater_sharpness", f"needs {len(RATERS)} values")
+        check(len(self.rater_sharpness) == k, "rater_sharpness", f"needs {k} values (population {self.population!r})")
         check(all(s > 0 for s in self.rater_sharpness), "rater_sharpness", "values must be > 0")
         check(0.0 <= self.perturb_prob <= 1.0, "perturb_prob", f"must be in [0, 1], got {self.perturb_prob}")
         check(self.labels_per_pair >= 1, "labels_per_pair", f"must be >= 1, got {self.labels_per_pair}")
@@ -204,19 +237,27 @@ def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, f
     miss = sum(1 for f, i in zip(doc.facts, doc.importance) if i == 3 and f not in seen)
     dis = sum(a > b for a, b in zip(order, order[1:])) / max(1, len(order) - 1)
     skip = (max(order) + 1 - len(order)) if order else 0  # document facts passed over before the last one used
+    flaw = float(miss + inv + dup + dis > 0)
+    extra = sum(1 for f, i in zip(doc.facts, doc.importance) if i != 3 and f in seen)
     return {"cov": cov, "n": len(words), "ndev": abs(len(words) - nkey), "miss": miss, "inv": inv,
-            "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0)}
+            "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0),
+            "keycov": 1.0 - miss / nkey, "flaw": flaw, "extra_ok": float(extra > 0) * (1.0 - flaw),
+            "clean_complete": float(cov == 1.0) * (1.0 - flaw)}
 
 
-_COEF = np.array([[RATERS[r].get(f, 0.0) for f in FEATURES] for r in RATERS])  # (raters, features)
+def rater_coefficients(population: str = "condorcet") -> np.ndarray:
+    """The (raters, features) coefficient matrix of a population (columns in FEATURES order)."""
+    raters = POPULATIONS[population]
+    return np.array([[raters[r].get(f, 0.0) for f in FEATURES] for r in raters])
 
 
-def utilities(doc: Document, summary: str, max_words: int) -> np.ndarray:
-    """u_k(x, y) for every rater k, shape (len(RATERS),)."""
+def utilities(doc: Document, summary: str, max_words: int, population: str = "condorcet") -> np.ndarray:
+    """u_k(x, y) for every rater k of the population, shape (raters,)."""
+    coef = rater_coefficients(population)
     feats = summary_features(doc, summary, max_words)
     if feats is None:
-        return np.full(len(RATERS), MALFORMED_UTILITY)
-    return _COEF @ np.array([feats[f] for f in FEATURES], dtype=np.float64)
+        return np.full(len(coef), MALFORMED_UTILITY)
+    return coef @ np.array([feats[f] for f in FEATURES], dtype=np.float64)
 
 
 def preference_from_utilities(u: np.ndarray, u_prime: np.ndarray, weights, sharpness) -> np.ndarray:
@@ -238,6 +279,7 @@ class SyntheticTask(Task):
         self.fact_words = FACT_WORDS[: self.cfg.n_fact_words]
         self._cache: dict[tuple[str, str], object] = {}
         self._util_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._coef = rater_coefficients(self.cfg.population)
 
     # -- generation ----------------------------------------------------------------------------------
     def _rng(self, stream: str) -> np.random.Generator:
@@ -380,15 +422,17 @@ class SyntheticTask(Task):
         return datasets.Dataset.from_dict(self.preference_rows(split))
 
     def utilities(self, prompts: Sequence[str], ys: Sequence[str]) -> np.ndarray:
-        """u_k(x, y) for every row and rater, shape (n, len(RATERS)); memoised per (x, y)."""
-        out = np.empty((len(ys), len(RATERS)))
+        """u_k(x, y) for every row and rater, shape (n, raters); memoised per (x, y)."""
+        out = np.empty((len(ys), len(self._coef)))
         cache = self._util_cache
         docs: dict[str, Document] = {}
         for i, (x, y) in enumerate(zip(prompts, ys)):
             u = cache.get((x, y))
             if u is None:
                 doc = docs.get(x) or docs.setdefault(x, parse_prompt(x))
-                u = utilities(doc, y, self.cfg.max_summary_words)
+                feats = summary_features(doc, y, self.cfg.max_summary_words)
+                u = (np.full(len(self._coef), MALFORMED_UTILITY) if feats is None
+                     else self._coef @ np.array([feats[f] for f in FEATURES], dtype=np.float64))
                 if len(cache) < 2_000_000:
                     cache[(x, y)] = u
             out[i] = u
@@ -423,6 +467,37 @@ class SyntheticTask(Task):
             doc = parse_prompt(x)
             out.append([self.reference_summary(doc, STYLES[s], rng) for s in self.sample_styles(rng, k)])
         return out
+
+    def candidates(self, prompt: str, max_orders: int = 24) -> list[str]:
+        """The summaries this task's grammar makes likely for ``prompt`` (the oracle's candidate pool), sorted.
+
+        Every non-empty subset of the document's facts in document order (this holds complete, key_only,
+        top_fact, lead and every partial summary); up to ``max_orders`` other orders of the key facts and of all
+        facts (the reordered styles); and each of complete, key_only, lead and top_fact with one invented word
+        inserted at every position, or one word repeated. The invented words are drawn with a generator seeded by
+        the prompt, so the pool of a prompt never changes.
+        """
+        import itertools
+
+        doc = parse_prompt(prompt)
+        facts, keys = list(doc.facts), list(doc.key_facts)
+        rng = np.random.default_rng([self.cfg.seed] + [ord(c) for c in "candidates/" + prompt])
+        out: set[str] = set()
+        for m in range(1, len(facts) + 1):
+            for sub in itertools.combinations(facts, m):
+                out.add(" ".join(sub))
+        for words in (keys, facts):
+            for perm in itertools.islice(itertools.permutations(words), max_orders):
+                out.add(" ".join(perm))
+        pool = [w for w in self.fact_words if w not in doc.facts]
+        for base in (facts, keys, facts[:1], keys[:1]):
+            for j in range(len(base) + 1):
+                if len(base) < self.cfg.max_summary_words:
+                    out.add(" ".join(base[:j] + [pool[int(rng.integers(len(pool)))]] + base[j:]))
+            for j in range(len(base)):
+                if len(base) < self.cfg.max_summary_words:
+                    out.add(" ".join(base[: j + 1] + [base[j]] + base[j + 1:]))
+        return sorted(out)
 
     def condorcet_example(self, doc: Document | None = None) -> tuple[str, str, str, str]:
         """(prompt, A, B, C) of the module docstring, on a fixed 5-fact document with 2 key facts."""

@@ -3,11 +3,16 @@
 Every file or folder a stage produces is first written under a temporary name in the same directory and then
 renamed into place, so an interrupted stage never leaves a half-written checkpoint, model or metrics file.
 A training loop saves its whole state (model, optimizer, step, RNG states, logs) with :func:`save_state` every
-few steps and picks it up with :func:`load_state` when restarted.
+few steps and picks it up with :func:`load_state` when restarted. States hold only tensors and plain Python values
+and are read with ``torch.load(weights_only=True)``, which never runs code from the file; a file that cannot be
+read that way (cut short, damaged, or not a training state) is ignored with one printed line and training starts
+fresh. A state is resumed only by the run it was written for: the caller's fingerprint covers the params and the
+:func:`content_hash` of every upstream input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -74,13 +79,21 @@ def atomic_save_dir(path: str | os.PathLike, writer: Callable[[Path], None]) -> 
 
 
 def rng_state() -> dict:
-    """Python, numpy and torch global RNG states (to make a resumed run bitwise equal to an uninterrupted one)."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch global RNG states (to make a resumed run bitwise equal to an uninterrupted one), as
+    tensors and plain values (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state(legacy=False)
+    numpy = {"bit_generator": np_state["bit_generator"],
+             "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
+             "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])}
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"],
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
     torch.set_rng_state(state["torch"])
 
 
@@ -91,19 +104,107 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays -> Python numbers and tensors, recursively (what ``weights_only`` loading reads)."""
+    if isinstance(obj, dict):
+        return type(obj)((k, _plain(v)) for k, v in obj.items())
+    if type(obj) in (list, tuple):  # not subclasses (torch.Size, named tuples): kept as they are
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    return obj
+
+
 def save_state(path: str | os.PathLike, state: dict) -> None:
-    """Atomically ``torch.save`` a training state dict."""
+    """Atomically ``torch.save`` a training state dict (tensors and plain Python values only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    torch.save(state, tmp)
+    torch.save(_plain(state), tmp)
     os.replace(tmp, path)
 
 
-def load_state(path: str | os.PathLike) -> dict | None:
-    """Load a state saved by :func:`save_state`, or ``None`` when there is none."""
+def load_state(path: str | os.PathLike, log: Callable[[str], None] = print) -> dict | None:
+    """Load a state saved by :func:`save_state`, or ``None`` when there is none or it cannot be read safely.
+
+    Only tensors and plain values are unpickled (``weights_only=True``); a truncated or damaged file, or one that
+    would need arbitrary code to load, is reported with ``log`` (one line naming it) and ignored, so the stage
+    starts fresh instead of failing at every rerun."""
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"step", "fingerprint", "log"} <= set(state):
+            raise ValueError("not a training state written by save_state")
+    except Exception as e:  # EOFError, RuntimeError, UnpicklingError, ...: all mean "not usable"
+        msg = " ".join(str(e).split())
+        log(f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {msg[:160]}); starting fresh")
+        return None
+    return state
+
+
+def content_hash(*paths: str | os.PathLike) -> str:
+    """SHA-256 of the names and bytes of every file under ``paths`` (files or folders, in the given order; a
+    missing path hashes as missing). Resume fingerprints include it, so a checkpoint trained against one upstream
+    artifact is never resumed against another."""
+    h = hashlib.sha256()
+    for root in map(Path, paths):
+        if not root.exists():
+            h.update(b"missing\0")
+            continue
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        h.update(f"root:{len(files)}\0".encode())
+        for f in files:
+            rel = f.name if f == root else f.relative_to(root).as_posix()
+            h.update(f"{rel}:{f.stat().st_size}\0".encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def damaged_file(path: str | os.PathLike) -> str | None:
+    """Why a file written by a stage cannot be read (cut short or not parseable), or None if it looks whole.
+
+    Checked without loading the content: a safetensors file's JSON header and that the file is exactly as long as
+    the header says; a JSON file parses; an Arrow stream (``datasets.save_to_disk``) reads to its end."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    return f"{size} bytes, shorter than a safetensors header"
+                n = int.from_bytes(head, "little")
+                if n > size - 8:
+                    return f"header of {n} bytes in a {size}-byte file"
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if size != 8 + n + end:
+                return f"{size} bytes where the header describes {8 + n + end}"
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".arrow":
+            import pyarrow as pa
+
+            with pa.memory_map(str(path)) as src:
+                pa.ipc.open_stream(src).read_all()
+    except (ValueError, KeyError, TypeError, OSError) as e:  # json, UnicodeDecodeError, pyarrow.ArrowInvalid
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+    return None
+
+
+def damaged(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """The first damaged file under ``path`` (a file or a folder) and why (:func:`damaged_file`), or None."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        why = damaged_file(f)
+        if why is not None:
+            return f, why
+    return None

@@ -126,7 +126,9 @@ def train_policy(
 
     ``judge_model`` is the trained preference model (Nash methods) or the BT reward model (RLHF). Returns the log
     ``{"train": [per-step dicts]}`` and, for ``nash_ema``, the averaged-parameter policy π_θ̄ (EMA*).
-    Resumes from ``state_path`` when its fingerprint matches; raises FloatingPointError naming a NaN/inf step.
+    Resumes from ``state_path`` when its fingerprint (the caller's hash of the params and of the content of the
+    policy's, reference's and judge's upstream artifacts) matches, otherwise starts fresh; raises FloatingPointError
+    naming a NaN/inf step.
     """
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
@@ -149,9 +151,10 @@ def train_policy(
     log: dict = {"train": [], "method": method.kind, "tau": method.tau, "beta": method.beta,
                  "ema_beta_effective": ema_beta}
     start = 0
-    state = load_state(state_path)
+    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"))
     if state is not None and state.get("fingerprint") != fingerprint:
-        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or inputs")
+        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or upstream "
+                          f"inputs; starting fresh")
         state = None
     if state is not None:
         accelerator.unwrap_model(policy).load_state_dict(state["policy"])

@@ -73,9 +73,10 @@ def fit(
 
     Returns ``{"train": [{"step", "loss"}...], "eval": [{"step", **eval_fn(model)}...]}``.
     Stops with ``FloatingPointError`` naming the step if the loss becomes NaN/inf. A saved state is only resumed
-    when its ``fingerprint`` (the caller's hash of config and inputs) matches, so a changed param never resumes a
-    stale run. The last state is kept (so a kill before the caller saves the model loses nothing); the caller
-    deletes it with ``Path(state_path).unlink()`` once the final model is written.
+    when its ``fingerprint`` (the caller's hash of the params and of the content of every upstream input) matches,
+    so a changed param or a retrained upstream model never resumes a stale run; an unreadable state is ignored.
+    The last state is kept (so a kill before the caller saves the model loses nothing); the caller deletes it with
+    ``Path(state_path).unlink()`` once the final model is written.
     """
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
@@ -88,9 +89,10 @@ def fit(
           f"must be a multiple of the number of processes ({world}), got {cfg.batch_size}")
     log = {"train": [], "eval": []}
     start = 0
-    state = load_state(state_path)
+    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"))
     if state is not None and state.get("fingerprint") != fingerprint:
-        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or inputs")
+        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or upstream "
+                          f"inputs; starting fresh")
         state = None
     if state is not None:
         accelerator.unwrap_model(model).load_state_dict(state["model"])

@@ -1,0 +1,130 @@
+"""The oracle's targets satisfy their defining equations; the token-level mixture; pools of the synthetic task."""
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from nlhf import games, oracle
+from nlhf.tasks.synthetic import SyntheticTask, SyntheticTaskConfig, preference_from_utilities
+
+TAU = 0.05
+
+
+def _game(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    P = games.random_game(n, rng, scale=2.0)
+    mu = rng.dirichlet(np.ones(n))
+    return P, mu
+
+
+def _synthetic_pool(population="completist", seed=1):
+    task = SyntheticTask(SyntheticTaskConfig(population=population))
+    x = task.prompts("eval")[3]
+    ys = task.candidates(x)
+    u = task.utilities([x] * len(ys), ys)
+    P = preference_from_utilities(u[:, None, :], u[None, :, :], task.cfg.rater_weights, task.cfg.rater_sharpness)
+    mu = np.random.default_rng(seed).dirichlet(np.ones(len(ys)))
+    return P, mu
+
+
+@pytest.mark.parametrize("make", [_game, _synthetic_pool])
+def test_regularized_nash_on_a_pool_is_a_fixed_point(make):
+    P, mu = make()
+    pi = games.regularized_nash(P, mu, 0.008)
+    assert games.fixed_point_residual(P, mu, 0.008, pi) < 1e-8
+
+
+@pytest.mark.parametrize("beta", [0.125, 0.5, 0.75])
+@pytest.mark.parametrize("make", [_game, _synthetic_pool])
+def test_mixture_target_solves_its_fixed_point_equation(make, beta):
+    """π_β = BR_τ(normalize(π_β^{1−β} μ^β)): the defining equation of the Nash-MD-PG fixed point."""
+    P, mu = make()
+    pi = oracle.regularized_mixture_target(P, mu, TAU, beta)
+    opponent = oracle.sequence_level_mixture(pi, mu, beta)
+    assert np.abs(pi - games.best_response_tau(P, opponent, mu, TAU)).max() < 1e-8
+
+
+def test_mixture_target_ends_are_self_play_and_best_response_to_mu():
+    P, mu = _game()
+    np.testing.assert_allclose(oracle.regularized_mixture_target(P, mu, TAU, 0.0), games.regularized_nash(P, mu, TAU),
+                               atol=1e-10)
+    np.testing.assert_allclose(oracle.regularized_mixture_target(P, mu, TAU, 1.0),
+                               games.best_response_tau(P, mu, mu, TAU), atol=1e-12)
+
+
+def test_rlhf_target_maximises_regularised_reward():
+    """π ∝ μ exp(r/τ) beats every perturbation on E_π r − τ KL(π‖μ)."""
+    rng = np.random.default_rng(0)
+    mu, r = rng.dirichlet(np.ones(6)), rng.normal(size=6)
+    pi = oracle.rlhf_target(np.log(mu), r, TAU)
+
+    def objective(p):
+        return p @ r - TAU * np.sum(p * np.log(p / mu))
+
+    for _ in range(20):
+        q = softmax(np.log(pi) + 0.1 * rng.normal(size=6))
+        assert objective(pi) >= objective(q) - 1e-12
+
+
+def test_method_targets_ema_equals_self_play_and_tables_are_antisymmetric():
+    P, mu = _game()
+
+    class M:
+        def __init__(self, kind, tau, beta=0.0):
+            self.kind, self.tau, self.beta = kind, tau, beta
+
+    methods = {"RLHF": M("rlhf", 0.05), "SP": M("nash_md", TAU), "MD1": M("nash_md", TAU, 0.125),
+               "BR": M("nash_md", TAU, 1.0), "EMA1": M("nash_ema", TAU, 0.999)}
+    t = oracle.method_targets(P, np.log(mu), methods, rm_scores=np.zeros(len(mu)))
+    np.testing.assert_allclose(t["EMA1"], t["SP"], atol=1e-12)
+    np.testing.assert_allclose(t["RLHF (RM)"], mu, atol=1e-12)  # a constant reward leaves μ unchanged
+    order = list(t)
+    long = oracle.table_long([t, t], [P, P], order)
+    m = long.pivot(index="row", columns="column", values="p")
+    np.testing.assert_allclose(m.values + m.values.T, 1.0, atol=1e-12)
+    # the NE is never beaten: P(NE ≻ π) ≥ 1/2 for every π
+    assert (m.loc[order, "NE"] >= 0.5 - 1e-9).all()
+    expl = oracle.exploitability_per_policy([t], [P], ["NE", "SFT"])
+    assert abs(expl["NE"]) < 1e-7 and expl["SFT"] > 0
+
+
+def test_token_level_mixture_equals_sequence_level_on_one_step_and_at_the_ends():
+    rng = np.random.default_rng(0)
+    pi, mu = rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(5))
+    flat = [(t, 99) for t in range(5)]  # one token then EOS: a single normaliser, so the two agree
+    np.testing.assert_allclose(oracle.token_level_mixture(flat, pi, mu, 0.3),
+                               oracle.sequence_level_mixture(pi, mu, 0.3), atol=1e-12)
+    tree = [(0, 99), (0, 1, 99), (0, 2, 99), (1, 99), (1, 1, 99)]
+    for beta, ref in ((0.0, pi), (1.0, mu)):
+        np.testing.assert_allclose(oracle.token_level_mixture(tree, pi, mu, beta), ref, atol=1e-12)
+    gap = oracle.token_level_mixture(tree, pi, mu, 0.5) - oracle.sequence_level_mixture(pi, mu, 0.5)
+    assert np.abs(gap).sum() > 1e-3  # path-dependent normalisers: not the same distribution in general
+
+
+def test_candidate_pool_holds_every_style_and_is_stable():
+    task = SyntheticTask(SyntheticTaskConfig())
+    x = task.prompts("eval")[0]
+    pool = task.candidates(x)
+    assert pool == task.candidates(x) == sorted(set(pool))
+    rng = np.random.default_rng(0)
+    for style in ("complete", "key_only", "top_fact", "lead", "key_reordered"):
+        assert task.reference_summary(__import__("nlhf.tasks.synthetic", fromlist=["parse_prompt"])
+                                      .parse_prompt(x), style, rng) in pool
+    assert all(task.is_well_formed(x, y) for y in pool)
+
+
+def test_populations_keep_raters_consistent_and_condorcet_unchanged():
+    """Each rater is a utility maximiser (a BT rater); the condorcet population's judge is the original one."""
+    task = SyntheticTask(SyntheticTaskConfig())
+    x, a, b, c = task.condorcet_example()
+    p = task.judge([x] * 3, [a, b, c], [b, c, a])
+    assert (p > 0.5).all()  # the documented cycle A ≻ B ≻ C ≻ A
+    comp = SyntheticTask(SyntheticTaskConfig(population="completist"))
+    doc = __import__("nlhf.tasks.synthetic", fromlist=["parse_prompt"]).parse_prompt(x)
+    key_only, complete = " ".join(doc.key_facts), " ".join(doc.facts)
+    # the strict-skimmer majority prefers the key facts to the complete summary
+    assert comp.judge([x], [key_only], [complete])[0] > 0.56
+    with pytest.raises(ValueError, match="population"):
+        SyntheticTaskConfig(population="nope")
+    with pytest.raises(ValueError, match="rater_weights"):
+        SyntheticTaskConfig(population="completist", rater_weights=[0.5, 0.5, 0.0])
