@@ -52,10 +52,13 @@ class EvalConfig:
     nontransitivity_samples: int = 6  # SFT samples per prompt for that check
     n_heldout_pairs: int = 2000  # held-out pairs of SFT samples for PM vs RM
     seed: int = 0  # sampling seed of the evaluation
+    exploitability_prompts: int = 200  # prompts on which each policy's exploitability is measured
+    exploitability_samples: int = 16  # samples of each policy per such prompt (the adversary plays against them)
     policies: list[str] = field(default_factory=lambda: list(TABLE_POLICIES))  # rows/columns of the table
 
     def __post_init__(self):
-        for f in ("n_prompts", "nontransitivity_prompts", "n_heldout_pairs"):
+        for f in ("n_prompts", "nontransitivity_prompts", "n_heldout_pairs", "exploitability_prompts",
+                  "exploitability_samples"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.nontransitivity_samples >= 3, "nontransitivity_samples",
               f"must be >= 3 (triples), got {self.nontransitivity_samples}")
@@ -112,22 +115,22 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     return float(np.mean([scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]))
 
 
-def exploitability_estimate(judge: Judge, prompts: Sequence[str], samples: dict[str, list[str]]) -> dict[str, float]:
-    """max over a fixed pool of responses of the win rate against each policy, minus 1/2.
+def exploitability_on_pool(judge: Judge, prompts: Sequence[str], pools: Sequence[Sequence[str]],
+                           samples: Sequence[Sequence[str]]) -> float:
+    """max_y E_{y′~π} P(y ≻ y′ | x) − ½, averaged over prompts (:func:`nlhf.games.exploitability` on samples).
 
-    Pool at prompt x = every policy's sample at x. For policy π: (1/N) Σ_x max_{y ∈ pool(x)} P(y ≻ y_π(x) | x) − 1/2.
-    With one sample of π per prompt this is an optimistic (upward-biased) estimate of max_y P(y ≻ π) − 1/2; it
-    ranks policies by how exploitable their typical response is against the best available alternative.
+    ``samples[i]``: k ≥ 16 responses of π at ``prompts[i]`` (the expectation over y′ is their mean);
+    ``pools[i]``: the responses y an adversary may choose (the task's candidate pool; the samples are added). The
+    adversary picks one y per prompt against the whole *distribution* π, so a policy that mixes over a Nash
+    support is not penalised for mixing. The max over noisy means is biased upward by the sampling error.
     """
-    names = list(samples)
-    n = len(prompts)
-    best = {name: np.full(n, 0.5) for name in names}
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            p = np.asarray(judge(prompts, samples[a], samples[b]))  # P(y_a ≻ y_b)
-            best[b] = np.maximum(best[b], p)
-            best[a] = np.maximum(best[a], 1 - p)
-    return {name: float(best[name].mean() - 0.5) for name in names}
+    per_prompt = []
+    for x, pool, ys in zip(prompts, pools, samples):
+        cand = sorted(set(pool) | set(ys))
+        k = len(ys)
+        p = np.asarray(judge([x] * (len(cand) * k), [y for y in cand for _ in range(k)], list(ys) * len(cand)))
+        per_prompt.append(p.reshape(len(cand), k).mean(1).max() - 0.5)
+    return float(np.mean(per_prompt))
 
 
 def _cell(long: pd.DataFrame, column: str, row: str) -> tuple[float, float]:
@@ -137,47 +140,99 @@ def _cell(long: pd.DataFrame, column: str, row: str) -> tuple[float, float]:
     return float(hit["p"].iloc[0]), float(hit["ci"].iloc[0])
 
 
-def scorecard(long: pd.DataFrame) -> pd.DataFrame:
-    """Each conclusion of the paper (PAPER.md §5) checked on our table.
+# Each claim of the paper (§8) as the cells (A, B) whose P(A ≻ B) > ½ it asserts; no cell appears in two claims.
+CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("RLHF beats SFT", (("RLHF", "SFT"),)),
+    ("Every other policy beats SFT", tuple((p, "SFT") for p in TABLE_POLICIES if p not in ("SFT", "RLHF"))),
+    ("MD1 (β=0.125) beats RLHF", (("MD1", "RLHF"),)),
+    ("MD2 and MD3 (β=0.25, 0.375) beat RLHF", (("MD2", "RLHF"), ("MD3", "RLHF"))),
+    ("Intermediate β (MD1) beats both ends, SP (β=0) and BR (β=1)", (("MD1", "SP"), ("MD1", "BR"))),
+    ("RLHF beats BR (BR 'preference-hacks' its fixed SFT opponent)", (("RLHF", "BR"),)),
+    ("RLHF beats SP", (("RLHF", "SP"),)),
+    ("MD1 beats every EMA variant (last iterate and average)", tuple(("MD1", e) for e in ("EMA1", "EMA2", "EMA1*",
+                                                                                           "EMA2*"))),
+    ("MD1 beats the other Nash-MD policies (MD2-MD6)", tuple(("MD1", m) for m in ("MD2", "MD3", "MD4", "MD5",
+                                                                                   "MD6"))),
+)
+PAPER_CI = 0.023  # the paper's largest 95% half-width in Table 1 (2000 judgements per cell)
 
-    A claim "A beats B" holds when our P̂(A ≻ B) > 1/2; it is *significant* when the CI excludes 1/2. Claims
-    over several cells hold when every cell does. Rows whose policies are missing from the table are skipped.
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (family-wise error over the claims)."""
+    p = np.asarray(pvalues, float)
+    order = np.argsort(p)
+    adj = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def claim_outcomes(cells: Sequence[Sequence[tuple[float, float]]], confidence: float = 0.95) -> pd.DataFrame:
+    """Three outcomes per claim from its cells' (P̂, CI half-width), Holm-corrected across claims.
+
+    A claim "P(A ≻ B) > ½ for every cell" *agrees* when the intersection-union p-value (the largest one-sided
+    p-value of P > ½ over its cells) survives Holm at level 1 − ``confidence``; it *disagrees* when some cell is
+    significantly below ½ (smallest one-sided p-value of P < ½, times the number of cells, survives Holm); otherwise
+    it is *inconclusive*.
+    """
+    z = norm.ppf(0.5 + confidence / 2)
+    alpha = 1 - confidence
+    p_agree, p_disagree = [], []
+    for claim in cells:
+        se = [max(ci / z, 1e-12) for _, ci in claim]
+        zs = [(p - 0.5) / s for (p, _), s in zip(claim, se)]
+        p_agree.append(max(norm.sf(v) for v in zs))
+        p_disagree.append(min(1.0, len(zs) * min(norm.cdf(v) for v in zs)))
+    a, d = holm(p_agree), holm(p_disagree)
+    outcome = np.where(a <= alpha, "agrees", np.where(d <= alpha, "disagrees", "inconclusive"))
+    return pd.DataFrame({"outcome": outcome, "p_agree_holm": a, "p_disagree_holm": d})
+
+
+def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0
+                        ) -> tuple[float, float, float]:
+    """mean(a − b) and its percentile bootstrap interval, resampling prompts (a, b: per-prompt values)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(len(d), size=(n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def scorecard(long: pd.DataFrame, oracle: pd.DataFrame | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """Each claim of the paper (:data:`CLAIMS`) on our table: agrees / inconclusive / disagrees (Holm-corrected),
+    whether our weakest cell is consistent with the paper's value, and what the oracle predicts on this task.
+
+    ``oracle``: a long table of the oracle policies (same layout); a trained policy is matched to its method's
+    target, EMA* to the self-play target (the fixed point Nash-EMA-PG shares with SP). Claims whose policies are
+    missing from ``long`` are skipped.
     """
     present = set(long["row"])
-    claims: list[tuple[str, list[tuple[str, str]]]] = [
-        ("RLHF beats SFT (paper: 0.990, the best against SFT)", [("RLHF", "SFT")]),
-        ("Every policy beats SFT", [(p, "SFT") for p in TABLE_POLICIES if p != "SFT"]),
-        ("MD1 (β=0.125) beats RLHF", [("MD1", "RLHF")]),
-        ("Nash-MD with β ∈ {0.125, 0.25, 0.375} beats RLHF", [("MD1", "RLHF"), ("MD2", "RLHF"), ("MD3", "RLHF")]),
-        ("MD1 beats SP (β=0)", [("MD1", "SP")]),
-        ("MD1 beats BR (β=1)", [("MD1", "BR")]),
-        ("RLHF beats BR (BR 'preference-hacks' its fixed SFT opponent)", [("RLHF", "BR")]),
-        ("RLHF beats SP (SP loses to RLHF under P*)", [("RLHF", "SP")]),
-        ("MD1 beats every EMA variant (last iterate and average)",
-         [("MD1", e) for e in ("EMA1", "EMA2", "EMA1*", "EMA2*")]),
-        ("Intermediate β (MD1) beats both ends (SP and BR)", [("MD1", "SP"), ("MD1", "BR")]),
-        ("MD1 is the best model: it beats every other policy",
-         [("MD1", p) for p in TABLE_POLICIES if p != "MD1"]),
-    ]
-    out = []
-    for claim, cells in claims:
-        cells = [(a, b) for a, b in cells if a in present and b in present]
-        if not cells:
-            continue
-        ours = [_cell(long, a, b) for a, b in cells]
-        paper = [PAPER_TABLE1.get((a, b), 1 - PAPER_TABLE1[(b, a)] if (b, a) in PAPER_TABLE1 else None)
-                 for a, b in cells]
-        worst = int(np.argmin([p for p, _ in ours]))
+    kept = [(c, [cell for cell in cells if cell[0] in present and cell[1] in present]) for c, cells in CLAIMS]
+    kept = [(c, cells) for c, cells in kept if cells]
+    ours = [[_cell(long, a, b) for a, b in cells] for _, cells in kept]
+    out = claim_outcomes(ours, confidence)
+    if oracle is not None:
+        target = {n: n for n in set(oracle["row"])}
+        target.update({e: "SP" for e in ("EMA1", "EMA2", "EMA1*", "EMA2*") if "SP" in target})
+        pred = [[_cell(oracle, target.get(a, ""), target.get(b, "")) if a != b else (0.5, 0.0) for a, b in cells]
+                for _, cells in kept]
+        pred = [[(p, c) if not np.isnan(p) else (0.5, 0.0) for p, c in claim] for claim in pred]
+        out["oracle_outcome"] = claim_outcomes(pred, confidence)["outcome"]
+    rows = []
+    for k, (claim, cells) in enumerate(kept):
+        worst = int(np.argmin([p for p, _ in ours[k]]))
         a, b = cells[worst]
-        p, ci = ours[worst]
-        pp = paper[worst]
-        out.append({
-            "claim": claim,
-            "cell": f"P({a} ≻ {b})" + (f" (weakest of {len(cells)})" if len(cells) > 1 else ""),
-            "paper": None if pp is None else round(pp, 3),
-            "ours": round(p, 3),
-            "ci95": round(ci, 3),
-            "holds": bool(all(q > 0.5 for q, _ in ours)),
-            "significant": bool(all(q - c > 0.5 for q, c in ours)),
-        })
-    return pd.DataFrame(out)
+        p, ci = ours[k][worst]
+        pp = PAPER_TABLE1.get((a, b), 1 - PAPER_TABLE1[(b, a)] if (b, a) in PAPER_TABLE1 else None)
+        row = {"claim": claim,
+               "cell": f"P({a} ≻ {b})" + (f" (weakest of {len(cells)})" if len(cells) > 1 else ""),
+               "paper": None if pp is None else round(pp, 3), "ours": round(p, 3), "ci95": round(ci, 3),
+               "outcome": out["outcome"][k],
+               "consistent_with_paper": None if pp is None else bool(abs(p - pp) <= np.hypot(ci, PAPER_CI))}
+        if oracle is not None:
+            op = pred[k][worst][0]
+            row.update({"oracle": round(op, 3), "oracle_outcome": out["oracle_outcome"][k]})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -127,16 +127,19 @@ def method_targets(P: np.ndarray, log_mu: np.ndarray, methods: dict, rm_scores: 
     mu = np.exp(log_mu)
     out = {"SFT": mu, "NE": games.nash_equilibrium(P)}
     bt = None
+    self_play: dict[float, np.ndarray] = {}  # π*_τ per τ (shared by SP and the EMA methods)
     for name, m in methods.items():
         if m.kind == "rlhf":
             bt = games.fit_bradley_terry(P, np.outer(mu, mu)) if bt is None else bt
             out[name] = rlhf_target(log_mu, bt, m.tau)
             if rm_scores is not None:
                 out[f"{name} (RM)"] = rlhf_target(log_mu, rm_scores, m.tau)
-        elif m.kind == "nash_md":
+        elif m.kind == "nash_md" and m.beta > 0:
             out[name] = regularized_mixture_target(P, mu, m.tau, m.beta)
-        else:  # nash_ema: the fixed point of self-play (module docstring)
-            out[name] = games.regularized_nash(P, mu, m.tau)
+        else:  # SP, and nash_ema: the fixed point of self-play (module docstring)
+            if m.tau not in self_play:
+                self_play[m.tau] = games.regularized_nash(P, mu, m.tau)
+            out[name] = self_play[m.tau]
     return out
 
 

@@ -465,7 +465,8 @@ def load_table_policies(cfg: PipelineConfig, names) -> dict:
 
 def run_eval(cfg: PipelineConfig) -> dict:
     """Stage ``eval``: Table 1 under the exact judge P* and under the trained PM, ROUGE-L, exploitability, scorecard."""
-    from nlhf.evaluate import exploitability_estimate, pairwise_table, rouge_l, scorecard, to_markdown, to_matrix
+    from nlhf.evaluate import (exploitability_on_pool, paired_bootstrap_ci, pairwise_table, rouge_l, scorecard,
+                               to_markdown, to_matrix)
 
     t0 = time.time()
     acc = accelerator_for(cfg)
@@ -489,6 +490,11 @@ def run_eval(cfg: PipelineConfig) -> dict:
         judges = {"exact": task.judge, **judges}
     out = _mk(cfg.results / "eval")
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
+    oracle_long = oracle_policy = None
+    if task.has_exact_judge and hasattr(task.cfg, "population"):
+        odir = cfg.results / "oracle" / task.cfg.population
+        oracle_long = pd.read_csv(require(odir / "table_long.csv", "oracle"))
+        oracle_policy = pd.read_csv(require(odir / "per_policy.csv", "oracle")).set_index("policy")["p_vs_sft"]
     tables = {}
     for jname, judge in judges.items():
         long = pairwise_table(judge, prompts, samples, cfg.eval.confidence)
@@ -496,14 +502,22 @@ def run_eval(cfg: PipelineConfig) -> dict:
         long.to_csv(out / f"table_{jname}_long.csv", index=False)
         to_matrix(long, names).to_csv(out / f"table_{jname}.csv")
         (out / f"table_{jname}.md").write_text(to_markdown(long, names))
-        card = scorecard(long)
+        card = scorecard(long, oracle_long, cfg.eval.confidence)
         card.to_csv(out / f"scorecard_{jname}.csv", index=False)
         (out / f"scorecard_{jname}.md").write_text(card.to_markdown(index=False) + "\n")
-        metrics[f"scorecard_{jname}"] = {"holds": int(card["holds"].sum()), "rows": len(card),
-                                         "significant": int(card["significant"].sum())}
+        metrics[f"scorecard_{jname}"] = {o: int((card["outcome"] == o).sum()) for o in
+                                         ("agrees", "inconclusive", "disagrees")}
     main = "exact" if "exact" in judges else "pm"
     refs = task.references(prompts)
-    expl = exploitability_estimate(judges[main], prompts, samples)
+    expl = {n: None for n in names}
+    if hasattr(task, "candidates") and task.has_exact_judge:  # the adversary's pool needs an enumerable task
+        k, ex_prompts = cfg.eval.exploitability_samples, prompts[: cfg.eval.exploitability_prompts]
+        pools = [task.candidates(x) for x in ex_prompts]
+        for j, (name, model) in enumerate(load_table_policies(cfg, names).items()):
+            flat = sample_texts(model.to(acc.device), tok, [x for x in ex_prompts for _ in range(k)],
+                                seed=cfg.eval.seed + 2000 + j, **smp)
+            expl[name] = exploitability_on_pool(task.judge, ex_prompts, pools,
+                                                [flat[i * k: (i + 1) * k] for i in range(len(ex_prompts))])
     per_policy = pd.DataFrame({
         "policy": names,
         "p_vs_sft": [float(to_matrix(tables[main], names).loc["SFT", n]) for n in names],
@@ -514,6 +528,20 @@ def run_eval(cfg: PipelineConfig) -> dict:
     if task.has_exact_judge:
         per_policy["well_formed"] = [float(np.mean([task.is_well_formed(x, y) for x, y in zip(prompts, samples[n])]))
                                      for n in names]
+    if oracle_policy is not None:
+        # normalised margin: how much of its method's oracle margin over SFT a trained policy reaches
+        target = {n: ("SP" if n.startswith("EMA") else n) for n in names}
+        ceiling = [float(oracle_policy.get(target[n], np.nan)) for n in names]
+        per_policy["oracle_target_vs_sft"] = ceiling
+        per_policy["normalized_margin"] = [(p - 0.5) / (c - 0.5) if c - 0.5 > 1e-3 else np.nan
+                                           for p, c in zip(per_policy["p_vs_sft"], ceiling)]
+        if "RLHF" in names and "SFT" in names:
+            # the paper's "RLHF is the best against SFT": paired difference with the best other policy
+            vs_sft = {n: np.asarray(task.judge(prompts, samples[n], samples["SFT"])) for n in names if n != "SFT"}
+            rival = max((n for n in vs_sft if n != "RLHF"), key=lambda n: vs_sft[n].mean())
+            d, lo, hi = paired_bootstrap_ci(vs_sft["RLHF"], vs_sft[rival], cfg.eval.confidence)
+            metrics["rlhf_best_vs_sft"] = {"best_other": rival, "difference": round(d, 4),
+                                           "ci": [round(lo, 4), round(hi, 4)]}
     per_policy.to_csv(out / "per_policy.csv", index=False)
     pd.DataFrame({"prompt": prompts[:10], **{n: samples[n][:10] for n in names}}).to_csv(out / "samples.csv",
                                                                                           index=False)
@@ -526,7 +554,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
             headline[f"{a}_vs_{b}"] = {"p": round(float(m.loc[b, a]), 4), "ci95": round(float(ci), 4)}
     metrics["headline"] = headline
     metrics["runtime_s"] = round(time.time() - t0, 2)
-    write_json(metrics_path(cfg, "eval"), metrics)
+    write_metrics(cfg, "eval", metrics)
     return metrics
 
 
@@ -607,7 +635,8 @@ def run_oracle(cfg: PipelineConfig) -> dict:
         gap = oracle.mixture_gap(per_prompt, pools, methods)
         gap.to_csv(out / "token_vs_sequence_mixture.csv", index=False)
         pm: dict = {**oracle.support_stats(per_prompt, Ps, [p.log_mu for p in pools]),
-                    "sft_sample_nontransitivity": oracle.sample_cycles(Ps, pools, in_pool_samples)}
+                    "sft_sample_nontransitivity": oracle.sample_cycles(
+                        Ps, pools, [ys[: cfg.eval.nontransitivity_samples] for ys in in_pool_samples])}
         if nash and rlhf:
             ci = to_matrix(long, names, "ci")
             pm["p_sp_vs_rlhf"] = {"p": round(float(m.loc[rlhf[0], nash[0]]), 4),

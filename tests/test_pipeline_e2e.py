@@ -78,8 +78,16 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
     assert (long[long.row == long.column]["p"] == 0.5).all()
     assert long["ci"].notna().all()
     card = pd.read_csv(r / "eval" / "scorecard_exact.csv")
-    assert {"claim", "paper", "ours", "ci95", "holds"} <= set(card.columns) and len(card) >= 8
-    for stage in ["tabular", "data", "sft", "pm", "rm", "policy_RLHF", "policy_EMA1", "eval"]:
+    assert {"claim", "paper", "ours", "ci95", "outcome", "oracle", "oracle_outcome"} <= set(card.columns)
+    assert len(card) >= 8 and set(card["outcome"]) <= {"agrees", "inconclusive", "disagrees"}
+    # the oracle: both populations solved, each with an antisymmetric table of the oracle policies
+    for population in ("condorcet", "completist"):
+        olong = pd.read_csv(r / "oracle" / population / "table_long.csv")
+        opiv = olong.pivot(index="row", columns="column", values="p")
+        assert ((opiv + opiv.T - 1).abs().max().max()) < 1e-9
+        assert (opiv.loc[:, "NE"] >= 0.5 - 1e-9).all()  # nothing beats the Nash equilibrium
+    assert "normalized_margin" in pd.read_csv(r / "eval" / "per_policy.csv")
+    for stage in ["tabular", "data", "sft", "pm", "rm", "policy_RLHF", "policy_EMA1", "oracle", "eval"]:
         assert (r / "metrics" / f"{stage}.json").exists(), stage
     # timings live outside the hashed outputs that later stages depend on (eval depends on pm.json and rm.json)
     for stage in ["data", "sft", "pm", "rm", "policy_MD1"]:
@@ -117,17 +125,17 @@ def test_second_repro_is_a_no_op_and_a_method_change_reruns_only_that_policy_and
     # then DVC rightly sees eval's inputs unchanged)
     original = _edit_params(tiny_repo, lambda p: p["methods"]["MD3"].update(beta=0.9, tau=0.5))
     status = json.loads(_dvc(tiny_repo, "status", "--json").stdout)
-    assert set(status) == {"check", "policy@MD3"}, status  # check validates every param
+    # check validates every param; the oracle solves every method's target
+    assert set(status) == {"check", "oracle", "policy@MD3"}, status
     out = _dvc(tiny_repo, "repro").stdout
-    # only that policy and the table downstream of it (check's output does not change, so it invalidates nothing)
-    assert _ran(out) == {"check", "policy@MD3", "eval"}, out
+    # only that policy, its oracle target and the table downstream of them (check's output does not change, so it
+    # invalidates nothing)
+    assert _ran(out) == {"check", "oracle", "policy@MD3", "eval"}, out
     assert (r / "metrics/policy_MD3.json").read_bytes() != before["metrics/policy_MD3.json"]
     # put β back: the same stages rerun and, being seeded, give back the original results byte for byte
     (tiny_repo / "params.yaml").write_text(original)
-    assert _ran(_dvc(tiny_repo, "repro").stdout) == {"check", "policy@MD3", "eval"}
+    assert _ran(_dvc(tiny_repo, "repro").stdout) == {"check", "oracle", "policy@MD3", "eval"}
     for f, content in before.items():
-        if f == "metrics/eval.json":  # holds the stage's runtime
-            continue
         assert (r / f).read_bytes() == content, f
     assert "up to date" in _dvc(tiny_repo, "status").stdout
 
@@ -244,10 +252,13 @@ cfg = load_config("params.yaml", "tiny")
 cfg.paths.artifacts = {str(tmp_path / 'a')!r}; cfg.paths.results = {str(tmp_path / 'r')!r}
 stages.run_data(cfg); stages.run_sft(cfg); stages.run_preference(cfg, "pm"); stages.run_preference(cfg, "rm")
 for m in cfg.methods: stages.run_policy(cfg, m)
-stages.run_eval(cfg)
+stages.run_oracle(cfg); stages.run_eval(cfg)
 """
     _run([sys.executable, "-c", code], tiny_repo)
     a = pd.read_csv(tiny_repo / "results" / "eval" / "table_exact_long.csv")
     b = pd.read_csv(tmp_path / "r" / "eval" / "table_exact_long.csv")
     pd.testing.assert_frame_equal(a, b)
     assert (a["p"] != 0.5).any()  # the table is not trivially constant
+    for population in ("completist", "condorcet"):  # the oracle is deterministic too
+        pd.testing.assert_frame_equal(pd.read_csv(tiny_repo / "results" / "oracle" / population / "table_long.csv"),
+                                      pd.read_csv(tmp_path / "r" / "oracle" / population / "table_long.csv"))

@@ -1,8 +1,11 @@
 """Offline synthetic summarization task with a population of (individually consistent) rater types.
 
-Why: offline there are no humans, so "human feedback" comes from an explicit population whose aggregate
-preference is measurably *non-transitive* (PAPER §1, "three rater types"; App. C.2), and whose exact
-P(y≻y'|x) is known — it plays the role of PaLM 2 as the ground-truth judge P* (PAPER §4 "Evaluation").
+Why: offline there are no humans, so "human feedback" comes from an explicit population of raters whose aggregate
+preference is measurably *non-transitive* (the paper's §3 "three rater types" and App. C) and whose exact
+P(y≻y'|x) is known — it plays the role of the paper's PaLM 2 judge P* (§8 "Evaluation"). The population is a
+parameter (``population``, see ``POPULATIONS``): ``completist`` (the default) is built so that the Bradley–Terry
+optimum lies outside the Nash support, so theory separates Nash from RLHF (the paper's App. A mechanism);
+``condorcet`` is the null control, where theory predicts that they tie. :mod:`nlhf.oracle` measures both.
 
 Strings (word level, single spaces):
 
@@ -14,12 +17,15 @@ Features of a summary y for document x (``summary_features``):
   cov  importance-weighted coverage ∈ [0, 1];  n  number of words;  inv  words not in the document;
   dup  repeated words;  dis  fraction of adjacent (in-document) pairs out of document order ∈ [0, 1];
   miss key facts missing;  nkey number of key facts in x;  ndev = |n − nkey|;
-  skip document facts passed over before the last one the summary uses (cherry-picking; 0 for a prefix).
+  skip document facts passed over before the last one the summary uses (cherry-picking; 0 for a prefix);
+  form_*  one-hot of the summary's form (``summary_form``: complete, key_facts, top_fact, lead, keys_reordered,
+          complete_invented, other).
 
-Rater k has utility u_k(x, y) (``RATERS``) and is a noisy Bradley–Terry rater with sharpness s_k:
+Rater k has utility u_k(x, y) = Σ_f coef_kf · feature_f(x, y) (``POPULATIONS``) and is a noisy Bradley–Terry rater
+with sharpness s_k:
   P(y≻y'|x) = Σ_k w_k σ(s_k (u_k(x,y) − u_k(x,y'))),   Σ_k w_k = 1,
 computed as 1/2 + 1/2 Σ_k w_k tanh(s_k Δu_k / 2) so that P(y,y') + P(y',y) = 1 and P(y,y) = 1/2 hold to
-rounding. Each rater alone is transitive; the population is a Condorcet profile:
+rounding. Each rater alone is transitive. The ``condorcet`` population is a Condorcet profile:
 
   A = all facts in order + one invented,  B = key facts reordered,  C = one key fact
   thorough      (u = 3 cov − 0.5 inv − 0.5 dup):                  A ≻ B ≻ C
@@ -75,34 +81,42 @@ STYLES: tuple[str, ...] = (
 # complete ≻ key_only ≻ lead ≻ complete. A Nash equilibrium ties every response in its support, and the
 # Bradley–Terry optimum lies inside that support on most prompts, so theory predicts Nash ≈ RLHF here.
 #
-# completist (the paper's App. A mechanism). A majority of strict skimmers wants exactly the key facts, in order,
-# and rates a summary with extra (correct) facts a little lower and any flawed one (a key fact missing, an invented
-# or repeated word, facts out of order) much lower. A minority of completists rates the clean complete summary far
-# above everything else. The key-facts summary then beats the complete one (a majority narrowly but consistently
-# prefers it: P ≈ 0.58 × σ(3·2) ≈ 0.58 plus the minor raters) and is the Condorcet winner, while the complete
-# summary beats the common flawed SFT outputs by a much larger margin, so a Bradley–Terry score fitted on SFT
-# comparisons ranks it first: the RLHF optimum sits outside the Nash support. Three minor raters (thorough,
-# faithful, orderly) rank the flawed outputs differently, which keeps the population non-transitive there.
+# completist (the paper's App. A mechanism). These raters judge a summary by its *form* (``summary_form``): the key
+# facts in order, the complete summary, the top key fact, the lead fact, the key facts reordered, the complete
+# summary with an invented word, or anything else. A majority of strict skimmers (60%) wants exactly the key facts
+# and rates the complete summary a little lower (−1.5) and every other form much lower (−6). A minority of
+# completists (16%) rates the complete summary far above everything (+6). Three minor readers (8% each) also put
+# the complete summary first, find the bare key facts too terse, and rotate over the short forms (key facts
+# reordered ≻ top fact ≻ lead, top fact ≻ lead ≻ reordered, lead ≻ reordered ≻ top fact), so the common flawed SFT
+# outputs cycle. Then the key-facts summary beats the complete one (P ≈ 0.60 × σ(4.5) ≈ 0.59) and is the Condorcet
+# winner, while the complete summary beats the common short and flawed outputs by a far larger margin (P ≈ 1 against
+# ≈ 0.7), so a Bradley–Terry score fitted on comparisons of SFT outputs ranks it first: the RLHF optimum lies outside
+# the Nash support, and P(Nash ≻ RLHF) ≈ P(key facts ≻ complete).
 POPULATIONS: dict[str, dict[str, dict[str, float]]] = {
     "condorcet": {
         "thorough":     {"cov": 3.0, "inv": -0.5, "dup": -0.5},
         "skimmer":      {"ndev": -1.0, "miss": -0.5, "inv": -0.5, "dup": -0.5},
         "fact_checker": {"dis": -2.0, "inv": -1.0, "dup": -0.5, "skip": -1.0, "n": -0.4},
     },
-    "completist": {
-        "strict_skimmer": {"extra_ok": -2.0, "flaw": -6.0},
-        "completist":     {"clean_complete": 6.0},
-        "thorough":       {"cov": 3.0, "inv": -0.5, "dup": -0.5},
-        "faithful":       {"keycov": 2.5, "inv": -3.0, "dup": -3.0},
-        "orderly":        {"dis": -3.0, "inv": -1.0, "dup": -1.0, "n": -0.5},
+    "completist": {  # utilities of the forms (``FORMS``); a form left out is worth 0
+        "strict_skimmer":  {"form_complete": -1.5, "form_top_fact": -6.0, "form_lead": -6.0,
+                            "form_keys_reordered": -6.0, "form_complete_invented": -6.0, "form_other": -6.0},
+        "completist":      {"form_complete": 6.0},
+        "key_hunter":      {"form_complete": 1.0, "form_key_facts": -1.0, "form_top_fact": -1.0, "form_lead": -2.0,
+                            "form_complete_invented": -2.0, "form_other": -4.0},
+        "headline_reader": {"form_complete": 1.0, "form_key_facts": -1.0, "form_lead": -1.0,
+                            "form_keys_reordered": -2.0, "form_complete_invented": -3.0, "form_other": -4.0},
+        "lead_reader":     {"form_complete": 1.0, "form_key_facts": -1.0, "form_top_fact": -2.0,
+                            "form_keys_reordered": -1.0, "form_complete_invented": -1.0, "form_other": -4.0},
     },
 }
 # Default rater shares and sharpness of each population (params may override them).
 POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
-                                              "completist": [0.58, 0.18, 0.08, 0.10, 0.06]}
+                                              "completist": [0.60, 0.16, 0.08, 0.08, 0.08]}
 RATERS = POPULATIONS["condorcet"]
-FEATURES: tuple[str, ...] = ("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip", "keycov", "flaw", "extra_ok",
-                             "clean_complete")
+# Summary forms, in the order ``summary_form`` tests them; the first that matches is the summary's form.
+FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "complete_invented", "other")
+FEATURES: tuple[str, ...] = ("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip") + tuple(f"form_{f}" for f in FORMS)
 MALFORMED_UTILITY = -100.0
 
 
@@ -237,12 +251,31 @@ def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, f
     miss = sum(1 for f, i in zip(doc.facts, doc.importance) if i == 3 and f not in seen)
     dis = sum(a > b for a, b in zip(order, order[1:])) / max(1, len(order) - 1)
     skip = (max(order) + 1 - len(order)) if order else 0  # document facts passed over before the last one used
-    flaw = float(miss + inv + dup + dis > 0)
-    extra = sum(1 for f, i in zip(doc.facts, doc.importance) if i != 3 and f in seen)
+    form = summary_form(doc, words, cov, inv, dup, dis)
     return {"cov": cov, "n": len(words), "ndev": abs(len(words) - nkey), "miss": miss, "inv": inv,
             "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0),
-            "keycov": 1.0 - miss / nkey, "flaw": flaw, "extra_ok": float(extra > 0) * (1.0 - flaw),
-            "clean_complete": float(cov == 1.0) * (1.0 - flaw)}
+            **{f"form_{f}": float(f == form) for f in FORMS}}
+
+
+def summary_form(doc: Document, words: list[str], cov: float, inv: int, dup: int, dis: float) -> str:
+    """The first of FORMS that ``words`` (a well-formed summary of ``doc``) matches: complete (every fact, in order,
+    nothing else), key_facts (the key facts in order, nothing else), top_fact (the first key fact alone), lead (the
+    first fact alone), keys_reordered (the key facts alone, out of order), complete_invented (every fact plus
+    invented words, no repeats), or other."""
+    keys = list(doc.key_facts)
+    if words == list(doc.facts):
+        return "complete"
+    if words == keys:
+        return "key_facts"
+    if words == keys[:1]:
+        return "top_fact"
+    if words == list(doc.facts[:1]):
+        return "lead"
+    if sorted(words) == sorted(keys) and dis > 0 and not dup:
+        return "keys_reordered"
+    if cov == 1.0 and inv and not dup:
+        return "complete_invented"
+    return "other"
 
 
 def rater_coefficients(population: str = "condorcet") -> np.ndarray:
