@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one script for the GPU machine (issue #6): install what is missing from carried wheels, run the GPU benchmark
+# The one script for the GPU machine: install what is missing from wheels copied there, run the GPU benchmark
 # (benchmarks/bench_gpu.py, anchor config, 32 and 128 new tokens) and the pipeline under the `gpu` profile within a
 # wall-clock budget, and put logs, metrics and tables into $OUT (at most 8 files: the device tool's limit).
 #
@@ -14,7 +14,7 @@
 #
 # Knobs (environment; defaults in brackets):
 #   PY [python3; SMOKE: .venv/bin/python]  interpreter (the GPU image's python3 holds torch 2.11)
-#   WHEELS [.wheels]          carried wheels; only those needed are installed, into /tmp/site (PYTHONPATH)
+#   WHEELS [.wheels]          wheels copied to the machine; only those needed are installed, into /tmp/site (PYTHONPATH)
 #   BUDGET_S [480]            wall clock for everything (install + bench + pipeline + packing)
 #   BENCH_TIMEOUT_S [210]     hard limit of the benchmark
 #   BENCH_ARGS [""]           extra bench_gpu.py flags (SMOKE: --device cpu --tiny)
@@ -83,7 +83,7 @@ install_wheels() {
         echo "[install] no wheels in $WHEELS: using what is installed"
         return 0
     fi
-    # A small resolver over the carried wheels: roots = nlhf's own dependencies (pyproject.toml) + trl==1.13.0 +
+    # A small resolver over the copied wheels: roots = nlhf's own dependencies (pyproject.toml) + trl==1.13.0 +
     # tabulate (pandas' to_markdown, used by the eval stage, not declared in pyproject.toml);
     # a requirement already met by the installed packages is left alone, otherwise the carried wheel that meets it
     # is chosen (then its own requirements are checked the same way). Nothing is fetched; problems are printed.

@@ -6,7 +6,7 @@ Prints eval lines and a final ``FINAL {json}`` line: held-out SFT-pair and test-
 limit (``ex``), expected KL to the exact P (``kl``), direction agreement with P (``dir``).
 
 A standalone mirror of nlhf.models' scorers as of 2026-11-27 (so it runs where only torch + transformers are
-installed, e.g. the lent GPU machine): one row x <sep> y <sep> y' <sep>, each response block blind to the other,
+installed, e.g. a GPU machine): one row x <sep> y <sep> y' <sep>, each response block blind to the other,
 positions restarting after x, W_Q = W_K = I in block 0, features ymean + last (+ ysum = sum / 4), PM head
 f = g([h; h']) (antisymmetric logit), RM head r = MLP(h); the same AdamW + warm-up + cosine-to-10% schedule and
 gradient clipping as nlhf.training.supervised. Options the package does not have: shift (a previous-token

@@ -1,4 +1,4 @@
-"""The recipe sweep of 2026-11-27 on the lent H200 (4 calls, 94 fits, 14-15 in parallel, 1 CPU thread each).
+"""The recipe sweep of 2026-11-27 on one H200 GPU (4 calls, 94 fits, 14-15 in parallel, 1 CPU thread each).
 
     python sweep.py ROUND [DEADLINE_S]     (in the folder prepare_data.py wrote, with harness.py beside it)
 
