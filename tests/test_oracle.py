@@ -5,7 +5,7 @@ import pytest
 from scipy.special import softmax
 
 from nlhf import games, oracle
-from nlhf.tasks.synthetic import SyntheticTask, SyntheticTaskConfig, preference_from_utilities
+from nlhf.tasks.synthetic import SyntheticTask, SyntheticTaskConfig, parse_prompt, preference_from_utilities
 
 TAU = 0.05
 
@@ -108,8 +108,7 @@ def test_candidate_pool_holds_every_style_and_is_stable():
     assert pool == task.candidates(x) == sorted(set(pool))
     rng = np.random.default_rng(0)
     for style in ("complete", "key_only", "top_fact", "lead", "key_reordered"):
-        assert task.reference_summary(__import__("nlhf.tasks.synthetic", fromlist=["parse_prompt"])
-                                      .parse_prompt(x), style, rng) in pool
+        assert task.reference_summary(parse_prompt(x), style, rng) in pool
     assert all(task.is_well_formed(x, y) for y in pool)
 
 
@@ -120,7 +119,7 @@ def test_populations_keep_raters_consistent_and_condorcet_unchanged():
     p = task.judge([x] * 3, [a, b, c], [b, c, a])
     assert (p > 0.5).all()  # the documented cycle A ≻ B ≻ C ≻ A
     comp = SyntheticTask(SyntheticTaskConfig(population="completist"))
-    doc = __import__("nlhf.tasks.synthetic", fromlist=["parse_prompt"]).parse_prompt(x)
+    doc = parse_prompt(x)
     key_only, complete = " ".join(doc.key_facts), " ".join(doc.facts)
     # the strict-skimmer majority prefers the key facts to the complete summary
     assert comp.judge([x], [key_only], [complete])[0] > 0.56
