@@ -21,9 +21,11 @@ reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo ""
 	@echo "Done. Results:"
-	@echo "  tables, figures, metrics : results/<stage>/  (e.g. results/eval/preference_table.md)"
+	@echo "  the paper's table        : results/eval/table_exact.md (figure: table_exact.png), scorecard_side_by_side.md"
+	@echo "  the oracle               : results/oracle/<population>/table.md"
 	@echo "  executed notebooks       : results/notebooks/"
-	@echo "  metrics                  : $(BIN)/dvc metrics show"
+	@echo "  metrics                  : results/metrics/*.json  ($(BIN)/dvc metrics show)"
+	@echo "  training curves          : results/convergence*/<METHOD>.csv  ($(BIN)/dvc plots show)"
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -42,21 +42,31 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
         for part in ("train", "heldout"):
             stages.load_sft_comparisons(cfg, part)
         return ["data/tokenizer", "data/prefs", "sft_pairs"]
-    if stage.startswith("policy@"):
-        method = cfg.method(stage.split("@", 1)[1])
-        judge = "rm" if method.kind == "rlhf" else "pm"
+    if stage.split("@")[0] in ("policy", "policy_exact", "policy_seed") and "@" in stage:
+        kind, name = stage.split("@", 1)
+        method = cfg.method(name)
         stages.require(art("models", "sft"), "sft")
+        stages.require(art("oracle", "pools.json"), "oracle")
+        if kind == "policy_exact":
+            return ["models/sft", "oracle"]
+        judge = "rm" if method.kind == "rlhf" else "pm"
         stages.require(art("models", judge), f"preference@{judge}")
-        return ["models/sft", f"models/{judge}"]
+        return ["models/sft", f"models/{judge}", "oracle"]
     if stage == "eval":
         stages.load_tokenizer(cfg)
         stages.require(art("models", "sft"), "sft")
         stages.require(art("models", "pm"), "preference@pm")
-        for name in cfg.methods:
-            stages.require(stages.policy_dir(cfg, name), f"policy@{name}")
-        return ["data/tokenizer", "models/sft", "models/pm", "policies"]
-    raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, "
-                   f"policy@<method> ({', '.join(cfg.methods)}), eval")
+        for variant, names in (("paper", cfg.methods), ("exact", cfg.ablation.methods),
+                               ("seed", cfg.ablation.seed_methods)):
+            for name in names:
+                stages.require(stages.policy_dir(cfg, name, variant), stages.policy_stage(name, variant))
+        return ["data/tokenizer", "models/sft", "models/pm", "policies", "policies_exact", "policies_seed"]
+    if stage == "oracle":
+        stages.require(art("models", "sft"), "sft")
+        stages.require(art("models", "rm"), "preference@rm")
+        return ["models/sft", "models/rm"]
+    raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
+                   f"policy@<method> ({', '.join(cfg.methods)}), policy_exact@<method>, policy_seed@<method>, eval")
 
 
 def _fresh(cfg) -> None:

@@ -45,7 +45,7 @@ from nlhf.config import check
 class OracleConfig:
     """Sizes of the oracle (params.yaml ``oracle``)."""
 
-    n_prompts: int = 200  # evaluation prompts, one candidate pool each
+    n_prompts: int = 256  # evaluation prompts, one candidate pool each (also the policies' convergence probe)
     sft_samples: int = 32  # SFT samples per prompt whose distinct summaries join the pool
     coverage_samples: int = 16  # fresh SFT samples per prompt: the fraction inside the pool is reported
     populations: list[str] | None = None  # rater populations to solve (None: the task's own); RLHF (RM): the task's
@@ -248,3 +248,26 @@ def mixture_gap(per_prompt: list[dict[str, np.ndarray]], pools: Sequence[Pool], 
             tv.append(0.5 * np.abs(seq - tok).sum())
         rows.append({"method": name, "beta": m.beta, "tv_mean": float(np.mean(tv)), "tv_max": float(np.max(tv))})
     return pd.DataFrame(rows)
+
+
+def write_targets(out_dir, pools: Sequence[Pool], per_prompt: list[dict[str, np.ndarray]],
+                  sft_references: Sequence[Sequence[str]]) -> None:
+    """Save what a training run measures itself against: ``pools.json`` (prompts, candidates, log μ̂ and fresh SFT
+    samples per prompt) and ``targets/<name>.json`` (one oracle policy per file, so that a change to one method's
+    params leaves the other files, and the runs that read them, unchanged)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    (out / "targets").mkdir(parents=True, exist_ok=True)
+    (out / "pools.json").write_text(json.dumps({
+        "prompts": [p.prompt for p in pools], "candidates": [p.candidates for p in pools],
+        "log_mu": [p.log_mu.round(10).tolist() for p in pools], "sft_references": [list(s) for s in sft_references]}))
+    for name in per_prompt[0]:
+        (out / "targets" / f"{target_file_stem(name)}.json").write_text(
+            json.dumps([t[name].round(10).tolist() for t in per_prompt]))
+
+
+def target_file_stem(name: str) -> str:
+    """File name of an oracle policy: ``RLHF (RM)`` → ``RLHF_RM``."""
+    return name.replace(" (", "_").replace(")", "")

@@ -22,6 +22,7 @@ from nlhf.models import ModelConfig, _looks_local
 from nlhf.oracle import OracleConfig
 from nlhf.tabular_experiment import TabularConfig
 from nlhf.tasks import TaskConfig
+from nlhf.training.exact_judges import AblationConfig
 from nlhf.training.policy_gradient import MethodConfig, PGConfig
 from nlhf.training.supervised import SupervisedConfig
 
@@ -131,6 +132,7 @@ class PipelineConfig:
     methods: dict[str, MethodConfig] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self):
         for name in self.methods:
@@ -140,6 +142,12 @@ class PipelineConfig:
                   and name != "SFT", f"methods.{name}",
                   "method names must be identifiers (letters, digits and _, not starting with a digit; not a "
                   "Python keyword, not SFT)")
+        check(self.sampling.temperature == 1.0 or not self.methods, "sampling.temperature",
+              f"policy-gradient training needs 1.0 (got {self.sampling.temperature}): its gradient uses the policy's "
+              f"temperature-1 log-probabilities, so samples drawn at another temperature would bias it")
+        for key in ("methods", "seed_methods"):
+            unknown = [m for m in getattr(self.ablation, key) if m not in self.methods]
+            check(not unknown, f"ablation.{key}", f"{unknown} are not in methods ({', '.join(self.methods)})")
         from nlhf.tasks.synthetic import POPULATIONS
 
         unknown = [p for p in (self.oracle.populations or []) if p not in POPULATIONS]

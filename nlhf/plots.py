@@ -50,3 +50,29 @@ def preference_heatmap(long: pd.DataFrame, order: Sequence[str], title: str):
     ax.set(xlabel="column policy (wins with the shown probability)", ylabel="row policy (opponent)", title=title)
     fig.tight_layout()
     return fig
+
+
+CONVERGENCE_PANELS = (("p_vs_sft", "P*(π_t ≻ SFT)", 0.5), ("p_vs_target", "P*(π_t ≻ oracle target)", 0.5),
+                      ("kl", "KL(π_t ‖ μ)  [nats]", None), ("words", "mean length  [words]", None))
+
+
+def convergence(curves: dict[str, pd.DataFrame], title: str):
+    """Convergence-probe curves (``nlhf.training.probe``) of one or several methods against the training step: the
+    exact judge's win rate against SFT (with its 95% CI band) and against the method's oracle target, the KL to μ
+    and the length. The dotted line at ½ is a tie."""
+    fig, axes = plt.subplots(1, len(CONVERGENCE_PANELS), figsize=(4.0 * len(CONVERGENCE_PANELS), 3.4))
+    palette = sns.color_palette("viridis" if len(curves) > 6 else "deep", len(curves))
+    for (name, df), color in zip(curves.items(), palette):
+        for ax, (col, label, tie) in zip(axes, CONVERGENCE_PANELS):
+            ax.plot(df["step"], df[col], color=color, label=name, lw=1.4)
+            if f"{col}_ci" in df:
+                ax.fill_between(df["step"], df[col] - df[f"{col}_ci"], df[col] + df[f"{col}_ci"], color=color,
+                                alpha=0.15, lw=0)
+    for ax, (col, label, tie) in zip(axes, CONVERGENCE_PANELS):
+        if tie is not None:
+            ax.axhline(tie, color="0.4", ls=":", lw=1)
+        ax.set(title=label, xlabel="training step")
+    axes[-1].legend(fontsize=7, ncol=1 if len(curves) < 8 else 2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from nlhf.tasks import make_task
 from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
 from nlhf.training.checkpoint import content_hash, damaged, seed_everything, write_json
 from nlhf.training.policy_gradient import train_policy
+from nlhf.training.probe import ConvergenceProbe, converged
 from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import fit
@@ -396,68 +397,111 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     return metrics
 
 
-def policy_dir(cfg: PipelineConfig, name: str) -> Path:
-    return artifact(cfg, "policies", name)
+# Three sets of trained policies: the paper's setting (trained PM / RM), the exact-judge ablation, and a second
+# training seed of the paper's setting. A variant's outputs carry its suffix: artifacts/policies_exact/MD1,
+# results/metrics/policy_exact_MD1.json, stage policy_exact@MD1.
+POLICY_VARIANTS = {"paper": "", "exact": "_exact", "seed": "_seed"}
 
 
-def run_policy(cfg: PipelineConfig, name: str) -> dict:
-    """Stage ``policy@<name>``: RLHF / Nash-MD-PG / Nash-EMA-PG from μ; saves the policy (and EMA* for EMA)."""
+def policy_dir(cfg: PipelineConfig, name: str, variant: str = "paper") -> Path:
+    return artifact(cfg, f"policies{POLICY_VARIANTS[variant]}", name)
+
+
+def policy_stage(name: str, variant: str = "paper") -> str:
+    return f"policy{POLICY_VARIANTS[variant]}@{name}"
+
+
+def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
+    """Stage ``policy@<name>``: RLHF / Nash-MD-PG / Nash-EMA-PG from μ; saves the policy (and EMA* for EMA).
+
+    ``variant``: ``paper`` trains against the trained PM (Nash) or RM (RLHF); ``exact`` against the task's exact
+    judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts; ``seed`` like ``paper`` with the
+    training seed pg.seed + 1."""
+    if variant not in POLICY_VARIANTS:
+        raise ValueError(f"variant: expected one of {sorted(POLICY_VARIANTS)}, got {variant!r}")
     method = cfg.method(name)
+    suffix = POLICY_VARIANTS[variant]
+    pg_cfg = replace(cfg.pg, seed=cfg.pg.seed + 1) if variant == "seed" else cfg.pg
     t0 = time.time()
-    seed_everything(cfg.pg.seed)
+    seed_everything(pg_cfg.seed)
     acc = accelerator_for(cfg)
     policy, tok = load_sft(cfg)
     ref, _ = load_sft(cfg)
-    if method.kind == "rlhf":
-        judge_model = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "preference@rm"))
-    else:
-        judge_model = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "preference@pm"))
-    check_same_tokenizer(judge_model.tokenizer, tok, f"{'reward' if method.kind == 'rlhf' else 'preference'} "
-                         f"model ({judge_model.kind})", "policy (SFT)")
     task = make_task(cfg.task)
     prompts = task.prompts("train")
-    log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, cfg.pg,
+    judge_file = artifact(cfg, "models", "rm" if method.kind == "rlhf" else "pm")
+    if variant == "exact":
+        from nlhf import oracle
+        from nlhf.training.exact_judges import ExactBTReward, ExactPreference
+
+        if not task.has_exact_judge:
+            raise ValueError(f"the exact-judge ablation needs a task with an exact judge, got {cfg.task.name!r}")
+        prompts = prompts[: cfg.ablation.train_prompts]
+        judge_file = artifact(cfg, "models", "sft")
+        if method.kind == "rlhf":
+            k = cfg.ablation.pool_sft_samples
+            flat = sample_texts(ref, tok, [x for x in prompts for _ in range(k)], seed=cfg.seed + 43,
+                                **sampling_kwargs(cfg))
+            pools = oracle.build_pools(task, ref, tok, prompts, [flat[i * k: (i + 1) * k] for i in range(len(prompts))])
+            judge_model = ExactBTReward(task, tok, pools)
+        else:
+            judge_model = ExactPreference(task, tok)
+    else:
+        judge_model = (RewardModel if method.kind == "rlhf" else PreferenceModel).from_pretrained(
+            require(judge_file, DVC_STAGES["rm" if method.kind == "rlhf" else "pm"]))
+        check_same_tokenizer(judge_model.tokenizer, tok, f"{'reward' if method.kind == 'rlhf' else 'preference'} "
+                             f"model ({judge_model.kind})", "policy (SFT)")
+    probe = None
+    if task.has_exact_judge:
+        probe = ConvergenceProbe.from_oracle(require(artifact(cfg, "oracle"), "oracle"), name, task, tok,
+                                             ref.to(acc.device), samples=pg_cfg.probe_samples,
+                                             max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed + 41,
+                                             confidence=cfg.eval.confidence)
+    state = resume_path(cfg, f"policy{suffix}_{name}")
+    log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, pg_cfg,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
-                            state_path=resume_path(cfg, f"policy_{name}"), accelerator=acc,
-                            fingerprint=fingerprint(method, cfg.pg, cfg.sampling, cfg.task, cfg.runtime, inputs=[
-                                artifact(cfg, "data"), artifact(cfg, "models", "sft"),
-                                artifact(cfg, "models", "rm" if method.kind == "rlhf" else "pm")]), desc=name)
+                            state_path=state, accelerator=acc,
+                            fingerprint=fingerprint(method, pg_cfg, cfg.sampling, cfg.task, cfg.runtime, variant,
+                                                    cfg.ablation if variant == "exact" else None, inputs=[
+                                                        artifact(cfg, "data"), artifact(cfg, "models", "sft"),
+                                                        judge_file, *([artifact(cfg, "oracle")] if probe else [])]),
+                            desc=policy_stage(name, variant), probe=probe)
     policy = acc.unwrap_model(policy).eval()
-    out_dir = policy_dir(cfg, name)
+    out_dir = policy_dir(cfg, name, variant)
     save_policy(policy, tok, out_dir / "policy")
     if ema is not None:
         save_policy(ema, tok, out_dir / "average")
-    resume_path(cfg, f"policy_{name}").unlink(missing_ok=True)
+    state.unlink(missing_ok=True)
 
-    # quick check against μ with the exact judge (the full table is the eval stage)
-    metrics = {"method": name, "kind": method.kind, "tau": method.tau, "beta": method.beta,
-               "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
-    if task.has_exact_judge:
+    metrics = {"method": name, "variant": variant, "kind": method.kind, "tau": method.tau, "beta": method.beta,
+               "seed": pg_cfg.seed, "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
+    if ema is not None and task.has_exact_judge:
+        # the averaged policy against SFT (the last iterate's numbers are the probe's)
         prompts_e = task.prompts("eval")[: cfg.eval.n_prompts]
         smp = sampling_kwargs(cfg)
-        y = sample_texts(policy.to(acc.device), tok, prompts_e, seed=cfg.seed + 31, **smp)
+        y_avg = sample_texts(ema, tok, prompts_e, seed=cfg.seed + 33, **smp)
         y_ref = sample_texts(ref.to(acc.device), tok, prompts_e, seed=cfg.seed + 32, **smp)
-        metrics["p_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y, y_ref)))
-        if ema is not None:
-            y_avg = sample_texts(ema, tok, prompts_e, seed=cfg.seed + 33, **smp)
-            metrics["p_average_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y_avg, y_ref)))
+        metrics["p_average_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y_avg, y_ref)))
     metrics["runtime_s"] = round(time.time() - t0, 2)
-    out = _mk(cfg.results / "policy" / name)
+    out = _mk(cfg.results / f"policy{suffix}" / name)
     pd.DataFrame(log["train"]).to_csv(out / "curve.csv", index=False)
-    write_metrics(cfg, f"policy_{name}", metrics)
+    if log.get("probe"):
+        pd.DataFrame(log["probe"]).to_csv(_mk(cfg.results / f"convergence{suffix}") / f"{name}.csv", index=False)
+        metrics["probe"] = {**log["probe"][-1], **converged(log["probe"], pg_cfg.steps)}
+    write_metrics(cfg, f"policy{suffix}_{name}", metrics)
     return metrics
 
 
-def load_table_policies(cfg: PipelineConfig, names) -> dict:
+def load_table_policies(cfg: PipelineConfig, names, variant: str = "paper") -> dict:
     """name → policy model for the table: SFT, each method's last iterate, and EMA*'s averaged policy."""
     models = {}
     for name in names:
         if name == "SFT":
             path, stage = artifact(cfg, "models", "sft"), "sft"
         elif name.endswith("*"):
-            path, stage = policy_dir(cfg, name[:-1]) / "average", f"policy@{name[:-1]}"
+            path, stage = policy_dir(cfg, name[:-1], variant) / "average", policy_stage(name[:-1], variant)
         else:
-            path, stage = policy_dir(cfg, name) / "policy", f"policy@{name}"
+            path, stage = policy_dir(cfg, name, variant) / "policy", policy_stage(name, variant)
         model, _ = load_policy(require(path, stage))
         models[name] = model.eval()
     return models
@@ -528,6 +572,11 @@ def run_eval(cfg: PipelineConfig) -> dict:
     if task.has_exact_judge:
         per_policy["well_formed"] = [float(np.mean([task.is_well_formed(x, y) for x, y in zip(prompts, samples[n])]))
                                      for n in names]
+    pools_file = artifact(cfg, "oracle", "pools.json")
+    if task.has_exact_judge and pools_file.exists():
+        # how often a policy's samples fall inside the oracle's candidate pools (the oracle's prompts come first)
+        cands = [set(c) for c in json.loads(pools_file.read_text())["candidates"]]
+        per_policy["in_oracle_pool"] = [float(np.mean([y in c for y, c in zip(samples[n], cands)])) for n in names]
     if oracle_policy is not None:
         # normalised margin: how much of its method's oracle margin over SFT a trained policy reaches
         target = {n: ("SP" if n.startswith("EMA") else n) for n in names}
@@ -543,6 +592,9 @@ def run_eval(cfg: PipelineConfig) -> dict:
             metrics["rlhf_best_vs_sft"] = {"best_other": rival, "difference": round(d, 4),
                                            "ci": [round(lo, 4), round(hi, 4)]}
     per_policy.to_csv(out / "per_policy.csv", index=False)
+    if task.has_exact_judge and oracle_long is not None and cfg.ablation.methods:
+        metrics["exact_judge_training"] = exact_judge_tables(cfg, task, tok, prompts, samples["SFT"], oracle_long,
+                                                             oracle_policy, tables["exact"], out)
     pd.DataFrame({"prompt": prompts[:10], **{n: samples[n][:10] for n in names}}).to_csv(out / "samples.csv",
                                                                                           index=False)
     pm_vs_rm_table(cfg).to_csv(out / "pm_vs_rm.csv", index=False)
@@ -556,6 +608,79 @@ def run_eval(cfg: PipelineConfig) -> dict:
     metrics["runtime_s"] = round(time.time() - t0, 2)
     write_metrics(cfg, "eval", metrics)
     return metrics
+
+
+def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, oracle_long, oracle_policy,
+                       paper_long, out: Path) -> dict:
+    """The exact-judge ablation's table (its policies and SFT under P*), its normalised margins, its sign agreement
+    with the oracle table, the second training seed of the headline comparisons, and the scorecard with theory,
+    exact-judge training, the paper's setting and the paper side by side."""
+    from nlhf.evaluate import pairwise_table, scorecard, to_markdown, to_matrix
+    from nlhf.plots import preference_heatmap
+
+    acc = accelerator_for(cfg)
+    smp = sampling_kwargs(cfg)
+    ablation = list(cfg.ablation.methods)
+    names = ["SFT"] + ablation + [f"{n}*" for n in ablation if cfg.methods[n].kind == "nash_ema"]
+    samples = {"SFT": sft_samples}
+    for k, (name, model) in enumerate(load_table_policies(cfg, names[1:], "exact").items()):
+        samples[name] = sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 3000 + k, **smp)
+    long = pairwise_table(task.judge, prompts, samples, cfg.eval.confidence)
+    long.to_csv(out / "table_exact_judge_training_long.csv", index=False)
+    to_matrix(long, names).to_csv(out / "table_exact_judge_training.csv")
+    (out / "table_exact_judge_training.md").write_text(to_markdown(long, names))
+    fig = preference_heatmap(long, names, "Policies trained against the exact judges: P*(column ≻ row)")
+    fig.savefig(out / "table_exact_judge_training.png", dpi=130, bbox_inches="tight")
+    m = to_matrix(long, names)
+    target = {n: ("SP" if n.rstrip("*") in cfg.methods and cfg.methods[n.rstrip("*")].kind == "nash_ema" else n)
+              for n in names}
+    om = to_matrix(oracle_long, list(dict.fromkeys(target.values())))
+    margins = []
+    for n in names[1:]:
+        ceiling = float(oracle_policy.get(target[n], np.nan))
+        margins.append({"policy": n, "p_vs_sft": float(m.loc["SFT", n]), "oracle_target_vs_sft": ceiling,
+                        "normalized_margin": (float(m.loc["SFT", n]) - 0.5) / (ceiling - 0.5)})
+    pd.DataFrame(margins).to_csv(out / "per_policy_exact_judge_training.csv", index=False)
+    # sign agreement with the oracle where the oracle is clearly away from a tie
+    cells = []
+    for r in names:
+        for c in names:
+            if r < c and target[r] != target[c]:
+                o = float(om.loc[target[r], target[c]])
+                if abs(o - 0.5) > 0.04:
+                    cells.append({"row": r, "column": c, "oracle": o, "trained": float(m.loc[r, c]),
+                                  "same_sign": bool((o - 0.5) * (float(m.loc[r, c]) - 0.5) > 0)})
+    pd.DataFrame(cells).to_csv(out / "exact_judge_vs_oracle_signs.csv", index=False)
+    # a second training seed of the paper's setting
+    seed_rows = []
+    seed_names = [n for n in cfg.ablation.seed_methods]
+    if seed_names:
+        s2 = {n: sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 4000 + k, **smp)
+              for k, (n, model) in enumerate(load_table_policies(cfg, seed_names, "seed").items())}
+        pm_ = to_matrix(paper_long, list(dict.fromkeys(paper_long["row"])))
+        ci_ = to_matrix(paper_long, list(dict.fromkeys(paper_long["row"])), "ci")
+        for a, b in (("MD1", "RLHF"), ("MD1", "SP"), ("BR", "RLHF")):
+            if a in s2 and b in s2:
+                p2 = float(np.mean(task.judge(prompts, s2[a], s2[b])))
+                p1 = float(pm_.loc[b, a])
+                seed_rows.append({"comparison": f"P({a} ≻ {b})", "seed_1": p1, "seed_2": p2,
+                                  "spread": abs(p1 - p2), "sampling_ci95": float(ci_.loc[b, a])})
+    pd.DataFrame(seed_rows).to_csv(out / "seeds.csv", index=False)
+    # theory / exact-judge training / paper setting / paper, claim by claim
+    card_exact = scorecard(long, oracle_long, cfg.eval.confidence).set_index("claim")
+    card_paper = scorecard(paper_long, oracle_long, cfg.eval.confidence).set_index("claim")
+    side = pd.DataFrame({"paper": card_paper["paper"], "oracle (theory)": card_paper["oracle"],
+                         "oracle outcome": card_paper["oracle_outcome"],
+                         "exact-judge training": card_exact["ours"].reindex(card_paper.index),
+                         "exact-judge outcome": card_exact["outcome"].reindex(card_paper.index),
+                         "trained judges (paper setting)": card_paper["ours"],
+                         "paper-setting outcome": card_paper["outcome"]}).reset_index()
+    side.to_csv(out / "scorecard_side_by_side.csv", index=False)
+    (out / "scorecard_side_by_side.md").write_text(side.to_markdown(index=False) + "\n")
+    return {"normalized_margin_min": float(min(r["normalized_margin"] for r in margins)),
+            "sign_agreement": f"{sum(c['same_sign'] for c in cells)}/{len(cells)}",
+            "seeds": {r["comparison"]: {k: round(v, 4) for k, v in r.items() if k != "comparison"}
+                      for r in seed_rows}}
 
 
 def pm_vs_rm_table(cfg: PipelineConfig) -> pd.DataFrame:
@@ -573,7 +698,6 @@ def pm_vs_rm_table(cfg: PipelineConfig) -> pd.DataFrame:
 def run_oracle(cfg: PipelineConfig) -> dict:
     """Stage ``oracle``: each method's target on candidate pools of the evaluation prompts, under the exact judge of
     every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts."""
-    from dataclasses import replace
 
     from nlhf import oracle
     from nlhf.evaluate import to_markdown, to_matrix
@@ -643,6 +767,8 @@ def run_oracle(cfg: PipelineConfig) -> dict:
                                   "ci95": round(float(ci.loc[rlhf[0], nash[0]]), 4)}
         pm["token_vs_sequence_tv_max"] = float(gap["tv_mean"].max()) if len(gap) else None
         metrics["populations"][population] = pm
+        if own:  # the targets the policy stages measure their convergence against
+            oracle.write_targets(artifact(cfg, "oracle"), pools, per_prompt, fresh)
     metrics["runtime_s"] = round(time.time() - t0, 2)
     write_metrics(cfg, "oracle", metrics)
     return metrics

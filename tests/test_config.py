@@ -66,6 +66,7 @@ def _del(section, key=None):
 @pytest.mark.parametrize("edit, match", [
     (lambda p: p["sft"].update(lr="fast"), r"sft\.lr: expected float, got str"),
     (lambda p: p["sft"].update(steps=0), r"sft\.steps: must be >= 1"),
+    (lambda p: p["sampling"].update(temperature=0.7), r"sampling\.temperature: policy-gradient training needs 1\.0"),
     (lambda p: p["pg"].update(lerning_rate=1.0), r"pg\.lerning_rate: unknown key"),
     (lambda p: p["methods"]["MD1"].update(beta=1.5), r"methods\.MD1\.beta: must be in \[0, 1\]"),
     (lambda p: p["methods"]["RLHF"].update(tau=0), r"methods\.RLHF\.tau: must be > 0"),

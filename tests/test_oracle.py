@@ -5,7 +5,8 @@ import pytest
 from scipy.special import softmax
 
 from nlhf import games, oracle
-from nlhf.tasks.synthetic import SyntheticTask, SyntheticTaskConfig, parse_prompt, preference_from_utilities
+from nlhf.tasks.synthetic import (SyntheticTask, SyntheticTaskConfig, parse_prompt, preference_from_utilities,
+                                  summary_features)
 
 TAU = 0.05
 
@@ -120,9 +121,22 @@ def test_populations_keep_raters_consistent_and_condorcet_unchanged():
     assert (p > 0.5).all()  # the documented cycle A ≻ B ≻ C ≻ A
     comp = SyntheticTask(SyntheticTaskConfig(population="completist"))
     doc = parse_prompt(x)
-    key_only, complete = " ".join(doc.key_facts), " ".join(doc.facts)
-    # the strict-skimmer majority prefers the key facts to the complete summary
-    assert comp.judge([x], [key_only], [complete])[0] > 0.56
+    complete = " ".join(doc.facts)
+    invented = next(w for w in comp.fact_words if w not in doc.facts)
+    embellished = " ".join(list(doc.facts) + [invented])
+    assert comp.judge([x], [embellished], [embellished])[0] == 0.5
+    # the completist majority prefers the faithful summary to the embellished one: the Condorcet winner
+    assert comp.judge([x], [complete], [embellished])[0] > 0.56
+    # ... which beats everything else the grammar makes, by a larger margin than the faithful summary does
+    others = [y for y in comp.candidates(x)
+              if summary_features(doc, y, 12)["form_embellished"] == 0 and y != complete]
+    assert (comp.judge([x] * len(others), [embellished] * len(others), others) > 0.5).all()
+    assert (comp.judge([x] * len(others), [embellished] * len(others), others).mean()
+            > comp.judge([x] * len(others), [complete] * len(others), others).mean())
+    # three SFT-like outputs of the three lengths cycle (the minor readers decide where the large groups tie)
+    short, medium, long = doc.facts[-1], " ".join(doc.facts[-2:][::-1]), " ".join(doc.facts[::-1])
+    p = comp.judge([x] * 3, [short, medium, long], [medium, long, short])
+    assert (p > 0.5).all() or (p < 0.5).all()
     with pytest.raises(ValueError, match="population"):
         SyntheticTaskConfig(population="nope")
     with pytest.raises(ValueError, match="rater_weights"):

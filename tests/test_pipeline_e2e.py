@@ -86,7 +86,20 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
         opiv = olong.pivot(index="row", columns="column", values="p")
         assert ((opiv + opiv.T - 1).abs().max().max()) < 1e-9
         assert (opiv.loc[:, "NE"] >= 0.5 - 1e-9).all()  # nothing beats the Nash equilibrium
-    assert "normalized_margin" in pd.read_csv(r / "eval" / "per_policy.csv")
+    assert {"normalized_margin", "in_oracle_pool"} <= set(pd.read_csv(r / "eval" / "per_policy.csv"))
+    # convergence probes: the start and every 5% of the 4 tiny steps, for each set of policies
+    for folder, name in (("convergence", "MD1"), ("convergence_exact", "RLHF"), ("convergence_seed", "BR")):
+        probe = pd.read_csv(r / folder / f"{name}.csv")
+        assert list(probe["step"]) == [0, 1, 2, 3, 4], folder
+        assert probe[["p_vs_sft", "p_vs_target", "kl"]].notna().all().all()
+    # the exact-judge ablation's table, its signs against the oracle, the second seed, the side-by-side scorecard
+    ablation = pd.read_csv(r / "eval" / "table_exact_judge_training_long.csv")
+    assert set(ablation["row"]) == {"SFT", "RLHF", "SP", "MD1", "MD4", "BR", "EMA1", "EMA1*"}
+    assert set(pd.read_csv(r / "eval" / "seeds.csv")["comparison"]) == {"P(MD1 ≻ RLHF)", "P(MD1 ≻ SP)", "P(BR ≻ RLHF)"}
+    side = pd.read_csv(r / "eval" / "scorecard_side_by_side.csv")
+    assert {"oracle outcome", "exact-judge outcome", "paper-setting outcome", "paper"} <= set(side.columns)
+    plots = _dvc(tiny_repo, "plots", "show", "--json").stdout
+    assert "results/convergence/MD1.csv" in plots and "results/convergence_exact/SP.csv" in plots
     for stage in ["tabular", "data", "sft", "pm", "rm", "policy_RLHF", "policy_EMA1", "oracle", "eval"]:
         assert (r / "metrics" / f"{stage}.json").exists(), stage
     # timings live outside the hashed outputs that later stages depend on (eval depends on pm.json and rm.json)
@@ -237,7 +250,7 @@ clean = load_file(str(stages.policy_dir(cfg, "MD1") / "policy" / "model.safetens
 print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}}))
 """
     r = _run([sys.executable, "-c", code], tiny_repo)
-    assert "[MD1] ignoring checkpoint" in r.stdout and "starting fresh" in r.stdout, r.stdout[-3000:]
+    assert "[policy@MD1] ignoring checkpoint" in r.stdout and "starting fresh" in r.stdout, r.stdout[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"equal": True}
 
 
@@ -251,8 +264,11 @@ from nlhf import stages
 cfg = load_config("params.yaml", "tiny")
 cfg.paths.artifacts = {str(tmp_path / 'a')!r}; cfg.paths.results = {str(tmp_path / 'r')!r}
 stages.run_data(cfg); stages.run_sft(cfg); stages.run_preference(cfg, "pm"); stages.run_preference(cfg, "rm")
+stages.run_oracle(cfg)
 for m in cfg.methods: stages.run_policy(cfg, m)
-stages.run_oracle(cfg); stages.run_eval(cfg)
+for m in cfg.ablation.methods: stages.run_policy(cfg, m, "exact")
+for m in cfg.ablation.seed_methods: stages.run_policy(cfg, m, "seed")
+stages.run_eval(cfg)
 """
     _run([sys.executable, "-c", code], tiny_repo)
     a = pd.read_csv(tiny_repo / "results" / "eval" / "table_exact_long.csv")

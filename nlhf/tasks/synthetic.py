@@ -19,7 +19,7 @@ Features of a summary y for document x (``summary_features``):
   miss key facts missing;  nkey number of key facts in x;  ndev = |n − nkey|;
   skip document facts passed over before the last one the summary uses (cherry-picking; 0 for a prefix);
   form_*  one-hot of the summary's form (``summary_form``: complete, key_facts, top_fact, lead, keys_reordered,
-          complete_invented, other).
+          embellished, other);  len_*  one-hot of its length class (short: 1 word, medium: 2–3, long: ≥ 4).
 
 Rater k has utility u_k(x, y) = Σ_f coef_kf · feature_f(x, y) (``POPULATIONS``) and is a noisy Bradley–Terry rater
 with sharpness s_k:
@@ -81,33 +81,36 @@ STYLES: tuple[str, ...] = (
 # complete ≻ key_only ≻ lead ≻ complete. A Nash equilibrium ties every response in its support, and the
 # Bradley–Terry optimum lies inside that support on most prompts, so theory predicts Nash ≈ RLHF here.
 #
-# completist (the paper's App. A mechanism). These raters judge a summary by its *form* (``summary_form``): the key
-# facts in order, the complete summary, the top key fact, the lead fact, the key facts reordered, the complete
-# summary with an invented word, or anything else. A majority of strict skimmers (60%) wants exactly the key facts
-# and rates the complete summary a little lower (−1.5) and every other form much lower (−6). A minority of
-# completists (16%) rates the complete summary far above everything (+6). Three minor readers (8% each) also put
-# the complete summary first, find the bare key facts too terse, and rotate over the short forms (key facts
-# reordered ≻ top fact ≻ lead, top fact ≻ lead ≻ reordered, lead ≻ reordered ≻ top fact), so the common flawed SFT
-# outputs cycle. Then the key-facts summary beats the complete one (P ≈ 0.60 × σ(4.5) ≈ 0.59) and is the Condorcet
-# winner, while the complete summary beats the common short and flawed outputs by a far larger margin (P ≈ 1 against
-# ≈ 0.7), so a Bradley–Terry score fitted on comparisons of SFT outputs ranks it first: the RLHF optimum lies outside
-# the Nash support, and P(Nash ≻ RLHF) ≈ P(key facts ≻ complete).
+# completist (the paper's App. A mechanism). The two large groups judge a summary by its *form* (``summary_form``):
+# the complete summary (every fact, in order), the key facts in order, the top key fact, the lead fact, the key facts
+# reordered, the complete summary followed by an invented word (embellished), or anything else. A majority of completists (60%) wants the
+# complete, faithful summary and rates the same summary with an invented word a little lower (−1.5) and every other
+# form much lower (−6). A minority of embellishers (16%) cannot check facts and takes an invented word for extra
+# information: they rate the embellished complete summary far above everything (+6). Then the faithful summary beats
+# the embellished one (P ≈ 0.60 × σ(4.5) ≈ 0.59) and is the Condorcet winner, while the embellished summary beats the
+# common short and flawed outputs by a larger margin (every rater prefers it to them; the embellishers are
+# indifferent between the faithful summary and those), so a Bradley–Terry score fitted on comparisons of SFT outputs
+# ranks it first: the RLHF optimum lies outside the Nash support, and P(Nash ≻ RLHF) ≈ P(faithful ≻ embellished) —
+# the reward model's preference for a hallucination that a minority likes. The two targets are one word apart, so
+# a policy that reaches one can reach the other by a local change.
+# Three minor readers (8% each) also put the embellished and then the faithful complete summary first, and otherwise
+# judge by length (``length_class``) with rotated tastes: a headline reader (one word ≻ two–three ≻ four or more), a
+# digest reader (two–three ≻ four or more ≻ one) and a detail reader (four or more ≻ one ≻ two–three). The two large
+# groups tie on everything that is neither complete nor embellished, which is most of what SFT samples, so there the
+# minor readers decide and the SFT outputs of three lengths cycle (each reader alone is transitive).
 POPULATIONS: dict[str, dict[str, dict[str, float]]] = {
     "condorcet": {
         "thorough":     {"cov": 3.0, "inv": -0.5, "dup": -0.5},
         "skimmer":      {"ndev": -1.0, "miss": -0.5, "inv": -0.5, "dup": -0.5},
         "fact_checker": {"dis": -2.0, "inv": -1.0, "dup": -0.5, "skip": -1.0, "n": -0.4},
     },
-    "completist": {  # utilities of the forms (``FORMS``); a form left out is worth 0
-        "strict_skimmer":  {"form_complete": -1.5, "form_top_fact": -6.0, "form_lead": -6.0,
-                            "form_keys_reordered": -6.0, "form_complete_invented": -6.0, "form_other": -6.0},
-        "completist":      {"form_complete": 6.0},
-        "key_hunter":      {"form_complete": 1.0, "form_key_facts": -1.0, "form_top_fact": -1.0, "form_lead": -2.0,
-                            "form_complete_invented": -2.0, "form_other": -4.0},
-        "headline_reader": {"form_complete": 1.0, "form_key_facts": -1.0, "form_lead": -1.0,
-                            "form_keys_reordered": -2.0, "form_complete_invented": -3.0, "form_other": -4.0},
-        "lead_reader":     {"form_complete": 1.0, "form_key_facts": -1.0, "form_top_fact": -2.0,
-                            "form_keys_reordered": -1.0, "form_complete_invented": -1.0, "form_other": -4.0},
+    "completist": {  # utilities of the forms (``FORMS``) and length classes; a feature left out is worth 0
+        "completist":      {"form_embellished": -1.5, "form_key_facts": -6.0, "form_top_fact": -6.0,
+                            "form_lead": -6.0, "form_keys_reordered": -6.0, "form_other": -6.0},
+        "embellisher":     {"form_embellished": 6.0},
+        "headline_reader": {"form_embellished": 3.0, "form_complete": 1.0, "len_medium": -1.0, "len_long": -2.0},
+        "digest_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_long": -1.0, "len_short": -2.0},
+        "detail_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_short": -1.0, "len_medium": -2.0},
     },
 }
 # Default rater shares and sharpness of each population (params may override them).
@@ -115,8 +118,10 @@ POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
                                               "completist": [0.60, 0.16, 0.08, 0.08, 0.08]}
 RATERS = POPULATIONS["condorcet"]
 # Summary forms, in the order ``summary_form`` tests them; the first that matches is the summary's form.
-FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "complete_invented", "other")
-FEATURES: tuple[str, ...] = ("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip") + tuple(f"form_{f}" for f in FORMS)
+FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "embellished", "other")
+LENGTH_CLASSES: tuple[str, ...] = ("short", "medium", "long")  # 1 word, 2–3 words, 4 or more (``length_class``)
+FEATURES: tuple[str, ...] = (("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip")
+                             + tuple(f"form_{f}" for f in FORMS) + tuple(f"len_{c}" for c in LENGTH_CLASSES))
 MALFORMED_UTILITY = -100.0
 
 
@@ -254,14 +259,20 @@ def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, f
     form = summary_form(doc, words, cov, inv, dup, dis)
     return {"cov": cov, "n": len(words), "ndev": abs(len(words) - nkey), "miss": miss, "inv": inv,
             "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0),
-            **{f"form_{f}": float(f == form) for f in FORMS}}
+            **{f"form_{f}": float(f == form) for f in FORMS},
+            **{f"len_{c}": float(c == length_class(len(words))) for c in LENGTH_CLASSES}}
+
+
+def length_class(n_words: int) -> str:
+    """short (one word), medium (two or three words) or long (four or more)."""
+    return "short" if n_words == 1 else "medium" if n_words <= 3 else "long"
 
 
 def summary_form(doc: Document, words: list[str], cov: float, inv: int, dup: int, dis: float) -> str:
     """The first of FORMS that ``words`` (a well-formed summary of ``doc``) matches: complete (every fact, in order,
     nothing else), key_facts (the key facts in order, nothing else), top_fact (the first key fact alone), lead (the
-    first fact alone), keys_reordered (the key facts alone, out of order), complete_invented (every fact plus
-    invented words, no repeats), or other."""
+    first fact alone), keys_reordered (the key facts alone, out of order), embellished (the complete summary followed
+    by words that are not in the document, no repeats), or other."""
     keys = list(doc.key_facts)
     if words == list(doc.facts):
         return "complete"
@@ -273,8 +284,9 @@ def summary_form(doc: Document, words: list[str], cov: float, inv: int, dup: int
         return "lead"
     if sorted(words) == sorted(keys) and dis > 0 and not dup:
         return "keys_reordered"
-    if cov == 1.0 and inv and not dup:
-        return "complete_invented"
+    n = len(doc.facts)
+    if words[:n] == list(doc.facts) and len(words) > n and inv == len(words) - n and not dup:
+        return "embellished"
     return "other"
 
 

@@ -70,9 +70,12 @@ class PGConfig:
     checkpoint_every: int = 50  # steps between resumable checkpoints
     seed: int = 0  # prompt order and sampling seed
     ema_reference_steps: int = 10_000  # run length the EMA β values are quoted for (see module docstring)
+    probe_every: int = 0  # steps between convergence probes (nlhf.training.probe); 0: every 5% of the run
+    probe_samples: int = 4  # responses per probe prompt
 
     def __post_init__(self):
-        for f in ("steps", "batch_size", "log_every", "checkpoint_every", "ema_reference_steps"):
+        check(self.probe_every >= 0, "probe_every", f"must be >= 0 (got {self.probe_every})")
+        for f in ("steps", "batch_size", "log_every", "checkpoint_every", "ema_reference_steps", "probe_samples"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
         check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
@@ -121,15 +124,23 @@ def train_policy(
     accelerator: Accelerator | None = None,
     fingerprint: str = "",
     desc: str = "policy",
+    probe=None,
 ) -> tuple[dict, torch.nn.Module | None]:
     """Train ``policy`` in place (initialised at μ = ``ref``) with the method's opponent and signal.
 
     ``judge_model`` is the trained preference model (Nash methods) or the BT reward model (RLHF). Returns the log
-    ``{"train": [per-step dicts]}`` and, for ``nash_ema``, the averaged-parameter policy π_θ̄ (EMA*).
+    ``{"train": [per-step dicts], "probe": [...]}`` and, for ``nash_ema``, the averaged-parameter policy π_θ̄ (EMA*).
+    ``probe(model, step) -> dict`` (:class:`nlhf.training.probe.ConvergenceProbe`), if given, runs before the first
+    step and every ``cfg.probe_every`` steps (0: every 5% of the run) on the main process; it must not touch the
+    training's random streams.
     Resumes from ``state_path`` when its fingerprint (the caller's hash of the params and of the content of the
     policy's, reference's and judge's upstream artifacts) matches, otherwise starts fresh; raises FloatingPointError
     naming a NaN/inf step.
     """
+    if temperature != 1.0:
+        raise ValueError(f"sampling.temperature: policy-gradient training needs 1.0 (got {temperature}): the gradient "
+                         f"uses the policy's temperature-1 log-probabilities, so samples drawn at another temperature "
+                         f"would make it biased")
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
     lr = method.lr or cfg.lr
@@ -148,8 +159,9 @@ def train_policy(
     seed = cfg.seed + 1000 * accelerator.process_index
     prompt_gen = torch.Generator().manual_seed(seed)
     sample_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    log: dict = {"train": [], "method": method.kind, "tau": method.tau, "beta": method.beta,
+    log: dict = {"train": [], "probe": [], "method": method.kind, "tau": method.tau, "beta": method.beta,
                  "ema_beta_effective": ema_beta}
+    probe_every = cfg.probe_every or max(1, cfg.steps // 20)
     start = 0
     state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"))
     if state is not None and state.get("fingerprint") != fingerprint:
@@ -172,6 +184,12 @@ def train_policy(
         log, start = state["log"], state["step"]
         accelerator.print(f"[{desc}] resumed from {state_path} at step {start}")
 
+    def run_probe(step: int) -> None:
+        if probe is not None and accelerator.is_main_process:
+            log.setdefault("probe", []).append(probe(accelerator.unwrap_model(policy), step))
+
+    if start == 0:
+        run_probe(0)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     B = cfg.batch_size
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=2.0,
@@ -244,6 +262,13 @@ def train_policy(
                 }
             log["train"].append(row)
             bar.set_postfix(kl=f"{row['kl_to_ref']:.3f}", s=f"{row['signal']:.3f}")
+        if done % probe_every == 0 or done == cfg.steps:
+            run_probe(done)
+            if probe is not None and accelerator.is_main_process:
+                last = log["probe"][-1]
+                accelerator.print(f"[{desc}] step {done}/{cfg.steps}: P*(π ≻ SFT) {last['p_vs_sft']:.3f} "
+                                  f"± {last['p_vs_sft_ci']:.3f}, P*(π ≻ target) {last['p_vs_target']:.3f}, "
+                                  f"KL {last['kl']:.2f}, {last['words']:.2f} words")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             # every rank's generator states (a collective: all ranks call it), saved by the main process
             rank_states = gather_object([(prompt_gen.get_state(), sample_gen.get_state(), rng_state())])

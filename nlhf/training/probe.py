@@ -1,0 +1,116 @@
+"""Convergence probe: where a policy stands during training, measured with the exact judge on fixed prompts.
+
+Every ``eval_every`` steps the probe samples ``samples`` responses per prompt from π_t on the oracle's evaluation
+prompts (``artifacts/oracle``, :func:`nlhf.oracle.write_targets`) and reports, with P* the task's exact judge:
+
+* ``p_vs_sft``     P*(π_t ≻ SFT) = E_{y~π_t} mean_j P*(y ≻ s_j) over the stored SFT samples s_j of each prompt,
+  with the normal 95% CI over prompts (``p_vs_sft_ci``);
+* ``p_vs_target``  P*(π_t ≻ π_target) = E_{y~π_t} Σ_c π_target(c) P*(y ≻ c), with π_target the method's oracle
+  policy on the prompt's candidate pool (the fixed point it should converge to, :mod:`nlhf.oracle`);
+* ``kl``           KL(π_t ‖ μ) = E_{y~π_t} Σ_n log π_t(y_n|·) − log μ(y_n|·), on the same samples;
+* ``words``        mean response length in words; ``in_pool`` the fraction of samples inside the candidate pool.
+
+The probe draws from its own generator, seeded per step, so training's random streams (and a resumed run) are
+untouched. Converged (:func:`converged`) means that over the last 25% of training P*(π_t ≻ SFT) moves by less than
+its own 95% CI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from nlhf.sampling import generate, response_logprobs
+
+
+class ConvergenceProbe:
+    """Callable ``probe(model, step) -> dict`` (module docstring)."""
+
+    def __init__(self, task, tokenizer, ref, prompts: Sequence[str], sft_references: Sequence[Sequence[str]],
+                 candidates: Sequence[Sequence[str]], target: Sequence[np.ndarray], *, samples: int,
+                 max_new_tokens: int, seed: int = 0, confidence: float = 0.95, batch_size: int = 1024):
+        if not (len(prompts) == len(sft_references) == len(candidates) == len(target)):
+            raise ValueError("ConvergenceProbe: prompts, references, candidates and target differ in length")
+        self.task, self.tok, self.ref = task, tokenizer, ref
+        self.prompts = list(prompts)
+        self.samples, self.max_new_tokens, self.seed = samples, max_new_tokens, seed
+        self.z = float(norm.ppf(0.5 + confidence / 2))
+        self.batch_size = batch_size
+        self.pools = [set(c) for c in candidates]
+        # utilities of the references and candidates are fixed: compute them once
+        self.u_ref = [task.utilities([x] * len(r), list(r)) for x, r in zip(prompts, sft_references)]
+        self.u_cand = [task.utilities([x] * len(c), list(c)) for x, c in zip(prompts, candidates)]
+        self.target = [np.asarray(t, dtype=np.float64) for t in target]
+
+    @classmethod
+    def from_oracle(cls, oracle_dir, target_name: str, task, tokenizer, ref, *, samples: int, max_new_tokens: int,
+                    seed: int = 0, confidence: float = 0.95) -> "ConvergenceProbe":
+        """The probe for one method, from the oracle stage's ``pools.json`` and ``targets/<target_name>.json``."""
+        from nlhf.oracle import target_file_stem
+
+        oracle_dir = Path(oracle_dir)
+        pools = json.loads((oracle_dir / "pools.json").read_text())
+        target = json.loads((oracle_dir / "targets" / f"{target_file_stem(target_name)}.json").read_text())
+        return cls(task, tokenizer, ref, pools["prompts"], pools["sft_references"], pools["candidates"], target,
+                   samples=samples, max_new_tokens=max_new_tokens, seed=seed, confidence=confidence)
+
+    def _preference(self, u: np.ndarray, u_other: np.ndarray) -> np.ndarray:
+        from nlhf.tasks.synthetic import preference_from_utilities
+
+        return preference_from_utilities(u[:, None, :], u_other[None, :, :], self.task.cfg.rater_weights,
+                                         self.task.cfg.rater_sharpness)
+
+    @torch.no_grad()
+    def __call__(self, model, step: int) -> dict:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + step)
+        k = self.samples
+        flat = [x for x in self.prompts for _ in range(k)]
+        texts, kl = [], []
+        for i in range(0, len(flat), self.batch_size):
+            enc = self.tok(flat[i: i + self.batch_size], return_tensors="pt", padding=True,
+                           add_special_tokens=False).to(device)
+            g = generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=self.max_new_tokens,
+                         eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id, generator=gen)
+            ref_lp = response_logprobs(self.ref, g.sequences, g.attention_mask, g.prompt_len)
+            kl.append(((g.policy_logprobs - ref_lp) * g.response_mask).sum(-1).cpu().numpy())
+            eos = self.tok.eos_token_id
+            for row, m in zip(g.response.tolist(), g.response_mask.tolist()):
+                texts.append(self.tok.decode([t for t, b in zip(row, m) if b and t != eos], skip_special_tokens=True))
+        if was_training:
+            model.train()
+        kl = np.concatenate(kl)
+        u = self.task.utilities(flat, texts)
+        p_sft, p_tgt, in_pool = [], [], []
+        for j, x in enumerate(self.prompts):
+            uj = u[j * k: (j + 1) * k]
+            p_sft.append(self._preference(uj, self.u_ref[j]).mean())
+            p_tgt.append((self._preference(uj, self.u_cand[j]) @ self.target[j]).mean())
+            in_pool.append(np.mean([y in self.pools[j] for y in texts[j * k: (j + 1) * k]]))
+        p_sft, p_tgt = np.array(p_sft), np.array(p_tgt)
+        half = lambda v: float(self.z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
+        return {"step": step, "p_vs_sft": float(p_sft.mean()), "p_vs_sft_ci": half(p_sft),
+                "p_vs_target": float(p_tgt.mean()), "p_vs_target_ci": half(p_tgt), "kl": float(kl.mean()),
+                "words": float(np.mean([len(t.split()) for t in texts])), "in_pool": float(np.mean(in_pool))}
+
+
+def converged(curve: Sequence[dict], steps: int, key: str = "p_vs_sft", window: float = 0.25) -> dict:
+    """Did ``key`` settle over the last ``window`` of training? The least-squares line through the probe points
+    with step ≥ (1 − window)·steps predicts a change Δ over the window; converged when |Δ| is below the mean 95%
+    CI half-width of those points (the change is smaller than what one evaluation can resolve)."""
+    pts = [r for r in curve if r["step"] >= (1 - window) * steps]
+    if len(pts) < 3:
+        return {"converged": None, "change_last_quarter": None, "ci95": None, "points": len(pts)}
+    x = np.array([r["step"] for r in pts], float)
+    y = np.array([r[key] for r in pts], float)
+    slope = np.polyfit(x, y, 1)[0]
+    change = float(slope * window * steps)
+    ci = float(np.mean([r[f"{key}_ci"] for r in pts]))
+    return {"converged": bool(abs(change) < ci), "change_last_quarter": change, "ci95": ci, "points": len(pts)}

@@ -1,0 +1,110 @@
+"""The convergence probe measures a policy with the exact judge without touching training's random streams, resumes
+bitwise inside a training run, and the convergence rule separates a settled curve from a moving one."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nlhf.models import ModelConfig, build_policy, build_preference_model
+from nlhf.tasks import SyntheticTask, SyntheticTaskConfig
+from nlhf.tokenization import build_word_tokenizer
+from nlhf.training.policy_gradient import MethodConfig, PGConfig, train_policy
+from nlhf.training.probe import ConvergenceProbe, converged
+
+SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return SyntheticTask(SyntheticTaskConfig.tiny(population="completist", n_sft=200, n_pref_train=200,
+                                                  n_pref_test=20, n_prompts_train=32))
+
+
+@pytest.fixture(scope="module")
+def tok(task, tmp_path_factory):
+    return build_word_tokenizer(task.vocabulary(), tmp_path_factory.mktemp("tok"))
+
+
+def _probe(task, tok, ref, samples=4, n=6, target=None):
+    prompts = task.prompts("eval")[:n]
+    cands = [task.candidates(x) for x in prompts]
+    refs = [c[:5] for c in cands]
+    tgt = target or [np.full(len(c), 1.0 / len(c)) for c in cands]
+    return ConvergenceProbe(task, tok, ref, prompts, refs, cands, tgt, samples=samples, max_new_tokens=6, seed=3)
+
+
+def test_probe_of_the_reference_itself_has_zero_kl_and_keeps_global_rng(task, tok):
+    ref = build_policy(SMALL, tok, seed=2).eval()
+    probe = _probe(task, tok, ref)
+    state = torch.random.get_rng_state()
+    a = probe(copy.deepcopy(ref), step=5)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert abs(a["kl"]) < 1e-4
+    assert a == probe(copy.deepcopy(ref), step=5)  # seeded per step
+    assert a != probe(copy.deepcopy(ref), step=6)
+    assert 0.0 <= a["p_vs_sft"] <= 1.0 and 0.0 <= a["in_pool"] <= 1.0 and a["p_vs_sft_ci"] > 0
+
+
+def test_probe_against_a_point_target_equals_the_judge(task, tok):
+    """With a point-mass target on candidate c, P*(π ≻ target) is the exact judge's mean P*(y ≻ c) over the same
+    samples (seeded); against references identical to that candidate, p_vs_sft equals it too."""
+    ref = build_policy(SMALL, tok, seed=2).eval()
+    prompts = task.prompts("eval")[:4]
+    cands = [task.candidates(x) for x in prompts]
+    point = [np.eye(len(c))[0] for c in cands]
+    probe = ConvergenceProbe(task, tok, ref, prompts, [[c[0]] * 3 for c in cands], cands, point, samples=8,
+                             max_new_tokens=6, seed=1)
+    out = probe(copy.deepcopy(ref), step=0)
+    assert out["p_vs_target"] == pytest.approx(out["p_vs_sft"], abs=1e-12)
+    assert 0.0 < out["p_vs_target"] < 1.0
+
+
+def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):
+    from tests.test_training import Interrupt, _KillingPM
+
+    pm = build_preference_model(SMALL, tok, seed=1).eval()
+    ref = build_policy(SMALL, tok, seed=2).eval()
+    prompts = task.prompts("train")
+    cfg = PGConfig(steps=8, batch_size=4, lr=1e-3, checkpoint_every=3, log_every=1, probe_every=2)
+    method = MethodConfig(kind="nash_md", tau=0.05, beta=0.5)
+    kw = dict(max_new_tokens=6, temperature=1.0, fingerprint="x")
+    a = copy.deepcopy(ref).train()
+    log_a, _ = train_policy(a, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "a.pt",
+                            probe=_probe(task, tok, ref), **kw)
+    assert [r["step"] for r in log_a["probe"]] == [0, 2, 4, 6, 8]
+    b = copy.deepcopy(ref).train()
+    with pytest.raises(Interrupt):
+        train_policy(b, ref, _KillingPM(pm, 7), tok, prompts, method, cfg, state_path=tmp_path / "b.pt",
+                     probe=_probe(task, tok, ref), **kw)
+    b = copy.deepcopy(ref).train()
+    log_b, _ = train_policy(b, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "b.pt",
+                            probe=_probe(task, tok, ref), **kw)
+    assert log_a["probe"] == log_b["probe"]
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+    # the default cadence: every 5% of the run, plus the start
+    assert PGConfig(steps=100).probe_every == 0
+
+
+def test_training_at_another_temperature_is_rejected(task, tok, tmp_path):
+    ref = build_policy(SMALL, tok, seed=2).eval()
+    pm = build_preference_model(SMALL, tok, seed=1).eval()
+    with pytest.raises(ValueError, match=r"sampling\.temperature: policy-gradient training needs 1\.0"):
+        train_policy(copy.deepcopy(ref), ref, pm, tok, task.prompts("train"), MethodConfig(kind="nash_md", tau=0.1),
+                     PGConfig(steps=2, batch_size=2), max_new_tokens=4, temperature=0.7, state_path=tmp_path / "s.pt")
+
+
+def _curve(values, ci=0.02, steps=100):
+    return [{"step": s, "p_vs_sft": v, "p_vs_sft_ci": ci} for s, v in zip(np.linspace(0, steps, len(values)), values)]
+
+
+def test_convergence_rule():
+    rng = np.random.default_rng(0)
+    flat = 0.7 + rng.normal(0, 0.005, 21)
+    assert converged(_curve(flat), 100)["converged"] is True
+    rising = np.linspace(0.5, 0.8, 21)  # +0.075 over the last quarter, CI 0.02
+    out = converged(_curve(rising), 100)
+    assert out["converged"] is False and out["change_last_quarter"] == pytest.approx(0.075, abs=1e-9)
+    assert converged(_curve([0.5, 0.6]), 100)["converged"] is None
