@@ -7,23 +7,8 @@ import torch
 
 from nlhf import games
 from nlhf.oracle import Pool
-from nlhf.tasks import SyntheticTask, SyntheticTaskConfig
 from nlhf.tasks.synthetic import preference_from_utilities
-from nlhf.tokenization import build_word_tokenizer
 from nlhf.training.exact_judges import ExactBTReward, ExactPreference
-
-
-@pytest.fixture(scope="module")
-def task():
-    return SyntheticTask(SyntheticTaskConfig.tiny(population="completist", n_sft=50, n_pref_train=50,
-                                                  n_pref_test=10, n_prompts_train=8))
-
-
-@pytest.fixture(scope="module")
-def tok(task, tmp_path_factory):
-    t = build_word_tokenizer(task.vocabulary(), tmp_path_factory.mktemp("tok"))
-    t.padding_side = "left"
-    return t
 
 
 def _pool(task, x, seed=0):
@@ -37,7 +22,8 @@ def _ids(tok, texts, eos=False):
     return enc["input_ids"], enc["attention_mask"]
 
 
-def test_exact_preference_reads_token_ids_as_the_judge_reads_text(task, tok):
+def test_exact_preference_reads_token_ids_as_the_judge_reads_text(completist_task, completist_tok):
+    task, tok = completist_task, completist_tok
     xs = task.prompts("eval")[:4]
     ys = [task.candidates(x)[0] for x in xs]
     yps = [task.references([x])[0] for x in xs]
@@ -51,7 +37,8 @@ def test_exact_preference_reads_token_ids_as_the_judge_reads_text(task, tok):
     np.testing.assert_allclose(torch.sigmoid(logits.double()).numpy(), task.judge(xs, ys, yps), atol=1e-6)
 
 
-def test_bt_reward_gives_back_the_pool_fit_and_ranks_outsiders_by_their_comparisons(task, tok):
+def test_bt_reward_gives_back_the_pool_fit_and_ranks_outsiders_by_their_comparisons(completist_task, completist_tok):
+    task, tok = completist_task, completist_tok
     x = task.prompts("train")[0]
     pool = _pool(task, x)
     judge = ExactBTReward(task, tok, [pool])

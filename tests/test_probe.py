@@ -8,23 +8,20 @@ import pytest
 import torch
 
 from nlhf.models import ModelConfig, build_policy, build_preference_model
-from nlhf.tasks import SyntheticTask, SyntheticTaskConfig
-from nlhf.tokenization import build_word_tokenizer
 from nlhf.training.policy_gradient import MethodConfig, PGConfig, train_policy
 from nlhf.training.probe import ConvergenceProbe, converged
 
 SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
 
 
-@pytest.fixture(scope="module")
-def task():
-    return SyntheticTask(SyntheticTaskConfig.tiny(population="completist", n_sft=200, n_pref_train=200,
-                                                  n_pref_test=20, n_prompts_train=32))
+@pytest.fixture
+def task(completist_task):
+    return completist_task
 
 
-@pytest.fixture(scope="module")
-def tok(task, tmp_path_factory):
-    return build_word_tokenizer(task.vocabulary(), tmp_path_factory.mktemp("tok"))
+@pytest.fixture
+def tok(completist_tok):
+    return completist_tok
 
 
 def _probe(task, tok, ref, samples=4, n=6, target=None):
