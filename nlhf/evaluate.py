@@ -1,5 +1,5 @@
 """The paper's pairwise preference table (Table 1: P(column ≻ row)), its confidence intervals, ROUGE-L,
-an exploitability estimate, and the replication scorecard (PAPER.md §4–5).
+an exploitability estimate, and the replication scorecard (the paper's §8).
 
 Estimation. Every policy draws ONE response per evaluation prompt (seeded). Cell (row r, column c) is
 
@@ -28,7 +28,7 @@ from nlhf.config import check
 TABLE_POLICIES = ("SFT", "RLHF", "SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR", "EMA1", "EMA2", "EMA1*",
                   "EMA2*")
 
-# Table 1 as recovered (PAPER.md §5): P*(column ≻ row). Keys: (column, row).
+# The paper's Table 1 (§8): P*(column ≻ row). Keys: (column, row).
 PAPER_TABLE1 = {
     ("RLHF", "SFT"): 0.990, ("SP", "SFT"): 0.983, ("MD1", "SFT"): 0.982, ("MD2", "SFT"): 0.989,
     ("MD3", "SFT"): 0.987, ("MD4", "SFT"): 0.985, ("MD5", "SFT"): 0.982, ("MD6", "SFT"): 0.965,

@@ -1,4 +1,4 @@
-"""Preference games P(y≻y') and their exact solutions (PAPER.md §1, App. A, C; Prop. 1).
+"""Preference games P(y≻y') and their exact solutions (the paper's §3–4, App. A, C; Prop. 1).
 
 A *preference matrix* ``P`` has ``P[i, j] = P(y_i ≻ y_j)`` in [0, 1] and is antisymmetric in the sense
 ``P + Pᵀ = 1`` (so ``P[i, i] = 1/2``). A batch of contexts is an array ``(X, n, n)``; a policy is then ``(X, n)``.

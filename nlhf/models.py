@@ -1,4 +1,4 @@
-"""The three networks of NLHF (PAPER.md §3–4): the policy, the pairwise preference model, the BT reward model.
+"""The three networks of NLHF (the paper's §7–8): the policy, the pairwise preference model, the BT reward model.
 
 * Policy π_θ(y|x): a causal LM (``AutoModelForCausalLM``). Offline/CPU: a tiny GPT-2 built from config; GPU
   profile: any Hub or local checkpoint loaded with ``from_pretrained``.
@@ -502,7 +502,7 @@ class _Scorer(nn.Module):
 
 
 class PreferenceModel(_Scorer):
-    """P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)) with f(x,y,y') = g([h(x,y) ; h(x,y')]) (PAPER.md §1, §4), so
+    """P_θ(y≻y'|x) = σ(f(x,y,y') − f(x,y',y)) with f(x,y,y') = g([h(x,y) ; h(x,y')]) (the paper's §3, §8), so
     P_θ(y≻y'|x) + P_θ(y'≻y|x) = 1 and P_θ(y≻y|x) = 1/2 whatever the weights (exactly in the features h; up to
     float rounding of the block encodings across the two orders). g is an MLP on BOTH
     responses' features, so no Bradley–Terry structure is imposed: P may be intransitive.
@@ -546,7 +546,7 @@ class PreferenceModel(_Scorer):
 
 class RewardModel(_Scorer):
     """Bradley–Terry reward r(x,y) = MLP(h(x,y)) on the same encoder and features as the preference model;
-    P(y≻y'|x) = σ(r(x,y) − r(x,y')) (PAPER.md §3).
+    P(y≻y'|x) = σ(r(x,y) − r(x,y')) (the paper's §2).
 
     String API: ``rewards(prompts, ys)``, ``logits``/``prob(prompts, ys, y_primes)`` (one row x <sep> y <sep> y'
     <sep>, x encoded once). Token API: ``collate(prompts, ys)``, ``forward(**batch)`` -> r [B] (or [B, K] for K

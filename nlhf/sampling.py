@@ -1,4 +1,4 @@
-"""Batched sampling from a policy and from the token-level geometric mixture (PAPER.md §3, App. F.1).
+"""Batched sampling from a policy and from the token-level geometric mixture (the paper's §7, App. F.1).
 
 Nash-MD-PG needs two samples per prompt: y ~ π_θ(·|x) and y' ~ π_θ^β(·|x), where the opponent is the geometric
 mixture log π_θ^β = (1−β) log π_θ + β log μ + c(x). The sequence-level normaliser c(x) is intractable, so, as in

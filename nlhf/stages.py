@@ -1,4 +1,4 @@
-"""The pipeline's stages as functions: data → sft → {pm, rm} → policy × 13 → eval (DESIGN.md data flow).
+"""The pipeline's stages as functions: data → sft → {pm, rm} → policy × 13 → eval (dvc.yaml holds the DAG).
 
 Each stage reads its inputs from ``cfg.artifacts``, writes its models/datasets there (DVC outs) and its small
 results (metrics JSON, CSV, figures) under ``cfg.results / <stage>``; the notebooks call these functions and plot.

@@ -1,4 +1,4 @@
-"""Tabular Nash-MD and the comparison algorithms, with exact metrics (PAPER.md §2; paper §6).
+"""Tabular Nash-MD and the comparison algorithms, with exact metrics (the paper's §6).
 
 Every algorithm here is one log-space update with a different opponent o_t and prox weight a_t:
 
@@ -278,7 +278,7 @@ def _one(method, P, mu, tau, steps, eta=None, beta=0.0, rho=None, target=None, r
 
 def nash_md(P, mu, tau, steps, eta=None, *, rho=None, target=None, record_every=1, callback=None,
             progress=False) -> Run:
-    """Nash-MD (§6, PAPER.md §2): π_t^μ ∝ π_t^{1−η_tτ} μ^{η_tτ};  π_{t+1} ∝ π_t^μ · exp(η_t P(y ≻ π_t^μ)).
+    """Nash-MD (the paper's §6): π_t^μ ∝ π_t^{1−η_tτ} μ^{η_tτ};  π_{t+1} ∝ π_t^μ · exp(η_t P(y ≻ π_t^μ)).
 
     ``eta``: None for η_t = 2/(τ(t+2)) (Theorem 1: KL(π*_τ‖π_T) ≤ 8/(τ²(T+1))) or a constant with ητ ≤ 1
     (a constant step converges to a biased point π ∝ μ exp(Pπ^μ/τ), not to π*_τ).

@@ -1,4 +1,4 @@
-"""DVC stage ``tabular``: Nash-MD vs. the comparison algorithms on exact games (PAPER.md §1–2; paper §3, §6).
+"""DVC stage ``tabular``: Nash-MD vs. the comparison algorithms on exact games (the paper's §3–4, §6).
 
 ``run_tabular(cfg, out_dir)`` computes everything and writes to ``out_dir`` (results/tabular/):
 

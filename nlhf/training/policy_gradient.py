@@ -1,4 +1,4 @@
-"""ONE policy-gradient loop for RLHF, Nash-MD-PG (SP = β 0, MD1–MD6, BR = β 1) and Nash-EMA-PG (PAPER.md §3, App. F).
+"""ONE policy-gradient loop for RLHF, Nash-MD-PG (SP = β 0, MD1–MD6, BR = β 1) and Nash-EMA-PG (the paper's §7, App. F).
 
 Every method runs the same step; they differ only by the opponent that draws y' and by the signal:
 
@@ -10,7 +10,7 @@ method kind    opponent y' (no gradient)                              signal s(x
 ``nash_ema``   π_θ̄, θ̄ = exponential moving average of θ              P(y ≻ y' | x) − 1/2      (preference model)
 =============  =====================================================  ==========================================
 
-The gradient estimate (model-based, PAPER.md §3) with the per-token KL in reward-to-go form is
+The gradient estimate (model-based, the paper's §7) with the per-token KL in reward-to-go form is
 
     ĝ = Σ_n ∇_θ log π_θ(y_n | x, y_<n) · [ s(x, y) − τ Σ_{m ≥ n} log(π_θ(y_m | x, y_<m) / μ(y_m | x, y_<m)) ],
 
@@ -18,7 +18,7 @@ whose expectation is ∇_θ [ E_{y~π_θ, y'~π'} s − τ KL(π_θ ‖ μ) ] wi
 tests/test_policy_gradient.py). The 1/2 in the Nash signal is the baseline P(y ≻ y) (it lowers variance, adds no
 bias); RLHF gets the analogous batch-mean baseline.
 
-Nash-EMA averaging (PAPER.md §3 flags the transcription θ̄_t = (1−β)θ_t + βθ_0 as doubtful): we implement the
+Nash-EMA averaging (the paper's update, as printed, reads θ̄_t = (1−β)θ_t + βθ_0, which averages no iterates): we implement the
 standard EMA θ̄_t = β θ̄_{t−1} + (1−β) θ_t with θ̄_0 = θ_0 = SFT. The paper's β (0.999, 0.9995) is quoted for
 10,000 steps; a run of T steps uses β_T = 1 − (1−β)·10,000/T so the averaging horizon is the same fraction of
 training (``ema_reference_steps``; set it equal to ``steps`` to use β as given).
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: the notebook kernels have no widgets
 
 from nlhf.config import check
 from nlhf.sampling import generate, response_logprobs

@@ -1,4 +1,4 @@
-"""Fitting the pairwise preference model and the Bradley–Terry reward model on labelled pairs (PAPER.md §1, §4).
+"""Fitting the pairwise preference model and the Bradley–Terry reward model on labelled pairs (the paper's §3, §8).
 
 Both produce a logit ℓ(x, y, y') for "y is preferred":
 * preference model: ℓ = f(x, y, y') − f(x, y', y)   (antisymmetric by construction, no BT assumption);

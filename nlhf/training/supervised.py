@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: the notebook kernels have no widgets
 
 from nlhf.config import check
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
