@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup reproduce test bench clean-venv
+.PHONY: setup reproduce test lab bench clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,15 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# JupyterLab on the notebooks, offline: a read-only extension manager (no PyPI search), no news feed and no
+# update check (both would fetch from the internet). Opened interactively a notebook re-plots the committed
+# results (its `recompute` parameter is False); set recompute = True to rerun its stage.
+# Extra options pass through LAB_ARGS, e.g. `make lab LAB_ARGS="--port=8889 --no-browser"`.
+lab: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.root_dir=notebooks \
+		--LabApp.extension_manager=readonly --LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(LAB_ARGS)
 
 # Our Nash-MD-PG step vs TRL 1.13.0's NashMDTrainer (TRL lives in its own venv, outside the lock).
 BENCH_VENV := .venv-bench

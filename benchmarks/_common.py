@@ -19,11 +19,13 @@ the phase that launched them. TRL's step is timed with a ``TrainerCallback`` (on
 from __future__ import annotations
 
 import os
+import platform
 import random
 import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +38,8 @@ import torch  # noqa: E402
 
 SEED = 0
 MIXTURE_COEF, KL_COEF, LR = 0.5, 0.1, 5e-5
+JUDGE = ("ours: pairwise PreferenceModel (random GPT-2, same size, B rows x <sep> y <sep> y' <sep>, blocks blind to "
+         "each other); TRL: reward model GPT2ForSequenceClassification (random, same size, y and y' scored separately)")
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,35 @@ class Shape:
         return asdict(self)
 
 
-def _no_sync() -> None:
-    pass
+def no_sync() -> None:
+    """The ``sync`` of a CPU run: nothing to wait for."""
+
+
+def provenance(loadavg_start, machine: dict, versions: dict) -> tuple[dict, str]:
+    """The header of a results JSON (date, machine with its load average at start and now, library versions; the
+    arguments add to the common fields) and the file stem ``<date>_<host>``."""
+    import transformers
+
+    now = datetime.now(timezone.utc)
+    header = {
+        "date_utc": now.isoformat(timespec="seconds"),
+        "machine": {"host": platform.node(), "platform": platform.platform(), "cpu_count": os.cpu_count(), **machine,
+                    "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, **versions},
+    }
+    return header, f"{now.strftime('%Y%m%dT%H%M%SZ')}_{platform.node() or 'host'}"
+
+
+def fast_decode_used(tok) -> bool:
+    """Whether our sampler takes ``nlhf.fast_decode`` for these GPT-2s (``NLHF_FAST_DECODE=0`` turns it off)."""
+    from transformers import GPT2LMHeadModel
+
+    from nlhf import fast_decode
+
+    tiny = Shape(n_layer=1, n_embd=8, n_head=1)
+    enabled = os.environ.get("NLHF_FAST_DECODE", "1") != "0"
+    return enabled and fast_decode.supports(GPT2LMHeadModel(gpt2_config(tok, tiny)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,7 +139,7 @@ def gpt2_config(tok, shape: Shape, **extra):
 
 
 def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
-             accelerator=None, sync: Callable[[], None] = _no_sync, phases: bool = False,
+             accelerator=None, sync: Callable[[], None] = no_sync, phases: bool = False,
              on_models: Callable | None = None) -> dict:
     """``train_policy`` (method nash_md) for warm-up + ``n_steps`` + 1 steps on ``shape``; returns the measured
     steps' times (the warm-up and the last, checkpointing, step dropped). ``accelerator``: passed to the loop (e.g.
@@ -181,7 +212,7 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
 
 
 def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
-            use_cpu: bool = True, bf16: bool = False, sync: Callable[[], None] = _no_sync) -> dict:
+            use_cpu: bool = True, bf16: bool = False, sync: Callable[[], None] = no_sync) -> dict:
     from datasets import Dataset
     from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback
     from trl.experimental.nash_md import NashMDConfig, NashMDTrainer

@@ -51,7 +51,6 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402  (sets the offline / quiet environment variables before torch is imported)
 import torch  # noqa: E402
-from _common import KL_COEF, LR, MIXTURE_COEF, SEED, Shape  # noqa: E402
+from _common import JUDGE, KL_COEF, LR, MIXTURE_COEF, SEED, Shape  # noqa: E402
 
 # bf16 dense (no sparsity) tensor-core peak, FLOP/s, by device-name substring; the first match wins
 PEAK_BF16_DENSE = [
@@ -167,7 +166,7 @@ def main():
     bf16 = (a.dtype or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
     if a.measure_peak is None:
         a.measure_peak = device.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else _common._no_sync
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else _common.no_sync
     shape = Shape(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head, vocab=a.vocab, batch=a.batch,
                   prompt_tokens=a.prompt_tokens)
     if not a.skip_trl:
@@ -176,10 +175,8 @@ def main():
         except ImportError as e:
             sys.exit(f"TRL is not importable ({e}); install trl==1.13.0 or pass --skip-trl")
 
-    import transformers
+    import accelerate
     from accelerate import Accelerator
-
-    from nlhf import fast_decode
 
     peak, peak_src = peak_flops(device, a.peak_tflops)
     if not bf16 and not a.peak_tflops:
@@ -278,29 +275,23 @@ def main():
               f" TRL {_fmt(row['trl_peak_mem_bytes'] and row['trl_peak_mem_bytes'] / gib, '.2f')} GiB | TRL "
               f"{_fmt(mt, '.4f')} s/step | ratio {_fmt(row['ratio_ours_over_trl'], '.3f')}", flush=True)
 
-    now = datetime.now(timezone.utc)
     r128 = next((r for r in results if r["max_new_tokens"] == 128), None)
     mfus = [r["update_mfu"] for r in results if r["update_mfu"] is not None]
+    header, stem = _common.provenance(
+        load0, {"device": dev_name, "cuda": torch.version.cuda if device.type == "cuda" else None},
+        {"accelerate": accelerate.__version__, "trl": None if a.skip_trl else __import__("trl").__version__})
     summary = {
-        "date_utc": now.isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "device": dev_name, "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-                    "cuda": torch.version.cuda if device.type == "cuda" else None},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "accelerate": __import__("accelerate").__version__,
-                     "trl": None if a.skip_trl else __import__("trl").__version__},
+        **header,
         "precision": "bf16 autocast (fp32 weights)" if bf16 else "fp32",
         "peak_flops": peak, "peak_source": peak_src, "measured_matmul_flops": measured,
-        "fast_decode": os.environ.get("NLHF_FAST_DECODE", "1") != "0" and fast_decode.supports(
-            transformers.GPT2LMHeadModel(_common.gpt2_config(tok, Shape(n_layer=1, n_embd=8, n_head=1)))),
+        "fast_decode": _common.fast_decode_used(tok),
         "config": {**shape.as_dict(), "lengths": a.lengths, "mixture_coef": MIXTURE_COEF, "kl_coef": KL_COEF,
                    "lr": LR, "gradient_checkpointing": False, "temperature": 1.0, "steps_per_block": a.steps,
                    "warmup_per_block": a.warmup, "rounds": a.rounds, "tiny": a.tiny, "device": a.device},
         "params": counts,
         "flops_formula": "update = 3 * (2*N_blocks*B*L + 2*V*d*B*(T+1) + 4*n_layer*B*L^2*d), L = P+T; "
                          "6ND variant = 6*(N_blocks + V*d)*B*L; MFU = sum(flops) / sum(update time) / peak",
-        "judge": "ours: pairwise PreferenceModel (random GPT-2, same size, B rows x <sep> y <sep> y' <sep>, blocks blind to each other); "
-                 "TRL: reward model GPT2ForSequenceClassification (random, same size, y and y' scored separately)",
+        "judge": JUDGE,
         "targets": TARGETS,
         "targets_met": {
             "ratio_ours_over_trl_at_128": None if not r128 or r128["ratio_ours_over_trl"] is None
@@ -313,7 +304,7 @@ def main():
     print(table, flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_gpu_{now.strftime('%Y%m%dT%H%M%SZ')}_{platform.node() or 'host'}"
+    stem = f"bench_gpu_{stem}"
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     (out / f"{stem}.md").write_text(table)
     print(f"wrote {out / stem}.json and .md")

@@ -13,7 +13,7 @@ Our step = exactly what the pipeline runs: ``train_policy`` is called for warm-u
 boundaries are taken at each call of the sampler (``policy_gradient.generate`` is wrapped with a timer, nothing
 else is changed), so a step is sampling (y ~ π_θ and y' ~ mixture in one call, 2B rows) + μ's log-probs +
 preference model + policy forward/backward + clip + Adam. The last step (it writes a checkpoint) is dropped.
-TRL's step is timed with a ``TrainerCallback`` (on_step_begin → on_step_end), as in the reference harness.
+TRL's step is timed with a ``TrainerCallback`` (on_step_begin → on_step_end).
 The timed runs and the shared setup live in ``benchmarks/_common.py`` (``bench_gpu.py`` uses them too).
 
 Ours and TRL's runs alternate (``--rounds`` blocks of each, per length), so machine load affects both; the
@@ -32,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,34 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402  (sets the offline / quiet environment variables before torch is imported)
 import torch  # noqa: E402
-from _common import KL_COEF, LR, MIXTURE_COEF, SEED, Shape  # noqa: E402,F401
+from _common import JUDGE, KL_COEF, LR, MIXTURE_COEF, SEED, Shape  # noqa: E402
 
-N_LAYER, N_EMBD, N_HEAD, VOCAB = 2, 128, 4, 512
-BATCH, PROMPT_TOKENS = 8, 16
-SHAPE = Shape(n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, vocab=VOCAB, batch=BATCH, prompt_tokens=PROMPT_TOKENS)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The shared pieces (benchmarks/_common.py) at this benchmark's fixed CPU configuration.
-
-
-def build_tokenizer_and_prompts(n_prompts: int):
-    return _common.build_tokenizer_and_prompts(n_prompts, vocab=VOCAB, prompt_tokens=PROMPT_TOKENS, seed=SEED)
-
-
-def gpt2_config(tok, **extra):
-    return _common.gpt2_config(tok, SHAPE, **extra)
-
-
-def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int) -> dict:
-    return _common.run_ours(tok, prompts, max_new_tokens, n_steps, warmup, seed, SHAPE)
-
-
-def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int) -> dict:
-    return _common.run_trl(tok, prompts, max_new_tokens, n_steps, warmup, seed, SHAPE, use_cpu=True, bf16=False)
-
-
-# ---------------------------------------------------------------------------------------------------------------
+SHAPE = Shape()  # its defaults are this benchmark's CPU configuration (module docstring)
 
 
 def main():
@@ -83,20 +57,19 @@ def main():
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
-    import transformers
     import trl
 
-    from nlhf import fast_decode
-
-    tok, prompts = build_tokenizer_and_prompts(a.prompts)
+    tok, prompts = _common.build_tokenizer_and_prompts(a.prompts, vocab=SHAPE.vocab, prompt_tokens=SHAPE.prompt_tokens,
+                                                       seed=SEED)
+    activation = _common.gpt2_config(tok, SHAPE).activation_function
     our_plen = statistics.mean(len(tok(tok.bos_token + p, add_special_tokens=False)["input_ids"]) for p in prompts)
     load0 = os.getloadavg()
     results = []
     for T in a.lengths:
         ours, theirs, our_len, their_len, trl_plen = [], [], [], [], []
         for r in range(a.rounds):
-            o = run_ours(tok, prompts, T, a.steps, a.warmup, seed=SEED + r)
-            t = run_trl(tok, prompts, T, a.steps, a.warmup, seed=SEED + r)
+            o = _common.run_ours(tok, prompts, T, a.steps, a.warmup, SEED + r, SHAPE)
+            t = _common.run_trl(tok, prompts, T, a.steps, a.warmup, SEED + r, SHAPE, use_cpu=True, bf16=False)
             ours += o["step_s"]
             theirs += t["step_s"]
             our_len.append(o["mean_len"])
@@ -116,32 +89,25 @@ def main():
         results.append(row)
         print(f"max_new_tokens={T}: ours {mo:.4f} s/step | TRL {mt:.4f} s/step | ratio {mo / mt:.3f} | "
               f"mean response length ours {row['ours_mean_response_len']} TRL {row['trl_mean_response_len']} | "
-              f"torch threads {torch.get_num_threads()} | both sides GPT-2 activation "
-              f"{gpt2_config(tok).activation_function}", flush=True)
+              f"torch threads {torch.get_num_threads()} | both sides GPT-2 activation {activation}", flush=True)
 
-    now = datetime.now(timezone.utc)
+    header, stem = _common.provenance(load0, {"processor": platform.processor()}, {"trl": trl.__version__})
     summary = {
-        "date_utc": now.isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "loadavg_start": load0, "loadavg_end": os.getloadavg()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "trl": trl.__version__},
+        **header,
         "torch_threads": torch.get_num_threads(),
-        "fast_decode": os.environ.get("NLHF_FAST_DECODE", "1") != "0" and fast_decode.supports(
-            __import__("transformers").GPT2LMHeadModel(gpt2_config(tok))),
-        "config": {"n_layer": N_LAYER, "n_embd": N_EMBD, "n_head": N_HEAD, "vocab": len(tok), "batch": BATCH,
-                   "activation_function": gpt2_config(tok).activation_function,
-                   "prompt_tokens": PROMPT_TOKENS, "mixture_coef": MIXTURE_COEF, "kl_coef": KL_COEF, "lr": LR,
-                   "fp32": True, "gradient_checkpointing": False, "temperature": 1.0,
-                   "steps_per_block": a.steps, "warmup_per_block": a.warmup, "rounds": a.rounds},
-        "judge": "ours: pairwise PreferenceModel (random GPT-2, same size, B rows x <sep> y <sep> y' <sep>, blocks blind to each other); "
-                 "TRL: reward model GPT2ForSequenceClassification (random, same size, y and y' scored separately)",
+        "fast_decode": _common.fast_decode_used(tok),
+        "config": {"n_layer": SHAPE.n_layer, "n_embd": SHAPE.n_embd, "n_head": SHAPE.n_head, "vocab": len(tok),
+                   "batch": SHAPE.batch, "activation_function": activation, "prompt_tokens": SHAPE.prompt_tokens,
+                   "mixture_coef": MIXTURE_COEF, "kl_coef": KL_COEF, "lr": LR, "fp32": True,
+                   "gradient_checkpointing": False, "temperature": 1.0, "steps_per_block": a.steps,
+                   "warmup_per_block": a.warmup, "rounds": a.rounds},
+        "judge": JUDGE,
         "targets": {"32": 0.33, "128": 0.15},
         "results": results,
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"nashmd_vs_trl_{now.strftime('%Y%m%dT%H%M%SZ')}_{platform.node() or 'host'}.json"
+    path = out / f"nashmd_vs_trl_{stem}.json"
     path.write_text(json.dumps(summary, indent=1))
     print(f"wrote {path}")
 

@@ -1,7 +1,7 @@
 """Training-step time of the preference model with the one-row block layout vs two rows per pair (same model).
 
 One row ``x <sep> y <sep> y' <sep>`` per pair (``PreferenceModel.collate``: x encoded once, the y' block blind to y)
-against two rows ``x <sep> y <sep>`` and ``x <sep> y' <sep>`` (``_collate`` per response, the same features:
+against two rows ``x <sep> y <sep>`` and ``x <sep> y' <sep>`` (one response per row, the same features:
 tests/test_models.py::test_one_row_blocks_equal_separate_rows). Both compute the same loss; the step is
 forward + backward + AdamW on a batch of pairs from the task's preference data (default profile: tiny GPT-2 2x128,
 batch 64), 1 torch thread, alternating blocks. Prints both medians and the ratio. Not a test.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,8 +37,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    import tempfile
-
     task = SyntheticTask(SyntheticTaskConfig(n_pref_train=2000, n_pref_test=10, n_sft=10))
     with tempfile.TemporaryDirectory() as d:
         tok = build_word_tokenizer(task.vocabulary(), d)
@@ -53,9 +52,10 @@ def main() -> None:
         return pm(**pm.collate(x, y, yp))
 
     def logit_two_rows(x, y, yp):
-        xs = pm._ids(x)
-        a = pm.features(**pm._collate(xs, [pm._response_ids(y)]))[:, 0]
-        b = pm.features(**pm._collate(xs, [pm._response_ids(yp)]))[:, 0]
+        # _collate is the only way to build one-response rows for a PreferenceModel (no public equivalent)
+        xs = pm.token_ids(x)
+        a = pm.features(**pm._collate(xs, [pm.token_ids(y, response=True)]))[:, 0]
+        b = pm.features(**pm._collate(xs, [pm.token_ids(yp, response=True)]))[:, 0]
         return (pm.head(torch.cat([a, b], -1)) - pm.head(torch.cat([b, a], -1))).squeeze(-1)
 
     def step(logit_fn):

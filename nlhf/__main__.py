@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--fresh", action="store_true", help="delete resumable training states (<artifacts>/.resume)")
     args = parser.parse_args(argv)
 
-    from nlhf.config import ConfigError
+    from nlhf.config import ConfigError, shadowed_edits
     from nlhf.params import load_config
 
     try:
         cfg = load_config(args.params)
+        shadowed = shadowed_edits(args.params)
+        if shadowed:
+            raise ConfigError("\n".join(shadowed))
         print(f"check: {args.params} (profile {cfg.profile}) is valid")
         for stage in args.stages:
             what = _stage_inputs(cfg, stage)

@@ -175,9 +175,52 @@ def read_params(params_path: str | os.PathLike = "params.yaml", profile: str | N
                           f"is selected in params.yaml only (DVC records it there): set `profile: {env}` in "
                           f"{params_path.name} or run `dvc exp run -S profile={env}`, and unset {PROFILE_ENV}")
     raw["profile"] = name
-    overlay = params_path.parent / "profiles" / f"{name}.yaml"
-    if name != "cpu":
-        if not overlay.exists():
-            raise ConfigError(f"profile: unknown profile {name!r}; no file {overlay}")
-        raw = deep_merge(raw, _read_yaml(overlay))
-    return raw
+    overlay = profile_file(params_path, name)
+    if not overlay.exists():
+        raise ConfigError(f"profile: unknown profile {name!r}; no file {overlay}")
+    return deep_merge(raw, _read_yaml(overlay))
+
+
+def profile_file(params_path: str | os.PathLike, name: str) -> Path:
+    """The overlay of profile ``name``: ``profiles/<name>.yaml`` beside the params file (``cpu.yaml`` is empty)."""
+    return Path(params_path).parent / "profiles" / f"{name}.yaml"
+
+
+def _leaves(d: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_leaves(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def shadowed_edits(params_path: str | os.PathLike = "params.yaml") -> list[str]:
+    """Keys edited in params.yaml since the last commit (what ``dvc exp run -S key=value`` does) that the selected
+    profile's overlay sets too, so the edit would be silently ignored; one message per key naming the profile file
+    to set it in. Empty outside a git checkout or when params.yaml is not committed yet."""
+    import subprocess
+
+    params_path = Path(params_path).resolve()
+    try:
+        committed = subprocess.run(["git", "show", f"HEAD:./{params_path.name}"], cwd=params_path.parent,
+                                   capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    base = yaml.safe_load(committed) or {}
+    now = _read_yaml(params_path)
+    name = now.get("profile", "cpu")
+    overlay_path = profile_file(params_path, name)
+    if not isinstance(base, dict) or not overlay_path.exists():
+        return []
+    before, after = _leaves(base), _leaves(now)
+    overlay = _leaves(_read_yaml(overlay_path))
+    msgs = []
+    for key in sorted(k for k in after if k != "profile" and before.get(k, object()) != after[k]):
+        hits = [o for o in overlay if o == key or o.startswith(key + ".") or key.startswith(o + ".")]
+        for o in hits:
+            msgs.append(f"{key}: params.yaml now sets {after[key]!r}, but profile {name!r} overrides {o} with "
+                        f"{overlay[o]!r} ({overlay_path.parent.name}/{overlay_path.name}), so the edit would be "
+                        f"ignored; set it in the profile instead: `dvc exp run -S "
+                        f"{overlay_path.parent.name}/{overlay_path.name}:{o}=<value>`")
+    return msgs
+

@@ -11,11 +11,16 @@ the table satisfies P̂(c ≻ r) + P̂(r ≻ c) = 1 and P̂(c ≻ c) = 1/2 to ro
 mean ± z·sd/√N of the per-prompt values (the paper used Clopper–Pearson on binary judgements; our judge returns
 probabilities, whose variance is at most that of Bernoulli draws, so the paper's ±0.023 at N=2000 is an upper
 bound for our half-width at the same N).
+
+The win rate ± CI and ROUGE-L are the package's Hugging Face ``evaluate`` modules (``nlhf/metrics/pairwise_win_rate``,
+``nlhf/metrics/rouge_l``), read from the package folder by :func:`load_metric` with no network access.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -69,24 +74,48 @@ class EvalConfig:
 
 Judge = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
 
+METRICS_DIR = Path(__file__).parent / "metrics"  # the package's Hugging Face ``evaluate`` modules
+
+
+@functools.cache
+def load_metric(name: str):
+    """The ``evaluate`` module ``nlhf/metrics/<name>/<name>.py`` (``rouge_l``, ``pairwise_win_rate``), loaded once.
+
+    A local folder never reaches the Hub: ``evaluate.load`` copies the script into ``HF_MODULES_CACHE`` and imports
+    it, with no offline switch needed (the tests load both modules with every outbound connection blocked).
+    ``keep_in_memory``: the inputs of a ``compute`` go to an in-memory Arrow buffer instead of a cache file under
+    ``~/.cache/huggingface/metrics`` behind a file lock, which parallel processes (DVC stages, tests) would contend for.
+    """
+    import evaluate
+
+    return evaluate.load(str(METRICS_DIR / name), keep_in_memory=True)
+
+
+def win_rate_ci(preferences: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean preference p̄ and its CI half-width z·sd(ddof=1)/√N (NaN when N = 1), z = Φ⁻¹(½ + confidence/2), by the
+    ``pairwise_win_rate`` module."""
+    # The module's Arrow round trip costs ~3 ms a call at N = 1000 (the bare formula 0.07 ms): 0.3 s for the 91 cells
+    # of a 14-policy table, negligible next to judging them, so the table uses the module directly.
+    out = load_metric("pairwise_win_rate").compute(preferences=np.asarray(preferences, dtype=np.float64),
+                                                   confidence=confidence)
+    return out["win_rate"], out["ci_half_width"]
+
 
 def pairwise_table(judge: Judge, prompts: Sequence[str], samples: dict[str, list[str]],
                    confidence: float = 0.95) -> pd.DataFrame:
-    """Long table of every (row, column) cell: mean P(column ≻ row), CI half-width, N.
+    """Long table of every (row, column) cell: mean P(column ≻ row), CI half-width (:func:`win_rate_ci`), N.
 
     Only the upper triangle is judged; the lower one is 1 − mirror (exact for an antisymmetric judge on the same
     samples), the diagonal is 1/2.
     """
     names = list(samples)
-    z = norm.ppf(0.5 + confidence / 2)
     n = len(prompts)
     rows = []
     for i, r in enumerate(names):
         for j, c in enumerate(names):
             if j <= i:
                 continue
-            vals = np.asarray(judge(prompts, samples[c], samples[r]), dtype=np.float64)
-            mean, half = float(vals.mean()), float(z * vals.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            mean, half = win_rate_ci(np.asarray(judge(prompts, samples[c], samples[r]), dtype=np.float64), confidence)
             rows.append({"row": r, "column": c, "p": mean, "ci": half, "n": n})
             rows.append({"row": c, "column": r, "p": 1.0 - mean, "ci": half, "n": n})
         rows.append({"row": r, "column": r, "p": 0.5, "ci": 0.0, "n": n})
@@ -108,11 +137,8 @@ def to_markdown(long: pd.DataFrame, order: Sequence[str]) -> str:
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F1 (``rouge-score`` directly; ``evaluate.load`` would fetch from the Hub)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return float(np.mean([scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]))
+    """Mean ROUGE-L F1 (1/N) Σ_i F1_LCS(prediction_i, reference_i), by the ``rouge_l`` module (``rouge-score``)."""
+    return load_metric("rouge_l").compute(predictions=list(predictions), references=list(references))["rougeL"]
 
 
 def exploitability_on_pool(judge: Judge, prompts: Sequence[str], pools: Sequence[Sequence[str]],

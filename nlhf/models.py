@@ -239,9 +239,23 @@ def build_policy(cfg: ModelConfig, tokenizer, *, seed: int | None = None):
     return model
 
 
-def save_policy(model, tokenizer, directory: str | os.PathLike) -> Path:
-    """Atomically ``save_pretrained`` the policy and its tokenizer into ``directory``."""
+def generation_config(tokenizer, max_new_tokens: int, temperature: float = 1.0):
+    """How the pipeline samples a policy, as a ``GenerationConfig`` saved beside it: pure ancestral sampling (no
+    top-k/top-p truncation) at ``temperature``, at most ``max_new_tokens`` tokens, stopping at EOS. With it a
+    reloaded policy's ``generate(**inputs)`` draws from the distribution it was evaluated with."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                            max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+
+
+def save_policy(model, tokenizer, directory: str | os.PathLike, generation=None) -> Path:
+    """Atomically ``save_pretrained`` the policy, its tokenizer and (when given) its sampling
+    ``GenerationConfig`` (:func:`generation_config`) into ``directory``."""
     def write(tmp):
+        if generation is not None:
+            model.generation_config = generation
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return _atomic_save(directory, write)

@@ -1,4 +1,5 @@
-"""Figures shared by the notebooks: loss curves, policy training curves, the pairwise-preference heatmap."""
+"""Figures shared by the notebooks: loss curves, policy training curves, the pairwise-preference heatmap, the
+convergence probe and the β sweep."""
 
 from __future__ import annotations
 
@@ -10,50 +11,96 @@ import pandas as pd
 import seaborn as sns
 
 
-def loss_curves(train: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame], y: str, y_eval: str, title: str):
-    """Train curves (lines) and held-out evaluations (markers) against the step."""
+def loss_curves(train: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame], y: str, y_eval: str, title: str,
+                ylabel: str | None = None, floor: float | None = None, floor_label: str = "Bayes limit"):
+    """Train curves (lines) and held-out evaluations (markers) against the step; ``floor`` draws the lowest loss
+    any model can reach on the held-out data (the exact P's log-loss on the same labels) as a dashed line."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for name, df in train.items():
         ax.plot(df["step"], df[y], label=name)
     for name, df in evals.items():
         if len(df) and y_eval in df:
             ax.plot(df["step"], df[y_eval], "o--", label=name)
-    ax.set(xlabel="step", ylabel=y, title=title)
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"{floor_label} ({floor:.3f})")
+    ax.set(xlabel="training step", ylabel=ylabel or y, title=title)
     ax.legend()
     fig.tight_layout()
     return fig
 
 
+TRAINING_PANELS = {"p_vs_opponent": r"$P(y \succ y')$ (judge)", "signal": "signal (mean)",
+                   "kl_to_ref": r"KL$(\pi\,\|\,\mu)$ per sequence [nats]", "entropy": "entropy per sequence [nats]",
+                   "length": "response length [tokens]"}
+
+
 def training_curve(curve: pd.DataFrame, title: str):
-    """Policy-gradient diagnostics per logged step: signal / P vs opponent, KL to μ, entropy, length."""
-    cols = [c for c in ("p_vs_opponent", "signal", "kl_to_ref", "entropy", "length") if c in curve and
-            curve[c].notna().any()]
+    """Policy-gradient diagnostics per logged step: the judge's P(y ≻ y′) (½ is a tie with the opponent) or the
+    reward signal, KL to μ, entropy, length."""
+    cols = [c for c in TRAINING_PANELS if c in curve and curve[c].notna().any()]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.0))
     for ax, c in zip(np.atleast_1d(axes), cols):
         ax.plot(curve["step"], curve[c])
-        ax.set(title=c, xlabel="step")
+        if c == "p_vs_opponent":
+            ax.axhline(0.5, color="0.4", ls=":", lw=1)
+        ax.set(title=TRAINING_PANELS[c], xlabel="training step")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def preference_heatmap(long: pd.DataFrame, order: Sequence[str], title: str):
-    """Heatmap of P(column ≻ row) with ``p ± ci`` written in each cell (the paper's Table 1 layout)."""
+    """Heatmap of P(column ≻ row) with ``p ± ci`` written in each cell (the paper's Table 1 layout).
+
+    Diverging colours centred at ½ (a tie is white). The colour range is ½ ± d with d the 75th percentile of
+    |p − ½| over the off-diagonal cells (at least 0.02): the few cells against SFT would otherwise take the whole
+    scale and leave the policy-vs-policy cells, the paper's question, the same white. Cells beyond saturate; their
+    values are written in them."""
     p = long.pivot(index="row", columns="column", values="p").loc[list(order), list(order)]
     ci = long.pivot(index="row", columns="column", values="ci").loc[list(order), list(order)]
-    annot = np.array([[f"{p.iloc[i, j]:.2f}\n±{ci.iloc[i, j]:.2f}" if i != j else "—"
-                       for j in range(len(order))] for i in range(len(order))])
     n = len(order)
+    annot = np.array([[f"{p.iloc[i, j]:.2f}\n±{ci.iloc[i, j]:.2f}" if i != j else "—"
+                       for j in range(n)] for i in range(n)])
+    off = ~np.eye(n, dtype=bool)
+    dev = np.abs(p.to_numpy()[off] - 0.5)
+    d = max(0.02, float(np.nanquantile(dev, 0.75))) if dev.size else 0.5
     fig, ax = plt.subplots(figsize=(0.85 * n + 2, 0.65 * n + 1.5))
-    sns.heatmap(p, annot=annot, fmt="", cmap="RdBu", vmin=0, vmax=1, center=0.5, cbar_kws={"label": "P(col ≻ row)"},
+    sns.heatmap(p, annot=annot, fmt="", cmap="RdBu", vmin=0.5 - d, vmax=0.5 + d, center=0.5,
+                cbar_kws={"label": f"P(column ≻ row)  (colour saturates beyond ½ ± {d:.2f})"},
                 annot_kws={"fontsize": 7}, ax=ax, linewidths=0.4, linecolor="white")
     ax.set(xlabel="column policy (wins with the shown probability)", ylabel="row policy (opponent)", title=title)
     fig.tight_layout()
     return fig
 
 
-CONVERGENCE_PANELS = (("p_vs_sft", "P*(π_t ≻ SFT)", 0.5), ("p_vs_target", "P*(π_t ≻ oracle target)", 0.5),
-                      ("kl", "KL(π_t ‖ μ)  [nats]", None), ("words", "mean length  [words]", None))
+def beta_sweep(sweep: pd.DataFrame, title: str):
+    """The paper's β sweep (§9): P(MDβ ≻ SFT) and P(MDβ ≻ RLHF) against β with 95% CIs (error bars), beside the
+    oracle targets' values (dashed). Columns as written by :func:`nlhf.stages.beta_sweep_table`."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for ax, (col, opp) in zip(axes, (("p_vs_sft", "SFT"), ("p_vs_rlhf", "RLHF"))):
+        if col not in sweep:
+            ax.set_visible(False)
+            continue
+        ax.errorbar(sweep["beta"], sweep[col], yerr=sweep[f"{col}_ci"], fmt="o-", capsize=3,
+                    label="trained (learned judges), scored by $P^*$")
+        target = col.replace("p_", "oracle_target_")
+        if target in sweep:
+            ax.plot(sweep["beta"], sweep[target], "s--", color="C2", label="oracle target")
+        for _, r in sweep.iterrows():
+            ax.annotate(r["policy"], (r["beta"], r[col]), textcoords="offset points", xytext=(0, 7), fontsize=7,
+                        ha="center")
+        ax.axhline(0.5, color="0.4", ls=":", lw=1)
+        ax.set(xlabel=r"$\beta$ (weight of $\mu$ in the opponent mixture)", ylabel=rf"$P^*(\pi_\beta \succ$ {opp}$)$",
+               title=f"against {opp}")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+CONVERGENCE_PANELS = (("p_vs_sft", r"$P^*(\pi_t \succ$ SFT$)$", 0.5),
+                      ("p_vs_target", r"$P^*(\pi_t \succ$ oracle target$)$", 0.5),
+                      ("kl", r"KL$(\pi_t\,\|\,\mu)$ [nats]", None), ("words", "mean length [words]", None))
 
 
 def convergence(curves: dict[str, pd.DataFrame], title: str):

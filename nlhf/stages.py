@@ -28,11 +28,13 @@ from nlhf.models import (
     build_preference_model,
     build_reward_model,
     check_same_tokenizer,
+    generation_config,
     load_policy,
     save_policy,
 )
 from nlhf.params import PipelineConfig
 from nlhf.rollout import sample_texts
+from nlhf.summary import summarize
 from nlhf.tasks import make_task
 from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
 from nlhf.training.checkpoint import content_hash, damaged, seed_everything, write_json
@@ -98,8 +100,10 @@ def metrics_path(cfg: PipelineConfig, stage: str) -> Path:
 def write_metrics(cfg: PipelineConfig, stage: str, metrics: dict) -> None:
     """The stage's metrics JSON without its ``runtime_s``, which goes to ``results/timings/<stage>.json`` (not a
     DVC output): metrics files are hashed outputs that later stages depend on, and a wall-clock time would make
-    them differ at every rerun."""
+    them differ at every rerun. Its headline numbers (:mod:`nlhf.summary`) go to ``results/summary/<stage>.json``,
+    the file dvc.yaml declares as the stage's metrics."""
     write_json(metrics_path(cfg, stage), {k: v for k, v in metrics.items() if k != "runtime_s"})
+    write_json(cfg.results / "summary" / f"{stage}.json", summarize(stage, metrics))
     if "runtime_s" in metrics:
         write_json(cfg.results / "timings" / f"{stage}.json", {"runtime_s": metrics["runtime_s"]})
 
@@ -156,6 +160,11 @@ def sampling_kwargs(cfg: PipelineConfig) -> dict:
                 batch_size=cfg.sampling.batch_size)
 
 
+def policy_generation(cfg: PipelineConfig, tok):
+    """The sampling settings saved with every policy (:func:`nlhf.models.generation_config`)."""
+    return generation_config(tok, cfg.sampling.max_new_tokens, cfg.sampling.temperature)
+
+
 def load_sft(cfg: PipelineConfig, device=None):
     model, tok = load_policy(require(artifact(cfg, "models", "sft"), "sft"))
     tok.padding_side = "left"
@@ -173,6 +182,15 @@ def sample_matrix_stats(task, prompts, samples) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- stages
+
+
+def run_tabular(cfg: PipelineConfig) -> dict:
+    """Stage ``tabular``: Nash-MD and the comparison algorithms on exact games (:mod:`nlhf.tabular_experiment`)."""
+    from nlhf.tabular_experiment import run_tabular as run
+
+    metrics = run(cfg.tabular, cfg.results / "tabular")
+    write_metrics(cfg, "tabular", metrics)
+    return metrics
 
 
 def run_data(cfg: PipelineConfig) -> dict:
@@ -255,7 +273,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
     metrics["sft_comparisons"] = write_sft_comparisons(cfg, task, policy, tok)
     metrics["runtime_s"] = round(time.time() - t0, 2)
 
-    save_policy(policy, tok, artifact(cfg, "models", "sft"))
+    save_policy(policy, tok, artifact(cfg, "models", "sft"), policy_generation(cfg, tok))
     resume_path(cfg, "sft").unlink(missing_ok=True)
     out = _mk(cfg.results / "sft")
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
@@ -468,9 +486,9 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
                             desc=policy_stage(name, variant), probe=probe)
     policy = acc.unwrap_model(policy).eval()
     out_dir = policy_dir(cfg, name, variant)
-    save_policy(policy, tok, out_dir / "policy")
+    save_policy(policy, tok, out_dir / "policy", policy_generation(cfg, tok))
     if ema is not None:
-        save_policy(ema, tok, out_dir / "average")
+        save_policy(ema, tok, out_dir / "average", policy_generation(cfg, tok))
     state.unlink(missing_ok=True)
 
     metrics = {"method": name, "variant": variant, "kind": method.kind, "tau": method.tau, "beta": method.beta,
@@ -592,6 +610,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
             metrics["rlhf_best_vs_sft"] = {"best_other": rival, "difference": round(d, 4),
                                            "ci": [round(lo, 4), round(hi, 4)]}
     per_policy.to_csv(out / "per_policy.csv", index=False)
+    beta_sweep_table(cfg, tables[main], names, oracle_long).to_csv(out / "beta_sweep.csv", index=False)
     if task.has_exact_judge and oracle_long is not None and cfg.ablation.methods:
         metrics["exact_judge_training"] = exact_judge_tables(cfg, task, tok, prompts, samples["SFT"], oracle_long,
                                                              oracle_policy, tables["exact"], out)
@@ -608,6 +627,28 @@ def run_eval(cfg: PipelineConfig) -> dict:
     metrics["runtime_s"] = round(time.time() - t0, 2)
     write_metrics(cfg, "eval", metrics)
     return metrics
+
+
+def beta_sweep_table(cfg: PipelineConfig, long: pd.DataFrame, names, oracle_long=None) -> pd.DataFrame:
+    """The paper's β sweep (§9): for every Nash-MD-PG method in the table, by β, its win rate against SFT and
+    against RLHF with their CIs, and, where the oracle ran, the same two numbers for its oracle target."""
+    from nlhf.evaluate import to_matrix
+
+    p, ci = to_matrix(long, names), to_matrix(long, names, "ci")
+    rlhf = next((n for n, m in cfg.methods.items() if m.kind == "rlhf" and n in names), None)
+    oracle = None if oracle_long is None else oracle_long.set_index(["row", "column"])["p"]
+    rows = []
+    for n, m in sorted(((n, m) for n, m in cfg.methods.items() if m.kind == "nash_md" and n in names),
+                       key=lambda t: t[1].beta):
+        row = {"policy": n, "beta": m.beta, "p_vs_sft": p.loc["SFT", n], "p_vs_sft_ci": ci.loc["SFT", n]}
+        if rlhf is not None:
+            row.update(p_vs_rlhf=p.loc[rlhf, n], p_vs_rlhf_ci=ci.loc[rlhf, n])
+        if oracle is not None and ("SFT", n) in oracle:
+            row["oracle_target_vs_sft"] = oracle[("SFT", n)]
+            if rlhf is not None and (rlhf, n) in oracle:
+                row["oracle_target_vs_rlhf"] = oracle[(rlhf, n)]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, oracle_long, oracle_policy,

@@ -24,7 +24,6 @@ from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp, rel_entr, xlogy
-from tqdm import tqdm
 
 from nlhf.games import (
     _broadcast_mu,
@@ -35,6 +34,7 @@ from nlhf.games import (
     exploitability,
     regularized_nash,
 )
+from nlhf.progress import Progress
 
 METHODS = ("nash_md", "omd", "nash_ema", "fictitious_play", "best_response_to_mu")
 _OPPONENT = {"nash_md": "mixture", "omd": "current", "nash_ema": "ema", "fictitious_play": "average",
@@ -209,7 +209,8 @@ def _simulate(P, mu, specs: list[_Spec], steps: int, rho=None, targets=None, rec
     if callback is not None:
         callback(0, view(pi))
 
-    for t in tqdm(range(steps), disable=not progress, desc="tabular", leave=False, mininterval=5.0):
+    prog = Progress("tabular", steps, enabled=progress)
+    for t in range(steps):
         eta = np.where(np.isnan(const_eta), 2.0 / (tau * (t + 2.0)), const_eta)
         a = np.where(is_br, 1.0, eta * tau)
         eta = np.where(is_br, 1.0 / tau, eta)
@@ -240,6 +241,7 @@ def _simulate(P, mu, specs: list[_Spec], steps: int, rho=None, targets=None, rec
             rec.append(pi.copy())
         if callback is not None:
             callback(t + 1, view(pi))
+        prog.update(t + 1)
     if rec_t[-1] != steps:
         rec_t.append(steps)
         rec.append(pi.copy())

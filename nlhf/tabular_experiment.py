@@ -7,12 +7,11 @@
 * ``theorem1_check.csv`` per (game, n, τ): max_t KL_t / bound_t over every t ≤ T, and whether KL_t ≤ bound_t ∀t
 * ``eps_sweep.csv``     three-rater game (§3.2): NE (LP and closed form), RLHF/BT optimum, π*_τ vs ε
 * ``tau_sweep.csv``     exploitability of π*_τ as τ → 0
-* ``kl_curves.png``, ``eps_sweep.png``, ``tau_sweep.png``, ``metrics.json``
+* ``kl_curves.png``, ``eps_sweep.png``, ``tau_sweep.png``
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,7 +326,8 @@ def plot_tau_sweep(tau_df: pd.DataFrame, path: Path) -> None:
 
 
 def run_tabular(cfg: TabularConfig, out_dir: Path, progress: bool = True) -> dict:
-    """Run the whole tabular stage and write its tables, figures and ``metrics.json`` to ``out_dir``."""
+    """Run the whole tabular stage, write its tables and figures to ``out_dir`` and return its metrics (the stage
+    writes them with the others: :func:`nlhf.stages.run_tabular`)."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -364,5 +364,4 @@ def run_tabular(cfg: TabularConfig, out_dir: Path, progress: bool = True) -> dic
         "steps": cfg.steps,
     }
     metrics["runtime_s"] = round(time.perf_counter() - start, 2)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

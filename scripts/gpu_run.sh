@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The one script for the GPU machine: install what is missing from wheels copied there, run the GPU benchmark
 # (benchmarks/bench_gpu.py, anchor config, 32 and 128 new tokens) and the pipeline under the `gpu` profile within a
-# wall-clock budget, and put logs, metrics and tables into $OUT (at most 8 files: the device tool's limit).
+# wall-clock budget, and put logs, metrics and tables into $OUT (a handful of files, listed below).
 #
-#   scripts/gpu_run.sh prepare     # HERE (internet): wheels for the GPU machine's Python 3.12 into .wheels/
-#   scripts/gpu_run.sh             # THERE, in the repo root, $OUT set; carry .wheels (device tool: carry [".wheels"])
+#   scripts/gpu_run.sh prepare     # on a machine with internet: wheels for the GPU machine's Python 3.12 into .wheels/
+#   scripts/gpu_run.sh             # on the GPU machine, in the repo root (with .wheels/ copied along), $OUT set
 #   SMOKE=1 OUT=/tmp/gpu_smoke scripts/gpu_run.sh   # CPU rehearsal: tiny bench on cpu + tiny profile, 2 methods
 #
 # What lands in $OUT: run.log (everything), bench.log, bench_gpu.json + bench_gpu.md (the benchmark), pipeline.log
@@ -33,14 +33,14 @@ WHEELS=${WHEELS:-.wheels}
 # ------------------------------------------------------------------------------------------------ prepare (here)
 if [ "${1:-}" = "prepare" ]; then
     # Pure-python wheels (plus multiprocess's py312 build) for what the GPU image may lack: trl and datasets (bench),
-    # datasets, rouge_score and tabulate (pipeline; pandas' to_markdown in the eval stage needs tabulate), and their
+    # datasets, evaluate, rouge_score and tabulate (pipeline; pandas' to_markdown in the eval stage needs tabulate), and their
     # missing needs. Versions = requirements.lock. The folder is git-ignored (/.wheels/). ~4 MB.
     PIP_PY=${PIP_PY:-.venv-bench/bin/python}
     mkdir -p "$WHEELS"
     plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
     "$PIP_PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
         "${plat[@]}" -d "$WHEELS" trl==1.13.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 nltk==3.10.4 \
-        defusedxml==0.7.1 fsspec==2026.9.0 tabulate==0.10.0 ${EXTRA_WHEELS:-} || exit 1
+        defusedxml==0.7.1 fsspec==2026.9.0 tabulate==0.10.0 evaluate==0.4.6 ${EXTRA_WHEELS:-} || exit 1
     # rouge_score 0.1.2 is an sdist only: build its (pure-python) wheel here
     "$PIP_PY" -m pip wheel --no-deps -w "$WHEELS" rouge_score==0.1.2 || exit 1
     ls -la "$WHEELS"
@@ -85,7 +85,7 @@ install_wheels() {
     fi
     # A small resolver over the copied wheels: roots = nlhf's own dependencies (pyproject.toml) + trl==1.13.0 +
     # tabulate (pandas' to_markdown, used by the eval stage, not declared in pyproject.toml);
-    # a requirement already met by the installed packages is left alone, otherwise the carried wheel that meets it
+    # a requirement already met by the installed packages is left alone, otherwise the copied wheel that meets it
     # is chosen (then its own requirements are checked the same way). Nothing is fetched; problems are printed.
     local plan
     plan=$("$PY" - "$WHEELS" <<'EOF'
@@ -124,7 +124,7 @@ while todo:
         print(f"# {name} {wheels[name][1]} (installed: {have}; needed: {r} by {why})", file=sys.stderr)
         todo += [(q, name) for q in wheels[name][2]]
     else:
-        problems.append(f"{r} (needed by {why}; installed {have}; carried "
+        problems.append(f"{r} (needed by {why}; installed {have}; copied wheel "
                         f"{wheels[name][1] if name in wheels else None})")
 for p in problems:
     print(f"# WARNING unmet: {p}", file=sys.stderr)

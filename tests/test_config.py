@@ -331,3 +331,40 @@ def test_lock_satisfies_pyproject_ranges():
         name = r.name.lower().replace("_", "-")
         assert name in pins, f"{name} is a dependency but not in the lock"
         assert r.specifier.contains(pins[name], prereleases=True), f"lock pins {name}=={pins[name]}, outside {r}"
+
+
+def test_an_edit_the_profile_overrides_stops_check(tmp_path, monkeypatch, capsys):
+    """`dvc exp run -S pg.steps=700` edits params.yaml; under a profile that sets pg.steps itself the edit would be
+    silently ignored, so `check` (DVC's first stage) stops and says where to set it. Keys the profile leaves alone,
+    and the same edit under the default profile, pass."""
+    import subprocess
+
+    from nlhf.__main__ import main
+    from nlhf.config import shadowed_edits
+
+    monkeypatch.chdir(tmp_path)
+    path = write_params(tmp_path, lambda p: p.update(profile="tiny"))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "recipe"], cwd=tmp_path, check=True)
+    assert shadowed_edits(path) == []
+    write_params(tmp_path, lambda p: (p.update(profile="tiny"), p["pg"].update(steps=700, lr=2e-4)))
+    [msg] = shadowed_edits(path)
+    assert msg.startswith("pg.steps: params.yaml now sets 700, but profile 'tiny' overrides pg.steps with 4")
+    assert "dvc exp run -S profiles/tiny.yaml:pg.steps=<value>" in msg  # pg.lr is not in tiny.yaml: no message
+    assert main(["check"]) == 1 and "pg.steps: params.yaml now sets 700" in capsys.readouterr().err
+    write_params(tmp_path, lambda p: p["pg"].update(steps=700))  # the default profile's overlay is empty
+    assert shadowed_edits(path) == [] and main(["check"]) == 0
+
+
+def test_every_stage_depends_on_the_selected_profile_file_only():
+    """A stage's inputs name profiles/${profile}.yaml (editing gpu.yaml does not rerun the cpu pipeline) and its
+    params record that file's values; the default profile's file exists and is empty."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        assert "profiles" not in stage["deps"] and "profiles/${profile}.yaml" in stage["deps"], name
+        if name != "check":
+            assert {"profiles/${profile}.yaml": None} in stage["params"], name
+    assert yaml.safe_load((ROOT / "profiles" / "cpu.yaml").read_text()) == {}

@@ -8,7 +8,8 @@ from transformers import PreTrainedTokenizerFast
 
 from nlhf.config import ConfigError, from_dict
 from nlhf.models import (ModelConfig, ModelLoadError, PreferenceModel, RewardModel, build_policy,
-                         build_preference_model, build_reward_model, check_same_tokenizer, load_policy, save_policy)
+                         build_preference_model, build_reward_model, check_same_tokenizer, generation_config, load_policy,
+                         save_policy)
 
 WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
 
@@ -74,8 +75,12 @@ def test_build_policy_wires_tokenizer(tok):
 
 def test_policy_save_load_and_missing_folder(tok, tmp_path):
     policy = build_policy(CFG, tok, seed=0)
-    save_policy(policy, tok, tmp_path / "sft")
+    save_policy(policy, tok, tmp_path / "sft", generation_config(tok, max_new_tokens=12))
     loaded, tok2 = load_policy(tmp_path / "sft")
+    # the reloaded policy samples as the pipeline did: untruncated ancestral sampling, 12 tokens, stop at EOS
+    gen = loaded.generation_config
+    assert gen.do_sample and gen.temperature == 1.0 and gen.top_k == 0 and gen.top_p == 1.0
+    assert gen.max_new_tokens == 12 and gen.eos_token_id == tok.eos_token_id
     check_same_tokenizer(tok, tok2, "a", "b")
     ids = torch.tensor([[4, 5, 6, 7]])
     assert torch.equal(policy(ids).logits, loaded(ids).logits)

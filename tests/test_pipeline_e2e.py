@@ -98,8 +98,17 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
     assert set(pd.read_csv(r / "eval" / "seeds.csv")["comparison"]) == {"P(MD1 ≻ RLHF)", "P(MD1 ≻ SP)", "P(BR ≻ RLHF)"}
     side = pd.read_csv(r / "eval" / "scorecard_side_by_side.csv")
     assert {"oracle outcome", "exact-judge outcome", "paper-setting outcome", "paper"} <= set(side.columns)
-    plots = _dvc(tiny_repo, "plots", "show", "--json").stdout
-    assert "results/convergence/MD1.csv" in plots and "results/convergence_exact/SP.csv" in plots
+    plots = json.loads(_dvc(tiny_repo, "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots["errors"]
+    for name in ("results/convergence/MD1.csv", "results/convergence_exact/SP.csv", "SFT loss [nats per token]",
+                 "results/policy/MD1/curve.csv"):
+        assert name in plots["data"], (name, sorted(plots["data"])[:20])
+    assert any("beta sweep" in name for name in plots["data"])
+    # the DVC metrics are the small per-stage summaries: numbers only, at most 40 columns in all
+    shown = next(iter(json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout).values()))["data"]
+    assert shown and all(f.startswith("results/summary/") for f in shown), sorted(shown)
+    columns = {k for f in shown.values() for k in f["data"]}
+    assert 10 <= len(columns) <= 40, sorted(columns)
     for stage in ["tabular", "data", "sft", "pm", "rm", "policy_RLHF", "policy_EMA1", "oracle", "eval"]:
         assert (r / "metrics" / f"{stage}.json").exists(), stage
     # timings live outside the hashed outputs that later stages depend on (eval depends on pm.json and rm.json)

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm import tqdm  # the text bar: the notebook kernels have no widgets
 
 from nlhf.config import check
+from nlhf.progress import Progress
 from nlhf.sampling import generate, response_logprobs
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 
@@ -192,9 +192,8 @@ def train_policy(
         run_probe(0)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     B = cfg.batch_size
-    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=2.0,
-               disable=not accelerator.is_local_main_process)
-    for step in bar:
+    progress = Progress(desc, cfg.steps, start, enabled=accelerator.is_local_main_process)
+    for step in range(start, cfg.steps):
         idx = torch.randint(len(prompts), (B,), generator=prompt_gen).tolist()
         batch_prompts = [prompts[i] for i in idx]
         enc = tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -261,14 +260,11 @@ def train_policy(
                     "length": m.sum(-1).mean().item(),
                 }
             log["train"].append(row)
-            bar.set_postfix(kl=f"{row['kl_to_ref']:.3f}", s=f"{row['signal']:.3f}")
         if done % probe_every == 0 or done == cfg.steps:
             run_probe(done)
-            if probe is not None and accelerator.is_main_process:
-                last = log["probe"][-1]
-                accelerator.print(f"[{desc}] step {done}/{cfg.steps}: P*(π ≻ SFT) {last['p_vs_sft']:.3f} "
-                                  f"± {last['p_vs_sft_ci']:.3f}, P*(π ≻ target) {last['p_vs_target']:.3f}, "
-                                  f"KL {last['kl']:.2f}, {last['words']:.2f} words")
+        last = log.get("probe", [{}])[-1] if probe is not None else {}
+        progress.update(done, kl=log["train"][-1]["kl_to_ref"], **{
+            k: last[k] for k in ("p_vs_sft", "p_vs_target") if k in last})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             # every rank's generator states (a collective: all ranks call it), saved by the main process
             rank_states = gather_object([(prompt_gen.get_state(), sample_gen.get_state(), rng_state())])

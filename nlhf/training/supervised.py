@@ -14,9 +14,9 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from tqdm import tqdm  # the text bar: the notebook kernels have no widgets
 
 from nlhf.config import check
+from nlhf.progress import Progress
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 
 
@@ -105,9 +105,9 @@ def fit(
 
     model.train()
     running, n_running = 0.0, 0
-    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=2.0,
-               disable=not accelerator.is_local_main_process)
-    for step in bar:
+    progress = Progress(desc, cfg.steps, start, enabled=accelerator.is_local_main_process)
+    last_loss = float("nan")
+    for step in range(start, cfg.steps):
         idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
         # data parallel: every rank draws the same batch (same generator) and takes its own 1/world share, so N
         # processes step on the examples one process would (DDP averages the per-rank mean gradients)
@@ -126,7 +126,7 @@ def fit(
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             log["train"].append({"step": done, "loss": running / n_running})
-            bar.set_postfix(loss=f"{running / n_running:.4f}")
+            last_loss = running / n_running
             running, n_running = 0.0, 0
         if eval_fn is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
             model.eval()
@@ -139,5 +139,6 @@ def fit(
                 "scheduler": sched.state_dict(), "generator": gen.get_state(), "rng": rng_state(),
                 "log": log, "step": done, "fingerprint": fingerprint,
             })
+        progress.update(done, loss=last_loss)
     model.eval()
     return log

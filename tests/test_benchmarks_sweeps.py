@@ -1,0 +1,53 @@
+"""The recipe sweeps in benchmarks/ build their runs against the package's current config (nothing is trained here):
+every generated run applies to ``params.yaml``'s config and compiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from nlhf.params import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _stage_runs  # noqa: E402
+
+
+def _load(rel: str):
+    name = "bench_" + rel.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _applies(run: _stage_runs.StageRun):
+    cfg = load_config(ROOT / "params.yaml")
+    exec(run.setup, {"cfg": cfg, "dataclasses": dataclasses})
+    compile(_stage_runs.program(run, Path("/tmp/sweep"), threads=1), run.tag, "exec")
+    return cfg
+
+
+def test_scorer_sweep_rows_apply_to_the_package_config():
+    sweep = _load("benchmarks/scorer_recipe_sweep/sweep.py")
+    recorded = pd.read_csv(sweep.RECORDED)
+    rows = sweep.expressible(recorded)
+    assert 0 < len(rows) < len(recorded)
+    assert (rows["pool"] == "ymean+last+ysum").all()
+    for row in rows.itertuples(index=False):
+        cfg = _applies(sweep.stage_run(row))
+        section = cfg.pm if row.kind == "pm" else cfg.rm
+        assert (section.steps, section.batch_size, section.lr, section.seed) == (row.steps, row.batch, row.lr,
+                                                                                  row.seed)
+
+
+def test_pg_sweep_run_applies_to_the_package_config():
+    sweep = _load("benchmarks/pg_recipe/sweep.py")
+    cfg = _applies(sweep.stage_run("MD1", "paper", 3e-4, 40))
+    assert (cfg.pg.lr, cfg.pg.steps) == (3e-4, 40)
