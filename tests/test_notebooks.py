@@ -82,9 +82,10 @@ def test_setup_finds_the_repository_root_from_any_subfolder(tmp_path, monkeypatc
 
 def test_replot_without_results_names_the_file_and_the_way_out(tmp_path):
     from nlhf.notebook import stage_metrics
-    from nlhf.params import Paths, PipelineConfig
+    from nlhf.params import load_config
 
-    cfg = PipelineConfig(paths=Paths(results="nowhere"))
+    cfg = load_config(ROOT / "params.yaml")
+    cfg.paths.results = "nowhere"
     with pytest.raises(FileNotFoundError, match=r"nowhere/metrics/sft\.json not found.*dvc repro.*recompute = True"):
         stage_metrics(cfg, "sft", lambda: {}, recompute=False)
     assert stage_metrics(cfg, "sft", lambda: {"ran": 1}, recompute=True) == {"ran": 1}
