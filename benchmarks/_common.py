@@ -123,15 +123,16 @@ def build_tokenizer_and_prompts(n_prompts: int, vocab: int = 512, prompt_tokens:
 
 
 def gpt2_config(tok, shape: Shape, **extra):
-    """TRL's models: the same GPT-2 config our from-config models get (``nlhf.models._gpt2_config``), including
+    """TRL's models: the GPT-2 config our from-config models get (:func:`nlhf.models.gpt2_config`), including
     ``activation_function="gelu_pytorch_tanh"`` (GPT-2's tanh GELU, fused kernel), so both sides run identical
-    networks."""
-    from transformers import GPT2Config
+    networks. Dropout is GPT-2's default 0.1 (TRL's models as a user would build them; our side builds its models
+    with ``ModelConfig``'s dropout 0): passed explicitly because the package's config takes it from ``ModelConfig``."""
+    from nlhf.models import ModelConfig
+    from nlhf.models import gpt2_config as package_gpt2_config
 
-    extra.setdefault("activation_function", "gelu_pytorch_tanh")
-    return GPT2Config(vocab_size=len(tok), n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head,
-                      n_positions=shape.n_positions, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, **extra)
+    cfg = ModelConfig(n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head, n_positions=shape.n_positions,
+                      dropout=0.1)
+    return package_gpt2_config(cfg, tok, **extra)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Training-step time of the preference model with the one-row block layout vs two rows per pair (same model).
 
-One row ``x <sep> y <sep> y' <sep>`` per pair (``PreferenceModel.collate``: x encoded once, the y' block blind to y)
+One row ``x <sep> y <sep> y' <sep>`` per pair (``PreferenceModel.pair_batch``: x encoded once, the y' block blind to y)
 against two rows ``x <sep> y <sep>`` and ``x <sep> y' <sep>`` (one response per row, the same features:
 tests/test_models.py::test_one_row_blocks_equal_separate_rows). Both compute the same loss; the step is
 forward + backward + AdamW on a batch of pairs from the task's preference data (default profile: tiny GPT-2 2x128,
@@ -49,13 +49,13 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
 
     def logit_one_row(x, y, yp):
-        return pm(**pm.collate(x, y, yp))
+        return pm(**pm.pair_batch(x, y, yp))
 
     def logit_two_rows(x, y, yp):
-        # _collate is the only way to build one-response rows for a PreferenceModel (no public equivalent)
+        # rows x <sep> y <sep> and x <sep> y' <sep> (collate with one response), then the head as in forward
         xs = pm.token_ids(x)
-        a = pm.features(**pm._collate(xs, [pm.token_ids(y, response=True)]))[:, 0]
-        b = pm.features(**pm._collate(xs, [pm.token_ids(yp, response=True)]))[:, 0]
+        a = pm.features(**pm.collate(xs, pm.token_ids(y, response=True)))[:, 0]
+        b = pm.features(**pm.collate(xs, pm.token_ids(yp, response=True)))[:, 0]
         return (pm.head(torch.cat([a, b], -1)) - pm.head(torch.cat([b, a], -1))).squeeze(-1)
 
     def step(logit_fn):

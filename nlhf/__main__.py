@@ -1,4 +1,5 @@
-"""``python -m nlhf check [STAGE ...]``: validate params.yaml (and a stage's upstream inputs) before running anything.
+"""``python -m nlhf check [STAGE ...]``: validate params.yaml (and a stage's upstream inputs) before running anything;
+``python -m nlhf run STAGE``: run one stage's function (what its notebook calls) from the command line.
 
 DVC runs ``python -m nlhf check --fresh --out artifacts/check.ok`` as the first stage of the DAG (dvc.yaml), so a
 bad param stops ``dvc repro`` before any stage has deleted its outputs or papermill has overwritten an executed
@@ -7,7 +8,7 @@ notebook. The output file's content never changes, so a passing check does not i
 ``--fresh`` deletes the resumable training states (``<artifacts>/.resume``): DVC reruns the check stage only when
 params, code or profiles changed, or when forced (``dvc repro -f``), and in each of those cases every stage must
 start from scratch. (A state is also never resumed for other params or upstream inputs: see
-:func:`nlhf.stages.fingerprint`.)
+:func:`nlhf.artifacts.fingerprint`.)
 
 With stage names (``sft``, ``preference@pm``, ``policy@MD1``, ...) it also checks that the stage's upstream
 artifacts exist, are readable and hold the row counts their stages recorded.
@@ -24,46 +25,47 @@ CHECK_OK = "params validated by `python -m nlhf check`\n"
 
 def _stage_inputs(cfg, stage: str) -> list[str]:
     """Check the upstream artifacts of ``stage`` with the stages' own loaders; returns what was checked."""
-    from nlhf import stages
+    from nlhf import artifacts
+    from nlhf.comparisons import load_sft_comparisons
 
-    art = lambda *p: stages.artifact(cfg, *p)  # noqa: E731
+    art = lambda *p: artifacts.artifact(cfg, *p)  # noqa: E731
     checked = []
     if stage in ("tabular", "data"):
         return checked
     if stage == "sft":
-        stages.load_tokenizer(cfg)
+        artifacts.load_tokenizer(cfg)
         for split in ("train", "eval"):
-            stages.load_dataset_dir(cfg, "sft", split)
+            artifacts.load_dataset_dir(cfg, "sft", split)
         return ["data/tokenizer", "data/sft"]
     if stage in ("preference@pm", "preference@rm"):
-        stages.load_tokenizer(cfg)
+        artifacts.load_tokenizer(cfg)
         for split in ("train", "test"):
-            stages.load_dataset_dir(cfg, "prefs", split)
+            artifacts.load_dataset_dir(cfg, "prefs", split)
         for part in ("train", "heldout"):
-            stages.load_sft_comparisons(cfg, part)
+            load_sft_comparisons(cfg, part)
         return ["data/tokenizer", "data/prefs", "sft_pairs"]
     if stage.split("@")[0] in ("policy", "policy_exact", "policy_seed") and "@" in stage:
         kind, name = stage.split("@", 1)
         method = cfg.method(name)
-        stages.require(art("models", "sft"), "sft")
-        stages.require(art("oracle", "pools.json"), "oracle")
+        artifacts.require(art("models", "sft"), "sft")
+        artifacts.require(art("oracle", "pools.json"), "oracle")
         if kind == "policy_exact":
             return ["models/sft", "oracle"]
         judge = "rm" if method.kind == "rlhf" else "pm"
-        stages.require(art("models", judge), f"preference@{judge}")
+        artifacts.require(art("models", judge), f"preference@{judge}")
         return ["models/sft", f"models/{judge}", "oracle"]
     if stage == "eval":
-        stages.load_tokenizer(cfg)
-        stages.require(art("models", "sft"), "sft")
-        stages.require(art("models", "pm"), "preference@pm")
+        artifacts.load_tokenizer(cfg)
+        artifacts.require(art("models", "sft"), "sft")
+        artifacts.require(art("models", "pm"), "preference@pm")
         for variant, names in (("paper", cfg.methods), ("exact", cfg.ablation.methods),
                                ("seed", cfg.ablation.seed_methods)):
             for name in names:
-                stages.require(stages.policy_dir(cfg, name, variant), stages.policy_stage(name, variant))
+                artifacts.require(artifacts.policy_dir(cfg, name, variant), artifacts.policy_stage(name, variant))
         return ["data/tokenizer", "models/sft", "models/pm", "policies", "policies_exact", "policies_seed"]
     if stage == "oracle":
-        stages.require(art("models", "sft"), "sft")
-        stages.require(art("models", "rm"), "preference@rm")
+        artifacts.require(art("models", "sft"), "sft")
+        artifacts.require(art("models", "rm"), "preference@rm")
         return ["models/sft", "models/rm"]
     raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
                    f"policy@<method> ({', '.join(cfg.methods)}), policy_exact@<method>, policy_seed@<method>, eval")
@@ -77,6 +79,43 @@ def _fresh(cfg) -> None:
               f"forced): its stage starts fresh")
 
 
+def stage_function(stage: str):
+    """``(function, args)`` of the DVC stage named ``stage`` in :mod:`nlhf.stages`; KeyError for another name."""
+    from nlhf import stages
+
+    kind, _, item = stage.partition("@")
+    simple = {"tabular": stages.run_tabular, "data": stages.run_data, "sft": stages.run_sft,
+              "oracle": stages.run_oracle, "eval": stages.run_eval}
+    if kind in simple and not item:
+        return simple[kind], ()
+    if kind == "preference" and item in ("pm", "rm"):
+        return stages.run_preference, (item,)
+    variants = {f"policy{suffix}": variant for variant, suffix in stages.POLICY_VARIANTS.items()}
+    if kind in variants and item:
+        return stages.run_policy, (item, variants[kind])
+    raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
+                   f"policy@<method>, policy_exact@<method>, policy_seed@<method>, eval")
+
+
+def _run_stage(stage: str, params: str) -> int:
+    """``python -m nlhf run <stage>``: the stage's function, as its notebook calls it (no figures, no notebook)."""
+    from nlhf.config import ConfigError
+    from nlhf.params import load_config
+
+    try:
+        cfg = load_config(params)
+        fn, args = stage_function(stage)
+    except (ConfigError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    from nlhf.notebook import quiet_libraries
+    from nlhf.training.checkpoint import json_text
+
+    quiet_libraries()
+    print(json_text(fn(cfg, *args)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlhf", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     chk.add_argument("--out", help="write a fixed marker file here when everything is valid (the DVC output)")
     chk.add_argument("--fresh", action="store_true", help="delete resumable training states (<artifacts>/.resume)")
+    run = sub.add_parser("run", help="run one stage's function without its notebook (e.g. policy@MD1, eval)")
+    run.add_argument("stage", help="a DVC stage name: tabular, data, sft, preference@pm|rm, oracle, policy@<method>, "
+                                   "policy_exact@<method>, policy_seed@<method>, eval")
+    run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run_stage(args.stage, args.params)
 
     from nlhf.config import ConfigError, shadowed_edits
     from nlhf.params import load_config

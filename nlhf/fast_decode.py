@@ -7,16 +7,14 @@ This module runs the SAME weights with plain torch ops:
 * static KV tensors, preallocated once per call (per layer and model: K as [N, H, D, P + T_max], transposed so the
   decode step's QKᵀ is a plain batched GEMM; V as [N, H, P + T_max, D]), written in place;
 * the key-padding mask is a preallocated boolean row per sequence, updated with one column write per token;
-* policy and reference advance in one loop; the mixture, sampling and EOS bookkeeping are the generic sampler's
-  (same formulas, same :func:`nlhf.sampling.sample_categorical` call on the same generator), so for a given seed the tokens are the
-  ones :func:`nlhf.sampling.generate_uncached` draws (tested in tests/test_fast_decode.py);
-* the only host sync per token is the "every row finished?" check, which keeps early stopping (and therefore how
-  many random numbers a call consumes) exactly as in the generic loop.
+* it is only a backend (``prefill`` / ``step``, :class:`GPT2Backend`): the loop, the mixture, sampling and EOS
+  bookkeeping are :func:`nlhf.sampling.generate`'s, the same code for every backend, so for a given seed the
+  tokens are the ones :func:`nlhf.sampling.generate_uncached` draws (tested in tests/test_fast_decode.py).
 
 Supported: ``transformers`` ``GPT2LMHeadModel`` (no cross-attention, no ``reorder_and_upcast_attn``), with no
 forward hooks registered on any of its modules (hooks would be skipped here, so such models take the generic
-path). Anything else returns None from :func:`fast_generate` and the caller falls back to the generic
-``transformers`` loop. Set ``NLHF_FAST_DECODE=0`` to force the generic path.
+path). For anything else :func:`can_decode` is False and ``generate`` runs the ``transformers`` backend. Set
+``NLHF_FAST_DECODE=0`` to force it.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["supports", "fast_generate", "GPT2Decoder"]
+__all__ = ["supports", "can_decode", "GPT2Backend", "GPT2Decoder"]
 
 _TANH_GELU = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}
 _EXACT_GELU = {"gelu"}
@@ -70,7 +68,7 @@ def supports(model) -> bool:
 
 
 class GPT2Decoder:
-    """The weights of one GPT-2 LM (views, no copies) + its static KV cache for one :func:`fast_generate` call."""
+    """The weights of one GPT-2 LM (views, no copies) + its static KV cache for one :func:`nlhf.sampling.generate` call."""
 
     def __init__(self, model, n_rows: int, max_len: int):
         m = _unwrap(model)
@@ -137,130 +135,54 @@ class GPT2Decoder:
         return F.linear(x, self.lm_head)
 
 
-def fast_generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref, beta_row: Tensor, use_ref: bool,
-                  max_new_tokens: int, temperature: float, eos_token_id: int, pad_token_id: int,
-                  generator: torch.Generator | None):
-    """The loop of ``nlhf.sampling._generate`` on :class:`GPT2Decoder` s, or None if a model is not supported.
-
-    Inputs are already checked by the caller (left padding, β per row in [0, 1], ref present if ``use_ref``); the
-    models are already in eval mode and grad is off. Returns a ``nlhf.sampling.Generation``.
-    """
+def can_decode(models, device, max_len: int) -> bool:
+    """True if every model is a supported GPT-2 (:func:`supports`) on ``device`` with room for ``max_len``
+    positions, and ``NLHF_FAST_DECODE`` is not ``0``: then :func:`nlhf.sampling.generate` decodes on
+    :class:`GPT2Backend` s, otherwise on the ``transformers`` loop."""
     if os.environ.get("NLHF_FAST_DECODE", "1") == "0":
-        return None
-    if not supports(policy) or (use_ref and not supports(ref)):
-        return None
-    from nlhf.sampling import Generation, sample_categorical  # late import: sampling imports this module lazily
-
-    device = prompt_ids.device
-    N, P = prompt_ids.shape
-    L = P + max_new_tokens - 1  # the last sampled token is never fed back
-    models = [policy] + ([ref] if use_ref else [])
+        return False
     for m in models:
+        if not supports(m):
+            return False
         m_ = _unwrap(m)
-        if m_.transformer.wte.weight.device != device or L > m_.config.n_positions:
-            return None
+        if m_.transformer.wte.weight.device != device or max_len > m_.config.n_positions:
+            return False
+    return True
 
-    b = beta_row.to(device=device, dtype=torch.float32).reshape(N, 1)
-    # The reference runs only on the rows that mix it in (β > 0): rows with β = 0 sample from π_θ alone, so their
-    # μ logits are never needed (their ref_logprobs are reported as 0). ``rs`` selects those rows: a slice when
-    # they are contiguous (Nash-MD: rows B..2B-1, views and no copies), else an index tensor.
-    rs = slice(None)
-    R = N
-    if use_ref:
-        sel = (b.view(N) > 0).nonzero().view(-1)
-        R = int(sel.numel())
-        if R < N:
-            s0 = int(sel[0])
-            rs = slice(s0, s0 + R) if int(sel[-1]) == s0 + R - 1 else sel
-    pol_dec = GPT2Decoder(policy, N, L)
-    ref_dec = GPT2Decoder(ref, R, L) if use_ref else None
 
-    mask = prompt_mask.long()
-    kvalid = torch.zeros(N, L, dtype=torch.bool, device=device)
-    kvalid[:, :P] = mask.bool()
-    # the same key mask in additive form for the decode steps: 0 = attend, −inf = pad / finished row's slot
-    kbias = torch.full((N, L), float("-inf"), dtype=pol_dec.wte.dtype, device=device)
-    kbias[:, :P].masked_fill_(mask.bool(), 0.0)
-    # prefill: causal AND key is real; each position may always see itself (pad queries would otherwise have no
-    # key at all -> NaN K/V downstream; their outputs are never used and their keys stay masked)
-    causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
-    eye = torch.eye(P, dtype=torch.bool, device=device)
-    pre_mask = ((causal & kvalid[:, None, :P]) | eye)[:, None]  # [N, 1, P, P]
-    pos0 = (mask.cumsum(-1) - 1).clamp(min=0)
-    cnt = mask.sum(-1)  # real tokens so far = position of the next fed token
+class GPT2Backend:
+    """One model's side of the decode loop of :func:`nlhf.sampling.generate` on a :class:`GPT2Decoder`, for the
+    rows ``rows`` of the batch (the reference runs only on the rows that mix it in).
 
-    b_r = b[rs]
-    omb_r, b_is1_r = 1.0 - b_r, b_r == 1
-    all_rows = R == N
-    pure_policy = not use_ref
-    finished = torch.zeros(N, dtype=torch.bool, device=device)
-    zero = torch.zeros((), device=device)
-    pad_t = torch.full((N,), pad_token_id, dtype=torch.long, device=device)
-    toks, resp_mask, pol_lp, smp_lp, ref_lp = [], [], [], [], []
+    ``prefill()`` encodes the left-padded prompts and returns the last position's logits; ``step(tok, alive, t)``
+    feeds the tokens sampled at step t − 1 (all rows of the batch; this backend takes its own) and returns the
+    next logits. The key-padding mask is a preallocated row per sequence, one column written per token."""
 
-    for t in range(max_new_tokens):
-        if t == 0:
-            lp = pol_dec.forward(prompt_ids, pos0, 0, pre_mask).float()
-            if use_ref:
-                lr = ref_dec.forward(prompt_ids[rs], pos0[rs], 0, pre_mask[rs]).float()
-        else:
-            col = P + t - 1
-            am = kbias[:, None, None, :col + 1]
-            lp = pol_dec.forward(step_ids, step_pos, col, am).float()
-            if use_ref:
-                lr = ref_dec.forward(step_ids[rs], step_pos[rs], col, am[rs]).float()
-        if pure_policy:
-            mixed = lp
-        else:
-            # the generic formula ((1−β)·l_θ + β·l_μ, exactly l_μ where β = 1, exactly l_θ where β = 0), row-wise
-            lp_r = lp[rs]
-            mixed_r = torch.where(b_is1_r, lr, omb_r * lp_r + b_r * lr)
-            if all_rows:
-                mixed = mixed_r
-            else:
-                mixed = lp.clone()
-                mixed[rs] = mixed_r
-        if temperature == 0:
-            logp = torch.log_softmax(mixed, -1)
-            tok = mixed.argmax(-1)
-        else:
-            logp = torch.log_softmax(mixed / temperature if temperature != 1.0 else mixed, -1)
-            tok = sample_categorical(logp, generator)
+    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, rows, max_new_tokens: int):
+        ids, mask = prompt_ids[rows], prompt_mask[rows].long()
+        n, prompt_len = ids.shape
+        device = ids.device
+        self.rows, self.ids, self.prompt_len = rows, ids, prompt_len
+        self.decoder = GPT2Decoder(model, n, prompt_len + max_new_tokens - 1)  # the last token is never fed back
+        # the key mask in additive form for the decode steps: 0 = attend, −inf = pad / finished row's slot
+        self.key_bias = torch.full((n, prompt_len + max_new_tokens - 1), float("-inf"), dtype=self.decoder.wte.dtype,
+                                   device=device)
+        self.key_bias[:, :prompt_len].masked_fill_(mask.bool(), 0.0)
+        # prefill: causal AND key is real; each position may always see itself (pad queries would otherwise have no
+        # key at all -> NaN K/V downstream; their outputs are never used and their keys stay masked)
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+        eye = torch.eye(prompt_len, dtype=torch.bool, device=device)
+        self.prefill_mask = ((causal & mask.bool()[:, None, :]) | eye)[:, None]  # [n, 1, P, P]
+        self.positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.n_real = mask.sum(-1)  # real tokens so far = position of the next fed token
 
-        alive = ~finished
-        tok = torch.where(alive, tok, pad_t)
-        idx = tok.unsqueeze(1)
-        plog = logp if (pure_policy and temperature == 1.0) else torch.log_softmax(lp, -1)
-        pol_lp.append(torch.where(alive, plog.gather(1, idx).squeeze(1), zero))
-        smp_lp.append(torch.where(alive, logp.gather(1, idx).squeeze(1), zero))
-        if use_ref:
-            ref_lp.append(torch.where(alive[rs], torch.log_softmax(lr, -1).gather(1, idx[rs]).squeeze(1), zero))
-        toks.append(tok)
-        resp_mask.append(alive)
-        finished = finished | (alive & (tok == eos_token_id))
+    def prefill(self) -> Tensor:
+        return self.decoder.forward(self.ids, self.positions, 0, self.prefill_mask).float()
 
-        if t == max_new_tokens - 1 or bool(finished.all()):
-            break
-        step_ids, step_pos = idx, cnt.unsqueeze(1)
-        kbias[:, P + t].masked_fill_(alive, 0.0)
-        cnt = cnt + alive.long()
-
-    response = torch.stack(toks, 1)
-    response_mask = torch.stack(resp_mask, 1).long()
-    ref_logprobs = None
-    if use_ref:
-        ref_logprobs = torch.stack(ref_lp, 1)
-        if not all_rows:  # β = 0 rows: μ was not run, report 0 (as the generic path does)
-            full = torch.zeros(N, ref_logprobs.shape[1], dtype=ref_logprobs.dtype, device=device)
-            full[rs] = ref_logprobs
-            ref_logprobs = full
-    return Generation(
-        sequences=torch.cat([prompt_ids, response], 1),
-        attention_mask=torch.cat([prompt_mask.long(), response_mask], 1),
-        response=response,
-        response_mask=response_mask,
-        prompt_len=P,
-        policy_logprobs=torch.stack(pol_lp, 1),
-        sample_logprobs=torch.stack(smp_lp, 1),
-        ref_logprobs=ref_logprobs,
-    )
+    def step(self, tok: Tensor, alive: Tensor, t: int) -> Tensor:
+        tok, alive = tok[self.rows], alive[self.rows]
+        col = self.prompt_len + t - 1
+        pos = self.n_real.unsqueeze(1)
+        self.key_bias[:, col].masked_fill_(alive, 0.0)
+        self.n_real = self.n_real + alive.long()
+        return self.decoder.forward(tok.unsqueeze(1), pos, col, self.key_bias[:, None, None, :col + 1]).float()

@@ -18,15 +18,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from nlhf.config import ConfigError, check, from_dict, read_params
 from nlhf.evaluate import EvalConfig
-from nlhf.models import ModelConfig, _looks_local
+from nlhf.models import ModelConfig, looks_local
 from nlhf.oracle import OracleConfig
 from nlhf.tabular_experiment import TabularConfig
 from nlhf.tasks import TaskConfig
 from nlhf.training.exact_judges import AblationConfig
 from nlhf.training.policy_gradient import MethodConfig, PGConfig
 from nlhf.training.supervised import SupervisedConfig
-
-PAPER_METHODS = ("RLHF", "SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR", "EMA1", "EMA2")
 
 _SUPERVISED_RECIPE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "checkpoint_every", "seed")
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -154,7 +152,7 @@ class PipelineConfig:
         check(not unknown, "oracle.populations", f"unknown populations {unknown}; expected some of {sorted(POPULATIONS)}")
         for section in ("policy_model", "preference_model", "reward_model"):
             name = getattr(self, section).name_or_path
-            check(name is None or _looks_local(name), f"{section}.name_or_path",
+            check(name is None or looks_local(name), f"{section}.name_or_path",
                   f"{name!r} is not a local folder; Hub models are not downloaded by the pipeline (the download "
                   f"would not be pinned to a revision): run `hf download {name} --revision <commit> --local-dir "
                   f"<folder>` and set name_or_path to that folder (starting with ./ or /)")

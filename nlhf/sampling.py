@@ -26,10 +26,12 @@ import contextlib
 import functools
 import inspect
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from nlhf import fast_decode
 
 __all__ = [
     "Generation",
@@ -37,8 +39,8 @@ __all__ = [
     "mixture_logprobs",
     "generate",
     "generate_uncached",
+    "sample_texts",
     "response_logprobs",
-    "response_entropy",
     "position_ids_from_mask",
 ]
 
@@ -217,8 +219,49 @@ def _check_inputs(prompt_ids, prompt_mask, max_new_tokens, temperature):
                          "= 'left')")
 
 
+class TransformersBackend:
+    """One model's side of the decode loop on any ``transformers`` causal LM, for the rows ``rows`` of the batch:
+    with a KV cache (``DynamicCache``: one forward per new token) or, ``cached=False``, re-encoding the whole prefix
+    at every step (the reference implementation). Same interface as :class:`nlhf.fast_decode.GPT2Backend`."""
+
+    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, rows, cached: bool):
+        self.model, self.rows, self.cached = model, rows, cached
+        self.seq, self.mask = prompt_ids[rows], prompt_mask[rows].long()
+        self.cache = _new_cache() if cached else None
+
+    def prefill(self) -> Tensor:
+        logits, self.cache = _last_logits(self.model, self.seq, self.mask, position_ids_from_mask(self.mask),
+                                          self.cache)
+        return logits.float()
+
+    def step(self, tok: Tensor, alive: Tensor, t: int) -> Tensor:
+        tok, alive = tok[self.rows], alive[self.rows]
+        new_pos = self.mask.sum(-1, keepdim=True)  # = number of real tokens so far = position of the new token
+        self.seq = torch.cat([self.seq, tok.unsqueeze(1)], 1)
+        self.mask = torch.cat([self.mask, alive.long().unsqueeze(1)], 1)  # 0 once finished: pads never attended
+        if self.cached:
+            ids, pos = tok.unsqueeze(1), new_pos
+        else:
+            ids, pos = self.seq, position_ids_from_mask(self.mask)
+        logits, self.cache = _last_logits(self.model, ids, self.mask, pos, self.cache)
+        return logits.float()
+
+
+def _mixing_rows(beta_row: Tensor):
+    """The rows whose opponent mixes μ in (β > 0), as a slice when they are contiguous (Nash-MD's rows B..2B−1:
+    views, no copies), else an index tensor; ``slice(None)`` when every row does."""
+    sel = (beta_row > 0).nonzero().view(-1)
+    n = int(sel.numel())
+    if n == beta_row.numel():
+        return slice(None)
+    s0 = int(sel[0])
+    return slice(s0, s0 + n) if int(sel[-1]) == s0 + n - 1 else sel
+
+
 def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, temperature, eos_token_id,
               pad_token_id, generator, cached: bool) -> Generation:
+    """The decode loop, the same for every backend: mix the two models' next-token logits row by row, sample,
+    record the log-probabilities, stop each row at its EOS and the loop once every row has stopped."""
     _check_inputs(prompt_ids, prompt_mask, max_new_tokens, temperature)
     device = prompt_ids.device
     B, P = prompt_ids.shape
@@ -227,62 +270,62 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
     use_ref = bool((beta_row > 0).any())  # self-play (all β = 0): never run the reference
     if use_ref and ref is None:
         raise ValueError("beta > 0 needs a reference model (ref=None given)")
-    if cached:  # GPT-2 policies: the lean static-KV decoder (same tokens; None = not supported, go generic)
-        from nlhf.fast_decode import fast_generate
-
-        out = fast_generate(policy, prompt_ids, prompt_mask, ref=ref, beta_row=beta_row, use_ref=use_ref,
-                            max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos_token_id,
-                            pad_token_id=pad_token_id, generator=generator)
-        if out is not None:
-            return out
-
-    seq = prompt_ids
-    mask = prompt_mask.long()
-    pol_cache = _new_cache() if cached else None
-    ref_cache = _new_cache() if (cached and use_ref) else None
+    # the reference runs only on the rows that mix it in: rows with β = 0 sample from π_θ alone
+    ref_rows = _mixing_rows(beta_row) if use_ref else None
+    models = [policy] + ([ref] if use_ref else [])
+    if cached and fast_decode.can_decode(models, device, P + max_new_tokens - 1):
+        backends = [fast_decode.GPT2Backend(m, prompt_ids, prompt_mask, rows, max_new_tokens)
+                    for m, rows in zip(models, (slice(None), ref_rows))]
+    else:
+        backends = [TransformersBackend(m, prompt_ids, prompt_mask, rows, cached)
+                    for m, rows in zip(models, (slice(None), ref_rows))]
+    b_ref = beta_row.view(B, 1)[ref_rows] if use_ref else None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
+    zero = torch.zeros((), device=device)
+    pad = torch.full((B,), pad_token_id, dtype=torch.long, device=device)
     toks, resp_mask, pol_lp, smp_lp, ref_lp = [], [], [], [], []
-
-    # Prefill on the whole prompt (cached) / the whole prefix (uncached).
-    step_ids, step_pos = seq, position_ids_from_mask(mask)
+    tok = alive = None
     for t in range(max_new_tokens):
-        lp, pol_cache = _last_logits(policy, step_ids, mask, step_pos, pol_cache)
-        lr = None
+        logits = [b.prefill() if t == 0 else b.step(tok, alive, t) for b in backends]
+        lp = logits[0]
+        mixed = lp
         if use_ref:
-            lr, ref_cache = _last_logits(ref, step_ids, mask, step_pos, ref_cache)
-        mixed = mixture_logits(lp, lr, beta_row)
+            # (1−β)·l_θ + β·l_μ, exactly l_μ where β = 1 (:func:`mixture_logits` on the mixing rows)
+            lr = logits[1]
+            mixed_ref = torch.where(b_ref == 1, lr, (1.0 - b_ref) * lp[ref_rows] + b_ref * lr)
+            if isinstance(ref_rows, slice) and ref_rows == slice(None):
+                mixed = mixed_ref
+            else:
+                mixed = lp.clone()
+                mixed[ref_rows] = mixed_ref
         if temperature == 0:
             logp = torch.log_softmax(mixed, -1)
             tok = mixed.argmax(-1)
         else:
-            logp = torch.log_softmax(mixed / temperature, -1)
+            logp = torch.log_softmax(mixed / temperature if temperature != 1.0 else mixed, -1)
             tok = sample_categorical(logp, generator)
 
         alive = ~finished
-        tok = torch.where(alive, tok, torch.full_like(tok, pad_token_id))
+        tok = torch.where(alive, tok, pad)
         idx = tok.unsqueeze(1)
-        zero = torch.zeros((), device=device)
-        pol_lp.append(torch.where(alive, torch.log_softmax(lp.float(), -1).gather(1, idx).squeeze(1), zero))
+        policy_logp = logp if (not use_ref and temperature == 1.0) else torch.log_softmax(lp, -1)
+        pol_lp.append(torch.where(alive, policy_logp.gather(1, idx).squeeze(1), zero))
         smp_lp.append(torch.where(alive, logp.gather(1, idx).squeeze(1), zero))
         if use_ref:
-            ref_lp.append(torch.where(alive, torch.log_softmax(lr.float(), -1).gather(1, idx).squeeze(1), zero))
+            ref_lp.append(torch.where(alive[ref_rows], torch.log_softmax(lr, -1).gather(1, idx[ref_rows]).squeeze(1),
+                                      zero))
         toks.append(tok)
-        resp_mask.append(alive.long())
+        resp_mask.append(alive)
         finished = finished | (alive & (tok == eos_token_id))
-
-        if bool(finished.all()) or t == max_new_tokens - 1:
+        if t == max_new_tokens - 1 or bool(finished.all()):  # the one host sync per token
             break
-        # Next step: the new token (mask 0 once a row has finished, so pads are never attended to).
-        new_pos = mask.sum(-1, keepdim=True)  # = number of real tokens so far = position of the new token
-        seq = torch.cat([seq, tok.unsqueeze(1)], 1)
-        mask = torch.cat([mask, alive.long().unsqueeze(1)], 1)
-        if cached:
-            step_ids, step_pos = tok.unsqueeze(1), new_pos
-        else:
-            step_ids, step_pos = seq, position_ids_from_mask(mask)
 
     response = torch.stack(toks, 1)
-    response_mask = torch.stack(resp_mask, 1)
+    response_mask = torch.stack(resp_mask, 1).long()
+    ref_logprobs = None
+    if use_ref:  # rows with β = 0: μ was not run there, 0
+        ref_logprobs = torch.zeros(B, response.shape[1], dtype=torch.float32, device=device)
+        ref_logprobs[ref_rows] = torch.stack(ref_lp, 1)
     return Generation(
         sequences=torch.cat([prompt_ids, response], 1),
         attention_mask=torch.cat([prompt_mask.long(), response_mask], 1),
@@ -291,8 +334,7 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
         prompt_len=P,
         policy_logprobs=torch.stack(pol_lp, 1),
         sample_logprobs=torch.stack(smp_lp, 1),
-        # rows with β = 0 never need μ (the fast path does not run it there): 0, identically on every path
-        ref_logprobs=torch.where(beta_row[:, None] > 0, torch.stack(ref_lp, 1), 0.0) if use_ref else None,
+        ref_logprobs=ref_logprobs,
     )
 
 
@@ -347,6 +389,35 @@ def generate_uncached(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=No
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Text in, text out: summaries for evaluation and analysis.
+
+
+@torch.no_grad()
+def sample_texts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 seed: int = 0, batch_size: int = 256, ref=None, beta: float = 0.0,
+                 return_finished: bool = False):
+    """One response per prompt (repeat a prompt to get several), decoded without EOS/padding; repeatable by seed.
+
+    With ``return_finished`` also a list of bools: whether each response ended with EOS within
+    ``max_new_tokens`` (a truncated response is malformed whatever its text)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out: list[str] = []
+    finished: list[bool] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i: i + batch_size])
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        g = generate(model, enc["input_ids"], enc["attention_mask"], ref=ref, beta=beta,
+                     max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=tokenizer.eos_token_id,
+                     pad_token_id=tokenizer.pad_token_id, generator=gen)
+        for row, m in zip(g.response.tolist(), g.response_mask.tolist()):
+            toks = [t for t, k in zip(row, m) if k and t != tokenizer.eos_token_id]
+            out.append(tokenizer.decode(toks, skip_special_tokens=True))
+            finished.append(any(k and t == tokenizer.eos_token_id for t, k in zip(row, m)))
+    return (out, finished) if return_finished else out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Scoring a sampled response (with gradient when called under grad).
 
 
@@ -375,11 +446,3 @@ def response_logprobs(model, sequences: Tensor, attention_mask: Tensor, prompt_l
     targets = sequences[:, prompt_len:]
     lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
     return lp * attention_mask[:, prompt_len:].to(lp.dtype)
-
-
-def response_entropy(model, sequences: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
-    """Entropy H(π(·| x, y_<n)) at each response position, [B, T]; 0 where masked. A diagnostic."""
-    logits = _response_logits(model, sequences, attention_mask, prompt_len).float()
-    logp = torch.log_softmax(logits, -1)
-    ent = -(logp.exp() * logp).sum(-1)
-    return ent * attention_mask[:, prompt_len:].to(ent.dtype)

@@ -1,26 +1,26 @@
-"""The pipeline's stages as functions: data → sft → {pm, rm} → policy × 13 → eval (dvc.yaml holds the DAG).
+"""The pipeline's stages, one function each: tabular; data → sft → {pm, rm} → oracle → policy × 13 (+ the
+exact-judge ablation and a second seed) → eval. dvc.yaml holds the DAG; each notebook calls its stage's function.
 
-Each stage reads its inputs from ``cfg.artifacts``, writes its models/datasets there (DVC outs) and its small
-results (metrics JSON, CSV, figures) under ``cfg.results / <stage>``; the notebooks call these functions and plot.
-A missing or damaged upstream artifact, or a dataset whose row count differs from the count its stage recorded,
-stops the stage with a message naming the file and the stage that makes it. Resumable training states are
-fingerprinted with the params and the content of every upstream artifact the training reads.
+A stage reads its params section and its inputs from ``cfg.artifacts`` (checked: :mod:`nlhf.artifacts`), writes its
+models and datasets there (DVC outputs) and its metrics, tables and figures under ``cfg.results``. The pieces it is
+made of live in their own modules: paths and checks (:mod:`nlhf.artifacts`), the runtime and model loading
+(:mod:`nlhf.runtime`), the SFT comparisons (:mod:`nlhf.comparisons`), the evaluation's derived tables
+(:mod:`nlhf.reports`) and the random streams (:mod:`nlhf.seeds`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import Accelerator
 
+from nlhf.artifacts import (DVC_STAGES, POLICY_VARIANTS, artifact, ensure_dir, fingerprint, load_dataset_dir,
+                            load_tokenizer, policy_dir, policy_stage, require, resume_path, write_metrics)
+from nlhf.comparisons import load_sft_comparisons, write_sft_comparisons
 from nlhf.models import (
     PreferenceModel,
     RewardModel,
@@ -28,147 +28,21 @@ from nlhf.models import (
     build_preference_model,
     build_reward_model,
     check_same_tokenizer,
-    generation_config,
-    load_policy,
     save_policy,
 )
 from nlhf.params import PipelineConfig
-from nlhf.rollout import sample_texts
-from nlhf.summary import summarize
+from nlhf.reports import beta_sweep_table, exact_judge_tables, pm_vs_rm_table
+from nlhf.sampling import sample_texts
+from nlhf.runtime import accelerator_for, load_sft, load_table_policies, policy_generation, sampling_kwargs
+from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
 from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
-from nlhf.training.checkpoint import content_hash, damaged, seed_everything, write_json
+from nlhf.training.checkpoint import seed_everything
 from nlhf.training.policy_gradient import train_policy
 from nlhf.training.probe import ConvergenceProbe, converged
 from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import fit
-
-# ------------------------------------------------------------------------------------------------ paths & helpers
-
-
-def artifact(cfg: PipelineConfig, *parts: str) -> Path:
-    return cfg.artifacts.joinpath(*parts)
-
-
-DVC_STAGES = {"pm": "preference@pm", "rm": "preference@rm"}  # short names -> the DVC stage names in dvc.yaml
-
-
-class DamagedArtifactError(RuntimeError):
-    """An upstream artifact exists but cannot be read, or disagrees with the counts its stage recorded."""
-
-
-def _rerun_hint(path: Path, stage: str) -> str:
-    return (f"restore it with `dvc checkout {path}` or rerun `dvc repro {stage}` (outside DVC: rerun the "
-            f"'{stage}' stage)")
-
-
-def require(path: Path, stage: str) -> Path:
-    """An upstream artifact must exist and be readable (no file cut short: :func:`nlhf.training.checkpoint.damaged`);
-    otherwise stop naming it and the DVC stage that writes it."""
-    stage = DVC_STAGES.get(stage, stage)
-    if not Path(path).exists():
-        raise FileNotFoundError(f"missing upstream artifact {path} (written by stage '{stage}'; run "
-                                f"`dvc repro {stage}` first)")
-    bad = damaged(path)
-    if bad is not None:
-        raise DamagedArtifactError(f"upstream artifact {bad[0]} is damaged ({bad[1]}); {_rerun_hint(path, stage)}")
-    return Path(path)
-
-
-def fingerprint(*objs, inputs=()) -> str:
-    """A short hash of configs and of the content of the upstream artifacts ``inputs`` (files or folders); a
-    resumable checkpoint is reused only if it matches, i.e. only by a run with the same params and inputs."""
-    text = json.dumps([asdict(o) if hasattr(o, "__dataclass_fields__") else o for o in objs], sort_keys=True,
-                      default=str)
-    text += "".join(f"|{Path(p).name}:{content_hash(p)}" for p in inputs)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def accelerator_for(cfg: PipelineConfig) -> Accelerator:
-    if cfg.runtime.torch_threads:
-        torch.set_num_threads(cfg.runtime.torch_threads)
-    cpu = cfg.runtime.cpu or not torch.cuda.is_available()
-    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.runtime.mixed_precision)
-
-
-def metrics_path(cfg: PipelineConfig, stage: str) -> Path:
-    """Stage metrics live apart from the stage's results folder (DVC outs may not overlap)."""
-    return cfg.results / "metrics" / f"{stage}.json"
-
-
-def write_metrics(cfg: PipelineConfig, stage: str, metrics: dict) -> None:
-    """The stage's metrics JSON without its ``runtime_s``, which goes to ``results/timings/<stage>.json`` (not a
-    DVC output): metrics files are hashed outputs that later stages depend on, and a wall-clock time would make
-    them differ at every rerun. Its headline numbers (:mod:`nlhf.summary`) go to ``results/summary/<stage>.json``,
-    the file dvc.yaml declares as the stage's metrics."""
-    write_json(metrics_path(cfg, stage), {k: v for k, v in metrics.items() if k != "runtime_s"})
-    write_json(cfg.results / "summary" / f"{stage}.json", summarize(stage, metrics))
-    if "runtime_s" in metrics:
-        write_json(cfg.results / "timings" / f"{stage}.json", {"runtime_s": metrics["runtime_s"]})
-
-
-def resume_path(cfg: PipelineConfig, name: str) -> Path:
-    """Resumable training state lives outside the DVC outs (DVC deletes outs before rerunning a stage)."""
-    return artifact(cfg, ".resume", f"{name}.pt")
-
-
-def load_tokenizer(cfg: PipelineConfig):
-    from transformers import AutoTokenizer
-
-    path = require(artifact(cfg, "data", "tokenizer"), "data")
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise DamagedArtifactError(f"cannot load the tokenizer {path} ({e}); {_rerun_hint(path, 'data')}") from e
-    tok.padding_side = "left"
-    return tok
-
-
-def _load_counted(path: Path, n_expected: int, stage: str, record: Path):
-    """``load_from_disk(path)``, which must hold the ``n_expected`` rows its stage recorded in ``record``."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    try:
-        ds = datasets.load_from_disk(str(path))
-        n = len(ds)
-    except Exception as e:  # FileNotFoundError, ArrowInvalid, json errors from a damaged folder
-        raise DamagedArtifactError(f"cannot load {path} ({type(e).__name__}: {e}); {_rerun_hint(path, stage)}") \
-            from e
-    if n != n_expected:
-        raise DamagedArtifactError(f"{path} holds {n} rows but {record} records {n_expected}; "
-                                   f"{_rerun_hint(path, stage)}")
-    return ds
-
-
-def load_dataset_dir(cfg: PipelineConfig, *parts: str):
-    """A dataset of the data stage (e.g. ``"sft", "train"``), checked against the row count in data/metrics.json."""
-    path = require(artifact(cfg, "data", *parts), "data")
-    info = require(artifact(cfg, "data", "metrics.json"), "data")
-    key = "_".join(parts) + "_rows"
-    counts = json.loads(info.read_text())
-    if not isinstance(counts.get(key), int):
-        raise DamagedArtifactError(f"{info} has no row count {key!r} (not written by this version's data stage); "
-                                   f"{_rerun_hint(artifact(cfg, 'data'), 'data')}")
-    return _load_counted(path, counts[key], "data", info)
-
-
-def sampling_kwargs(cfg: PipelineConfig) -> dict:
-    """Keyword arguments of :func:`nlhf.rollout.sample_texts` from the ``sampling`` section."""
-    return dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
-                batch_size=cfg.sampling.batch_size)
-
-
-def policy_generation(cfg: PipelineConfig, tok):
-    """The sampling settings saved with every policy (:func:`nlhf.models.generation_config`)."""
-    return generation_config(tok, cfg.sampling.max_new_tokens, cfg.sampling.temperature)
-
-
-def load_sft(cfg: PipelineConfig, device=None):
-    model, tok = load_policy(require(artifact(cfg, "models", "sft"), "sft"))
-    tok.padding_side = "left"
-    return model.to(device or "cpu").eval(), tok
 
 
 def sample_matrix_stats(task, prompts, samples) -> dict:
@@ -220,7 +94,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
     """Stage ``sft``: fit μ on reference summaries; check well-formedness, P(SFT ≻ init) and non-transitivity."""
     t0 = time.time()
     seed_everything(cfg.sft.seed)
-    acc = accelerator_for(cfg)
+    accelerator = accelerator_for(cfg)
     tok = load_tokenizer(cfg)
     task = make_task(cfg.task)
     train = load_dataset_dir(cfg, "sft", "train")
@@ -236,36 +110,39 @@ def run_sft(cfg: PipelineConfig) -> dict:
                          f"+ sampling.max_new_tokens")
 
     def loss_fn(model, idx):
-        batch = {k: v.to(acc.device) for k, v in sft_batch([examples[i] for i in idx], tok.pad_token_id).items()}
+        batch = sft_batch([examples[i] for i in idx], tok.pad_token_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         return sft_loss(model, batch)
 
     def eval_fn(model):
         losses = []
         for i in range(0, len(heldout_ex), 256):
-            b = {k: v.to(acc.device) for k, v in sft_batch(heldout_ex[i: i + 256], tok.pad_token_id).items()}
+            b = {k: v.to(accelerator.device) for k, v in sft_batch(heldout_ex[i: i + 256], tok.pad_token_id).items()}
             losses.append(sft_loss(model, b).item())
         return {"heldout_loss": float(np.mean(losses))}
 
-    log = fit(policy, loss_fn, len(examples), cfg.sft, resume_path(cfg, "sft"), acc, eval_fn, desc="sft",
+    log = fit(policy, loss_fn, len(examples), cfg.sft, resume_path(cfg, "sft"), accelerator, eval_fn, desc="sft",
               fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task, cfg.runtime,
                                       inputs=[artifact(cfg, "data")]))
-    policy = acc.unwrap_model(policy).eval()
+    policy = accelerator.unwrap_model(policy).eval()
 
     # -- checks on fresh eval prompts --
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    smp = sampling_kwargs(cfg)
-    ys, done = sample_texts(policy, tok, prompts, seed=cfg.seed + 11, return_finished=True, **smp)
+    sampling = sampling_kwargs(cfg)
+    ys, done = sample_texts(policy, tok, prompts,
+                            seed=seed_for(cfg.seed, "sft.samples"), return_finished=True, **sampling)
     well = [d and task.is_well_formed(x, y) for x, y, d in zip(prompts, ys, done)]
     metrics = {"train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"],
                "heldout_loss": log["eval"][-1]["heldout_loss"], "well_formed": float(np.mean(well)),
                "mean_summary_words": float(np.mean([len(y.split()) for y in ys]))}
     if task.has_exact_judge:
-        y_init = sample_texts(init.to(acc.device), tok, prompts, seed=cfg.seed + 12, **smp)
+        y_init = sample_texts(init.to(accelerator.device), tok, prompts,
+                              seed=seed_for(cfg.seed, "sft.init_samples"), **sampling)
         metrics["p_sft_vs_init"] = float(np.mean(task.judge(prompts, ys, y_init)))
         k = cfg.eval.nontransitivity_samples
         nt_prompts = prompts[: cfg.eval.nontransitivity_prompts]
         rep = [x for x in nt_prompts for _ in range(k)]
-        flat = sample_texts(policy, tok, rep, seed=cfg.seed + 13, **smp)
+        flat = sample_texts(policy, tok, rep, seed=seed_for(cfg.seed, "sft.nontransitivity_samples"), **sampling)
         samples = [flat[i * k: (i + 1) * k] for i in range(len(nt_prompts))]
         metrics["nontransitivity"] = sample_matrix_stats(task, nt_prompts, samples)
         refs = task.references(nt_prompts)
@@ -275,7 +152,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
 
     save_policy(policy, tok, artifact(cfg, "models", "sft"), policy_generation(cfg, tok))
     resume_path(cfg, "sft").unlink(missing_ok=True)
-    out = _mk(cfg.results / "sft")
+    out = ensure_dir(cfg.results / "sft")
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
     pd.DataFrame(log["eval"]).to_csv(out / "heldout.csv", index=False)
     pd.DataFrame({"prompt": prompts[:20], "summary": ys[:20]}).to_csv(out / "samples.csv", index=False)
@@ -283,123 +160,46 @@ def run_sft(cfg: PipelineConfig) -> dict:
     return metrics
 
 
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def heldout_sft_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
-    """Fresh pairs of SFT samples on eval prompts, labelled by Bernoulli draws of the exact judge (same for PM/RM)."""
-    n = cfg.eval.n_heldout_pairs
-    prompts = (task.prompts("eval") * (1 + n // max(1, len(task.prompts("eval")))))[:n]
-    smp = sampling_kwargs(cfg)
-    ys = sample_texts(policy, tok, prompts, seed=cfg.seed + 21, **smp)
-    yps = sample_texts(policy, tok, prompts, seed=cfg.seed + 22, **smp)
-    p = task.judge(prompts, ys, yps)
-    labels = (np.random.default_rng(cfg.seed + 23).random(n) < p).astype(np.int64)
-    return {"prompt": prompts, "y": ys, "y_prime": yps, "p": p, "label": labels}
-
-
-def sft_sample_pairs(cfg: PipelineConfig, task, policy, tok) -> dict:
-    """Pairs of SFT samples on RL prompts labelled by the task's raters (``task.draw_labels``): the human
-    comparisons of SFT outputs a real data collection would add. Deterministic (same pairs for PM and RM)."""
-    n = cfg.preference_data.sft_pairs
-    train_prompts = task.prompts("train")
-    rng = np.random.default_rng(cfg.preference_data.seed)
-    prompts = [train_prompts[i] for i in rng.integers(len(train_prompts), size=n)]
-    smp = sampling_kwargs(cfg)
-    ys = sample_texts(policy, tok, prompts, seed=cfg.preference_data.seed + 1, **smp)
-    yps = sample_texts(policy, tok, prompts, seed=cfg.preference_data.seed + 2, **smp)
-    p = task.judge(prompts, ys, yps)
-    return {"prompt": prompts, "y": ys, "y_prime": yps, "p": p, "label": task.draw_labels(p, rng)}
-
-
-def write_sft_comparisons(cfg: PipelineConfig, task, policy, tok) -> dict:
-    """Comparisons of SFT samples, collected once by the ``sft`` stage and read by both ``pm`` and ``rm``
-    (``artifacts/sft_pairs``): ``train`` (:func:`sft_sample_pairs`, added to the task's preference pairs) and
-    ``heldout`` (:func:`heldout_sft_pairs`, the PM-vs-RM comparison). Only for a task with an exact judge (the
-    synthetic raters); otherwise the folder holds just ``info.json`` with zero counts."""
-    import datasets
-
-    out = artifact(cfg, "sft_pairs")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    info = {"train": 0, "heldout": 0}
-    if task.has_exact_judge:
-        parts = {"heldout": heldout_sft_pairs(cfg, task, policy, tok)}
-        if cfg.preference_data.sft_pairs > 0:
-            parts["train"] = sft_sample_pairs(cfg, task, policy, tok)
-        for name, rows in parts.items():
-            rows = {k: list(v) if isinstance(v, list) else np.asarray(v).tolist() for k, v in rows.items()}
-            datasets.Dataset.from_dict(rows).save_to_disk(str(tmp / name))
-            info[name] = len(rows["prompt"])
-    write_json(tmp / "info.json", info)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return info
-
-
-def load_sft_comparisons(cfg: PipelineConfig, part: str):
-    """The ``train`` or ``heldout`` comparisons written by :func:`write_sft_comparisons` (None if there are none),
-    checked against the counts in its ``info.json``."""
-    d = require(artifact(cfg, "sft_pairs"), "sft")
-    if not (d / "info.json").is_file():
-        raise FileNotFoundError(f"{d} has no info.json (not written by the sft stage of this version; run "
-                                f"`dvc repro sft`)")
-    info = json.loads((d / "info.json").read_text())
-    n = info.get(part)
-    if not isinstance(n, int):
-        raise DamagedArtifactError(f"{d / 'info.json'} has no count for {part!r}; {_rerun_hint(d, 'sft')}")
-    if n == 0:
-        if (d / part).exists():
-            raise DamagedArtifactError(f"{d / part} exists but {d / 'info.json'} records no {part} comparisons; "
-                                       f"{_rerun_hint(d, 'sft')}")
-        return None
-    if not (d / part).is_dir():
-        raise DamagedArtifactError(f"{d / part} is missing but {d / 'info.json'} records {n} {part} comparisons; "
-                                   f"{_rerun_hint(d, 'sft')}")
-    return _load_counted(d / part, n, "sft", d / "info.json")
-
-
 def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     """Stage ``pm`` (pairwise preference model) or ``rm`` (Bradley–Terry reward model) on the labelled pairs."""
     if kind not in ("pm", "rm"):
         raise ValueError(f"kind: expected 'pm' or 'rm', got {kind!r}")
     t0 = time.time()
-    tcfg = cfg.pm if kind == "pm" else cfg.rm
-    mcfg = cfg.preference_model if kind == "pm" else cfg.reward_model
-    seed_everything(tcfg.seed)
-    acc = accelerator_for(cfg)
+    train_cfg = cfg.pm if kind == "pm" else cfg.rm
+    model_cfg = cfg.preference_model if kind == "pm" else cfg.reward_model
+    seed_everything(train_cfg.seed)
+    accelerator = accelerator_for(cfg)
     tok = load_tokenizer(cfg)
     train = load_dataset_dir(cfg, "prefs", "train")
     test = load_dataset_dir(cfg, "prefs", "test")
     build = build_preference_model if kind == "pm" else build_reward_model
-    model = build(mcfg, tok, seed=tcfg.seed)
+    model = build(model_cfg, tok, seed=train_cfg.seed)
     check_same_tokenizer(model.tokenizer, tok, f"{kind} model", "data tokenizer")
-    X, Y, YP = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
-    Z = list(train["label"])
+    prompts, ys, y_primes = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
+    labels = list(train["label"])
     extra = load_sft_comparisons(cfg, "train")
     if extra is not None:
-        X, Y, YP = X + list(extra["prompt"]), Y + list(extra["y"]), YP + list(extra["y_prime"])
-        Z = Z + list(extra["label"])
-    Z = torch.tensor(Z, dtype=torch.float32)
+        prompts, ys = prompts + list(extra["prompt"]), ys + list(extra["y"])
+        y_primes = y_primes + list(extra["y_prime"])
+        labels = labels + list(extra["label"])
+    labels = torch.tensor(labels, dtype=torch.float32)
     # tokenize once (not at every step): the scorer builds the same rows from token ids as from the strings
-    X, Y, YP = model.token_ids(X), model.token_ids(Y, response=True), model.token_ids(YP, response=True)
+    prompts, ys = model.token_ids(prompts), model.token_ids(ys, response=True)
+    y_primes = model.token_ids(y_primes, response=True)
     test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
 
     def loss_fn(m, idx):
-        return pair_loss(m, [X[i] for i in idx], [Y[i] for i in idx], [YP[i] for i in idx], Z[idx])
+        return pair_loss(m, [prompts[i] for i in idx], [ys[i] for i in idx], [y_primes[i] for i in idx], labels[idx])
 
     def eval_fn(m):
         q = predict_proba(m, test["prompt"], test["y"], test["y_prime"])
         return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
 
-    log = fit(model, loss_fn, len(X), tcfg, resume_path(cfg, kind), acc, eval_fn, desc=kind,
-              fingerprint=fingerprint(tcfg, mcfg, cfg.task, cfg.runtime,
+    log = fit(model, loss_fn, len(prompts), train_cfg, resume_path(cfg, kind), accelerator, eval_fn, desc=kind,
+              fingerprint=fingerprint(train_cfg, model_cfg, cfg.task, cfg.runtime,
                                       inputs=[artifact(cfg, "data"), artifact(cfg, "sft_pairs")]))
-    model = acc.unwrap_model(model).eval()
-    metrics = {"n_train_pairs": len(X), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
+    model = accelerator.unwrap_model(model).eval()
+    metrics = {"n_train_pairs": len(prompts), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
                "train_loss_last": log["train"][-1]["loss"]}
     pairs = load_sft_comparisons(cfg, "heldout")
     if pairs is not None:
@@ -408,25 +208,11 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     metrics["runtime_s"] = round(time.time() - t0, 2)
     model.save_pretrained(artifact(cfg, "models", kind))
     resume_path(cfg, kind).unlink(missing_ok=True)
-    out = _mk(cfg.results / kind)
+    out = ensure_dir(cfg.results / kind)
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
     pd.DataFrame(log["eval"]).to_csv(out / "eval.csv", index=False)
     write_metrics(cfg, kind, metrics)
     return metrics
-
-
-# Three sets of trained policies: the paper's setting (trained PM / RM), the exact-judge ablation, and a second
-# training seed of the paper's setting. A variant's outputs carry its suffix: artifacts/policies_exact/MD1,
-# results/metrics/policy_exact_MD1.json, stage policy_exact@MD1.
-POLICY_VARIANTS = {"paper": "", "exact": "_exact", "seed": "_seed"}
-
-
-def policy_dir(cfg: PipelineConfig, name: str, variant: str = "paper") -> Path:
-    return artifact(cfg, f"policies{POLICY_VARIANTS[variant]}", name)
-
-
-def policy_stage(name: str, variant: str = "paper") -> str:
-    return f"policy{POLICY_VARIANTS[variant]}@{name}"
 
 
 def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
@@ -442,7 +228,7 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     pg_cfg = replace(cfg.pg, seed=cfg.pg.seed + 1) if variant == "seed" else cfg.pg
     t0 = time.time()
     seed_everything(pg_cfg.seed)
-    acc = accelerator_for(cfg)
+    accelerator = accelerator_for(cfg)
     policy, tok = load_sft(cfg)
     ref, _ = load_sft(cfg)
     task = make_task(cfg.task)
@@ -458,7 +244,8 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
         judge_file = artifact(cfg, "models", "sft")
         if method.kind == "rlhf":
             k = cfg.ablation.pool_sft_samples
-            flat = sample_texts(ref, tok, [x for x in prompts for _ in range(k)], seed=cfg.seed + 43,
+            flat = sample_texts(ref, tok, [x for x in prompts for _ in range(k)],
+                                seed=seed_for(cfg.seed, "policy.exact_bt_pool_samples"),
                                 **sampling_kwargs(cfg))
             pools = oracle.build_pools(task, ref, tok, prompts, [flat[i * k: (i + 1) * k] for i in range(len(prompts))])
             judge_model = ExactBTReward(task, tok, pools)
@@ -472,19 +259,20 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     probe = None
     if task.has_exact_judge:
         probe = ConvergenceProbe.from_oracle(require(artifact(cfg, "oracle"), "oracle"), name, task, tok,
-                                             ref.to(acc.device), samples=pg_cfg.probe_samples,
-                                             max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed + 41,
+                                             ref.to(accelerator.device), samples=pg_cfg.probe_samples,
+                                             max_new_tokens=cfg.sampling.max_new_tokens,
+seed=seed_for(cfg.seed, "policy.probe"),
                                              confidence=cfg.eval.confidence)
     state = resume_path(cfg, f"policy{suffix}_{name}")
     log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, pg_cfg,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
-                            state_path=state, accelerator=acc,
+                            state_path=state, accelerator=accelerator,
                             fingerprint=fingerprint(method, pg_cfg, cfg.sampling, cfg.task, cfg.runtime, variant,
                                                     cfg.ablation if variant == "exact" else None, inputs=[
                                                         artifact(cfg, "data"), artifact(cfg, "models", "sft"),
                                                         judge_file, *([artifact(cfg, "oracle")] if probe else [])]),
                             desc=policy_stage(name, variant), probe=probe)
-    policy = acc.unwrap_model(policy).eval()
+    policy = accelerator.unwrap_model(policy).eval()
     out_dir = policy_dir(cfg, name, variant)
     save_policy(policy, tok, out_dir / "policy", policy_generation(cfg, tok))
     if ema is not None:
@@ -496,33 +284,19 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     if ema is not None and task.has_exact_judge:
         # the averaged policy against SFT (the last iterate's numbers are the probe's)
         prompts_e = task.prompts("eval")[: cfg.eval.n_prompts]
-        smp = sampling_kwargs(cfg)
-        y_avg = sample_texts(ema, tok, prompts_e, seed=cfg.seed + 33, **smp)
-        y_ref = sample_texts(ref.to(acc.device), tok, prompts_e, seed=cfg.seed + 32, **smp)
+        sampling = sampling_kwargs(cfg)
+        y_avg = sample_texts(ema, tok, prompts_e, seed=seed_for(cfg.seed, "policy.average_samples"), **sampling)
+        y_ref = sample_texts(ref.to(accelerator.device), tok, prompts_e,
+                             seed=seed_for(cfg.seed, "policy.average_reference_samples"), **sampling)
         metrics["p_average_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y_avg, y_ref)))
     metrics["runtime_s"] = round(time.time() - t0, 2)
-    out = _mk(cfg.results / f"policy{suffix}" / name)
+    out = ensure_dir(cfg.results / f"policy{suffix}" / name)
     pd.DataFrame(log["train"]).to_csv(out / "curve.csv", index=False)
     if log.get("probe"):
-        pd.DataFrame(log["probe"]).to_csv(_mk(cfg.results / f"convergence{suffix}") / f"{name}.csv", index=False)
+        pd.DataFrame(log["probe"]).to_csv(ensure_dir(cfg.results / f"convergence{suffix}") / f"{name}.csv", index=False)
         metrics["probe"] = {**log["probe"][-1], **converged(log["probe"], pg_cfg.steps)}
     write_metrics(cfg, f"policy{suffix}_{name}", metrics)
     return metrics
-
-
-def load_table_policies(cfg: PipelineConfig, names, variant: str = "paper") -> dict:
-    """name → policy model for the table: SFT, each method's last iterate, and EMA*'s averaged policy."""
-    models = {}
-    for name in names:
-        if name == "SFT":
-            path, stage = artifact(cfg, "models", "sft"), "sft"
-        elif name.endswith("*"):
-            path, stage = policy_dir(cfg, name[:-1], variant) / "average", policy_stage(name[:-1], variant)
-        else:
-            path, stage = policy_dir(cfg, name, variant) / "policy", policy_stage(name, variant)
-        model, _ = load_policy(require(path, stage))
-        models[name] = model.eval()
-    return models
 
 
 def run_eval(cfg: PipelineConfig) -> dict:
@@ -531,16 +305,17 @@ def run_eval(cfg: PipelineConfig) -> dict:
                                to_markdown, to_matrix)
 
     t0 = time.time()
-    acc = accelerator_for(cfg)
+    accelerator = accelerator_for(cfg)
     tok = load_tokenizer(cfg)
     task = make_task(cfg.task)
     names = list(cfg.eval.policies)
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    smp = sampling_kwargs(cfg)
+    sampling = sampling_kwargs(cfg)
     samples = {}
     for k, (name, model) in enumerate(load_table_policies(cfg, names).items()):
-        samples[name] = sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 1000 + k, **smp)
-    pm = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "pm")).to(acc.device).eval()
+        samples[name] = sample_texts(model.to(accelerator.device), tok, prompts,
+                                     seed=seed_for(cfg.eval.seed, "eval.samples", k), **sampling)
+    pm = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "pm")).to(accelerator.device).eval()
     check_same_tokenizer(pm.tokenizer, tok, "preference model", "policies")
 
     def pm_judge(xs, ys, yps):
@@ -550,7 +325,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
     judges = {"pm": pm_judge}
     if task.has_exact_judge:
         judges = {"exact": task.judge, **judges}
-    out = _mk(cfg.results / "eval")
+    out = ensure_dir(cfg.results / "eval")
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
     oracle_long = oracle_policy = None
     if task.has_exact_judge and hasattr(task.cfg, "population"):
@@ -576,8 +351,8 @@ def run_eval(cfg: PipelineConfig) -> dict:
         k, ex_prompts = cfg.eval.exploitability_samples, prompts[: cfg.eval.exploitability_prompts]
         pools = [task.candidates(x) for x in ex_prompts]
         for j, (name, model) in enumerate(load_table_policies(cfg, names).items()):
-            flat = sample_texts(model.to(acc.device), tok, [x for x in ex_prompts for _ in range(k)],
-                                seed=cfg.eval.seed + 2000 + j, **smp)
+            flat = sample_texts(model.to(accelerator.device), tok, [x for x in ex_prompts for _ in range(k)],
+                                seed=seed_for(cfg.eval.seed, "eval.exploitability_samples", j), **sampling)
             expl[name] = exploitability_on_pool(task.judge, ex_prompts, pools,
                                                 [flat[i * k: (i + 1) * k] for i in range(len(ex_prompts))])
     per_policy = pd.DataFrame({
@@ -629,113 +404,6 @@ def run_eval(cfg: PipelineConfig) -> dict:
     return metrics
 
 
-def beta_sweep_table(cfg: PipelineConfig, long: pd.DataFrame, names, oracle_long=None) -> pd.DataFrame:
-    """The paper's β sweep (§9): for every Nash-MD-PG method in the table, by β, its win rate against SFT and
-    against RLHF with their CIs, and, where the oracle ran, the same two numbers for its oracle target."""
-    from nlhf.evaluate import to_matrix
-
-    p, ci = to_matrix(long, names), to_matrix(long, names, "ci")
-    rlhf = next((n for n, m in cfg.methods.items() if m.kind == "rlhf" and n in names), None)
-    oracle = None if oracle_long is None else oracle_long.set_index(["row", "column"])["p"]
-    rows = []
-    for n, m in sorted(((n, m) for n, m in cfg.methods.items() if m.kind == "nash_md" and n in names),
-                       key=lambda t: t[1].beta):
-        row = {"policy": n, "beta": m.beta, "p_vs_sft": p.loc["SFT", n], "p_vs_sft_ci": ci.loc["SFT", n]}
-        if rlhf is not None:
-            row.update(p_vs_rlhf=p.loc[rlhf, n], p_vs_rlhf_ci=ci.loc[rlhf, n])
-        if oracle is not None and ("SFT", n) in oracle:
-            row["oracle_target_vs_sft"] = oracle[("SFT", n)]
-            if rlhf is not None and (rlhf, n) in oracle:
-                row["oracle_target_vs_rlhf"] = oracle[(rlhf, n)]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, oracle_long, oracle_policy,
-                       paper_long, out: Path) -> dict:
-    """The exact-judge ablation's table (its policies and SFT under P*), its normalised margins, its sign agreement
-    with the oracle table, the second training seed of the headline comparisons, and the scorecard with theory,
-    exact-judge training, the paper's setting and the paper side by side."""
-    from nlhf.evaluate import pairwise_table, scorecard, to_markdown, to_matrix
-    from nlhf.plots import preference_heatmap
-
-    acc = accelerator_for(cfg)
-    smp = sampling_kwargs(cfg)
-    ablation = list(cfg.ablation.methods)
-    names = ["SFT"] + ablation + [f"{n}*" for n in ablation if cfg.methods[n].kind == "nash_ema"]
-    samples = {"SFT": sft_samples}
-    for k, (name, model) in enumerate(load_table_policies(cfg, names[1:], "exact").items()):
-        samples[name] = sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 3000 + k, **smp)
-    long = pairwise_table(task.judge, prompts, samples, cfg.eval.confidence)
-    long.to_csv(out / "table_exact_judge_training_long.csv", index=False)
-    to_matrix(long, names).to_csv(out / "table_exact_judge_training.csv")
-    (out / "table_exact_judge_training.md").write_text(to_markdown(long, names))
-    fig = preference_heatmap(long, names, "Policies trained against the exact judges: P*(column ≻ row)")
-    fig.savefig(out / "table_exact_judge_training.png", dpi=130, bbox_inches="tight")
-    m = to_matrix(long, names)
-    target = {n: ("SP" if n.rstrip("*") in cfg.methods and cfg.methods[n.rstrip("*")].kind == "nash_ema" else n)
-              for n in names}
-    om = to_matrix(oracle_long, list(dict.fromkeys(target.values())))
-    margins = []
-    for n in names[1:]:
-        ceiling = float(oracle_policy.get(target[n], np.nan))
-        margins.append({"policy": n, "p_vs_sft": float(m.loc["SFT", n]), "oracle_target_vs_sft": ceiling,
-                        "normalized_margin": (float(m.loc["SFT", n]) - 0.5) / (ceiling - 0.5)})
-    pd.DataFrame(margins).to_csv(out / "per_policy_exact_judge_training.csv", index=False)
-    # sign agreement with the oracle where the oracle is clearly away from a tie
-    cells = []
-    for r in names:
-        for c in names:
-            if r < c and target[r] != target[c]:
-                o = float(om.loc[target[r], target[c]])
-                if abs(o - 0.5) > 0.04:
-                    cells.append({"row": r, "column": c, "oracle": o, "trained": float(m.loc[r, c]),
-                                  "same_sign": bool((o - 0.5) * (float(m.loc[r, c]) - 0.5) > 0)})
-    pd.DataFrame(cells).to_csv(out / "exact_judge_vs_oracle_signs.csv", index=False)
-    # a second training seed of the paper's setting
-    seed_rows = []
-    seed_names = [n for n in cfg.ablation.seed_methods]
-    if seed_names:
-        s2 = {n: sample_texts(model.to(acc.device), tok, prompts, seed=cfg.eval.seed + 4000 + k, **smp)
-              for k, (n, model) in enumerate(load_table_policies(cfg, seed_names, "seed").items())}
-        pm_ = to_matrix(paper_long, list(dict.fromkeys(paper_long["row"])))
-        ci_ = to_matrix(paper_long, list(dict.fromkeys(paper_long["row"])), "ci")
-        for a, b in (("MD1", "RLHF"), ("MD1", "SP"), ("BR", "RLHF")):
-            if a in s2 and b in s2:
-                p2 = float(np.mean(task.judge(prompts, s2[a], s2[b])))
-                p1 = float(pm_.loc[b, a])
-                seed_rows.append({"comparison": f"P({a} ≻ {b})", "seed_1": p1, "seed_2": p2,
-                                  "spread": abs(p1 - p2), "sampling_ci95": float(ci_.loc[b, a])})
-    pd.DataFrame(seed_rows).to_csv(out / "seeds.csv", index=False)
-    # theory / exact-judge training / paper setting / paper, claim by claim
-    card_exact = scorecard(long, oracle_long, cfg.eval.confidence).set_index("claim")
-    card_paper = scorecard(paper_long, oracle_long, cfg.eval.confidence).set_index("claim")
-    side = pd.DataFrame({"paper": card_paper["paper"], "oracle (theory)": card_paper["oracle"],
-                         "oracle outcome": card_paper["oracle_outcome"],
-                         "exact-judge training": card_exact["ours"].reindex(card_paper.index),
-                         "exact-judge outcome": card_exact["outcome"].reindex(card_paper.index),
-                         "trained judges (paper setting)": card_paper["ours"],
-                         "paper-setting outcome": card_paper["outcome"]}).reset_index()
-    side.to_csv(out / "scorecard_side_by_side.csv", index=False)
-    (out / "scorecard_side_by_side.md").write_text(side.to_markdown(index=False) + "\n")
-    return {"normalized_margin_min": float(min(r["normalized_margin"] for r in margins)),
-            "sign_agreement": f"{sum(c['same_sign'] for c in cells)}/{len(cells)}",
-            "seeds": {r["comparison"]: {k: round(v, 4) for k, v in r.items() if k != "comparison"}
-                      for r in seed_rows}}
-
-
-def pm_vs_rm_table(cfg: PipelineConfig) -> pd.DataFrame:
-    """Held-out pairs of SFT samples: log-loss of each model next to the Bayes limit, and direction agreement."""
-    rows = []
-    for kind, name in (("pm", "preference model"), ("rm", "reward model (BT)")):
-        m = json.loads(require(metrics_path(cfg, kind), kind).read_text())
-        h = m.get("heldout_sft_pairs", m["test"])
-        rows.append({"model": name, "log_loss": h["log_loss"], "bayes_log_loss": h.get("bayes_log_loss"),
-                     "excess_log_loss": h.get("excess_log_loss"), "kl_to_true": h.get("kl_to_true"),
-                     "direction_agreement": h.get("direction_agreement"), "accuracy": h["accuracy"]})
-    return pd.DataFrame(rows)
-
-
 def run_oracle(cfg: PipelineConfig) -> dict:
     """Stage ``oracle``: each method's target on candidate pools of the evaluation prompts, under the exact judge of
     every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts."""
@@ -751,20 +419,20 @@ def run_oracle(cfg: PipelineConfig) -> dict:
         raise ValueError(f"task.name: the oracle needs an enumerable task with an exact judge (synthetic), got "
                          f"{cfg.task.name!r}")
     ocfg = cfg.oracle
-    acc = accelerator_for(cfg)
-    policy, tok = load_sft(cfg, acc.device)
+    accelerator = accelerator_for(cfg)
+    policy, tok = load_sft(cfg, accelerator.device)
     prompts = task.prompts("eval")[: ocfg.n_prompts]
-    smp = sampling_kwargs(cfg)
+    sampling = sampling_kwargs(cfg)
 
     def sft_samples(k: int, seed: int) -> list[list[str]]:
-        flat = sample_texts(policy, tok, [x for x in prompts for _ in range(k)], seed=seed, **smp)
+        flat = sample_texts(policy, tok, [x for x in prompts for _ in range(k)], seed=seed, **sampling)
         return [flat[i * k: (i + 1) * k] for i in range(len(prompts))]
 
-    in_pool_samples = sft_samples(ocfg.sft_samples, ocfg.seed + 1)
+    in_pool_samples = sft_samples(ocfg.sft_samples, seed_for(ocfg.seed, "oracle.pool_samples"))
     pools = oracle.build_pools(task, policy, tok, prompts, in_pool_samples, cfg.sampling.temperature)
-    fresh = sft_samples(ocfg.coverage_samples, ocfg.seed + 2)
+    fresh = sft_samples(ocfg.coverage_samples, seed_for(ocfg.seed, "oracle.coverage_samples"))
     coverage = float(np.mean([y in set(p.candidates) for p, ys in zip(pools, fresh) for y in ys]))
-    rm = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "rm")).to(acc.device).eval()
+    rm = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "rm")).to(accelerator.device).eval()
     with torch.no_grad():
         rm_scores = [rm.rewards([p.prompt] * len(p.candidates), p.candidates).double().cpu().numpy() for p in pools]
 
@@ -787,7 +455,7 @@ def run_oracle(cfg: PipelineConfig) -> dict:
                       for P, p, s in zip(Ps, pools, rm_scores)]
         names = [n for n in order if n in per_prompt[0]]
         long = oracle.table_long(per_prompt, Ps, names, cfg.eval.confidence)
-        out = _mk(cfg.results / "oracle" / population)
+        out = ensure_dir(cfg.results / "oracle" / population)
         long.to_csv(out / "table_long.csv", index=False)
         to_matrix(long, names).to_csv(out / "table.csv")
         (out / "table.md").write_text(to_markdown(long, names))

@@ -228,8 +228,8 @@ def kl_after_T_markdown(after: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_kl_curves(curves: pd.DataFrame, path: Path) -> None:
-    """Log–log KL(π*_τ‖π_t) vs t; panels rows τ × columns n; the Theorem-1 bound dashed."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), with the seaborn theme of the stage's figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,6 +237,21 @@ def plot_kl_curves(curves: pd.DataFrame, path: Path) -> None:
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="paper")
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_kl_curves(curves: pd.DataFrame, path: Path) -> None:
+    """Log–log KL(π*_τ‖π_t) vs t; panels rows τ × columns n; the Theorem-1 bound dashed."""
+    import seaborn as sns
+
+    plt = _pyplot()
     df = curves[(curves.game == "random") & (curves.t >= 1)]
     sizes, taus = sorted(df.n.unique()), sorted(df.tau.unique(), reverse=True)
     palette = dict(zip(LABELS.values(), sns.color_palette("tab10", len(LABELS))))
@@ -262,19 +277,12 @@ def plot_kl_curves(curves: pd.DataFrame, path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, -0.01))
     fig.suptitle("Random non-transitive games: distance to the regularized Nash equilibrium", y=1.0)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_eps_sweep(eps: pd.DataFrame, path: Path) -> None:
     """Three-rater game: probability of each action vs ε for NE, RLHF (BT) and the τ-regularized variants."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
     styles = {p: s for p, s in zip(eps.policy.unique(), ["-", "", "-", "--", "-."])}
     colors = dict(zip(eps.policy.unique(), ["C0", "C0", "C3", "C1", "C2"]))
@@ -294,19 +302,14 @@ def plot_eps_sweep(eps: pd.DataFrame, path: Path) -> None:
     fig.legend(h, l, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, -0.06))
     fig.suptitle("Three rater types (§3.2): the Nash policy is continuous in ε, the RLHF optimum jumps at ε = 0")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_tau_sweep(tau_df: pd.DataFrame, path: Path) -> None:
     """Exploitability of π*_τ vs τ (log–log), one line per game, with the reference line y = τ."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.lineplot(tau_df, x="tau", y="exploitability", hue="game", marker="o", ax=axes[0])
     t = np.sort(tau_df.tau.unique())
@@ -317,8 +320,7 @@ def plot_tau_sweep(tau_df: pd.DataFrame, path: Path) -> None:
     sns.lineplot(tau_df, x="tau", y="kl_to_mu", hue="game", marker="o", ax=axes[1], legend=False)
     axes[1].set(xscale="log", xlabel="τ", ylabel="KL(π*_τ ‖ μ)", title="Distance from the reference μ")
     fig.tight_layout()
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------

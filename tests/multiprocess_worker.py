@@ -67,7 +67,8 @@ def _params(model) -> dict[str, torch.Tensor]:
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     env_rank = int(os.environ.get("RANK", "0"))
-    task = SyntheticTask(SyntheticTaskConfig.tiny(n_sft=400, n_pref_train=300, n_pref_test=30, n_prompts_train=64))
+    task = SyntheticTask(SyntheticTaskConfig(n_sft=400, n_sft_eval=200, n_pref_train=300, n_pref_test=30,
+                                              n_prompts_train=64, n_prompts_eval=200))
     with tempfile.TemporaryDirectory(prefix=f"nlhf_mp{env_rank}_") as d:
         tok = build_word_tokenizer(task.vocabulary(), Path(d) / "tok")
     result: dict = {"env_rank": env_rank}

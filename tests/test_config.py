@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from nlhf.config import ConfigError
-from nlhf.params import PAPER_METHODS, REQUIRED_KEYS, PipelineConfig, load_config
+from nlhf.params import REQUIRED_KEYS, PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,10 @@ def write_params(tmp_path, edit=lambda p: None) -> Path:
         shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path / "params.yaml"
+
+
+# The trained policies of the paper's β sweep (§8), in params.yaml's order.
+PAPER_METHODS = ("RLHF", "SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR", "EMA1", "EMA2")
 
 
 @pytest.mark.parametrize("profile", ["cpu", "tiny", "gpu"])
@@ -192,7 +196,8 @@ def test_required_keys_are_required(tmp_path, key):
 
 
 def test_missing_upstream_artifact_names_file_and_stage(tmp_path):
-    from nlhf import stages
+    from nlhf import artifacts, stages
+    from nlhf.comparisons import load_sft_comparisons
 
     cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "nothing")
@@ -204,13 +209,13 @@ def test_missing_upstream_artifact_names_file_and_stage(tmp_path):
     for kind in ("pm", "rm"):
         with pytest.raises(FileNotFoundError, match=rf"nothing/models/{kind}.*stage 'preference@{kind}'.*"
                                                     rf"`dvc repro preference@{kind}`"):
-            stages.require(stages.artifact(cfg, "models", kind), kind)
+            artifacts.require(artifacts.artifact(cfg, "models", kind), kind)
     # the SFT-sample comparisons the pm / rm stages read
     with pytest.raises(FileNotFoundError, match=r"nothing/sft_pairs.*stage 'sft'.*dvc repro sft"):
-        stages.load_sft_comparisons(cfg, "train")
+        load_sft_comparisons(cfg, "train")
     (tmp_path / "nothing" / "sft_pairs").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"sft_pairs has no info.json.*dvc repro sft"):
-        stages.load_sft_comparisons(cfg, "heldout")
+        load_sft_comparisons(cfg, "heldout")
 
 
 def test_comparisons_must_match_their_recorded_counts(tmp_path):
@@ -218,7 +223,8 @@ def test_comparisons_must_match_their_recorded_counts(tmp_path):
     on fewer pairs."""
     import datasets
 
-    from nlhf import stages
+    from nlhf import artifacts
+    from nlhf.comparisons import load_sft_comparisons
 
     cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "a")
@@ -227,34 +233,34 @@ def test_comparisons_must_match_their_recorded_counts(tmp_path):
     rows = {"prompt": ["x"] * 5, "y": ["a"] * 5, "y_prime": ["b"] * 5, "p": [0.5] * 5, "label": [1] * 5}
     datasets.Dataset.from_dict(rows).save_to_disk(str(d / "train"))
     (d / "info.json").write_text(json.dumps({"train": 5, "heldout": 0}))
-    assert len(stages.load_sft_comparisons(cfg, "train")) == 5
-    assert stages.load_sft_comparisons(cfg, "heldout") is None
+    assert len(load_sft_comparisons(cfg, "train")) == 5
+    assert load_sft_comparisons(cfg, "heldout") is None
     (d / "info.json").write_text(json.dumps({"train": 500, "heldout": 0}))
-    with pytest.raises(stages.DamagedArtifactError, match=r"sft_pairs/train holds 5 rows but .*info\.json records "
+    with pytest.raises(artifacts.DamagedArtifactError, match=r"sft_pairs/train holds 5 rows but .*info\.json records "
                                                           r"500.*dvc checkout .*sft_pairs.*dvc repro sft"):
-        stages.load_sft_comparisons(cfg, "train")
+        load_sft_comparisons(cfg, "train")
     shutil.rmtree(d / "train")
-    with pytest.raises(stages.DamagedArtifactError, match=r"sft_pairs/train is missing but .*info\.json records 500"):
-        stages.load_sft_comparisons(cfg, "train")
+    with pytest.raises(artifacts.DamagedArtifactError, match=r"sft_pairs/train is missing but .*info\.json records 500"):
+        load_sft_comparisons(cfg, "train")
 
 
 def test_data_datasets_must_match_their_recorded_counts(tmp_path):
     import datasets
 
-    from nlhf import stages
+    from nlhf import artifacts
 
     cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "a")
     data = tmp_path / "a" / "data"
     datasets.Dataset.from_dict({"prompt": ["x"] * 3, "completion": ["y"] * 3}).save_to_disk(str(data / "sft/train"))
     with pytest.raises(FileNotFoundError, match=r"data/metrics\.json.*stage 'data'"):
-        stages.load_dataset_dir(cfg, "sft", "train")
+        artifacts.load_dataset_dir(cfg, "sft", "train")
     (data / "metrics.json").write_text(json.dumps({"sft_train_rows": 3}))
-    assert len(stages.load_dataset_dir(cfg, "sft", "train")) == 3
+    assert len(artifacts.load_dataset_dir(cfg, "sft", "train")) == 3
     (data / "metrics.json").write_text(json.dumps({"sft_train_rows": 4}))
-    with pytest.raises(stages.DamagedArtifactError, match=r"sft/train holds 3 rows but .*metrics\.json records 4.*"
+    with pytest.raises(artifacts.DamagedArtifactError, match=r"sft/train holds 3 rows but .*metrics\.json records 4.*"
                                                           r"dvc repro data"):
-        stages.load_dataset_dir(cfg, "sft", "train")
+        artifacts.load_dataset_dir(cfg, "sft", "train")
 
 
 def test_check_command(tmp_path, monkeypatch, capsys):

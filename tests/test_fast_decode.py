@@ -149,6 +149,5 @@ def test_too_long_for_positions_falls_back(tok, models_):
     """P + T beyond n_positions: the fast path declines (the generic path reports the error its own way)."""
     policy, _ = models_
     ids, mask = _prompts(tok, TEXTS)
-    assert fast_decode.fast_generate(policy, ids, mask, ref=None, beta_row=torch.zeros(len(TEXTS)), use_ref=False,
-                                     max_new_tokens=200, temperature=1.0, eos_token_id=tok.eos_token_id,
-                                     pad_token_id=tok.pad_token_id, generator=None) is None
+    assert fast_decode.can_decode([policy], ids.device, ids.shape[1] + 10 - 1)
+    assert not fast_decode.can_decode([policy], ids.device, ids.shape[1] + 200 - 1)

@@ -1,11 +1,11 @@
-"""Games and exact solvers: known answers from PAPER.md §1 (three raters, dice, App. A, App. C.2), Prop. 1."""
+"""Games and exact solvers: the paper's known answers (three raters §3.2, dice App. C.1, App. A, App. C.2), Prop. 1."""
 
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from scipy.optimize import root
-from scipy.special import softmax
+from scipy.special import expit, softmax
 
 from nlhf import games
 
@@ -43,6 +43,105 @@ def test_bt_fit_recovers_elo_of_a_bt_game():
     R = np.array([0.0, 1.3, -0.4, 2.0])
     r = games.fit_bradley_terry(games.bradley_terry_game(R))
     np.testing.assert_allclose(r, R - R.mean(), atol=1e-6)
+
+
+# Copies of the two Bradley–Terry fitters that ``games.fit_bradley_terry`` replaced: the games one (its defaults)
+# and nlhf.tasks.analysis.fit_bt_scores (its options are ``analysis.BT_FIT``).
+def _fit_bradley_terry_before(P, weights=None, l2=1e-8, tol=1e-10, max_iter=200):
+    P = games.check_preference(P)
+    n = P.shape[0]
+    W = np.ones((n, n)) - np.eye(n) if weights is None else np.asarray(weights, float)
+    A = W * P
+    lam = l2 * W.sum()
+
+    def loss(r):
+        d = r[:, None] - r[None, :]
+        return float(-np.sum(A * np.log(expit(d)).clip(-1e300)) + lam * r @ r)
+
+    r = np.zeros(n)
+    f = loss(r)
+    for _ in range(max_iter):
+        d = r[:, None] - r[None, :]
+        G = A * expit(-d)
+        g = -(G.sum(1) - G.sum(0)) + 2 * lam * r
+        if np.abs(g).max() <= tol * max(1.0, W.sum()):
+            break
+        S = A * expit(d) * expit(-d)
+        B = S + S.T
+        H = np.diag(B.sum(1)) - B + 2 * lam * np.eye(n)
+        step = np.linalg.solve(H, g)
+        t = 1.0
+        while t > 1e-12:
+            f_new = loss(r - t * step)
+            if f_new <= f - 1e-4 * t * (g @ step):
+                break
+            t *= 0.5
+        r, f = r - t * step, f_new
+    return r - r.mean()
+
+
+def _fit_bt_scores_before(P, l2=1e-6, iters=100, tol=1e-10):
+    P = np.asarray(P, dtype=np.float64)
+    m = P.shape[0]
+    off = ~np.eye(m, dtype=bool)
+
+    def loss(r):
+        d = r[:, None] - r[None, :]
+        return float(-(P * -np.logaddexp(0.0, -d))[off].sum() + l2 * (r @ r))
+
+    r = np.zeros(m)
+    f = loss(r)
+    for _ in range(iters):
+        d = r[:, None] - r[None, :]
+        sig = 1.0 / (1.0 + np.exp(-d))
+        g = (sig - P) * off
+        grad = g.sum(1) - g.sum(0) + 2 * l2 * r
+        w = 2 * sig * (1 - sig) * off
+        hess = np.diag(w.sum(1)) - w + 2 * l2 * np.eye(m)
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t = 1.0
+        while t > 1e-8:
+            f_new = loss(r - t * step)
+            if f_new <= f - 1e-4 * t * (grad @ step):
+                break
+            t *= 0.5
+        r, f_old, f = r - t * step, f, f_new
+        if f_old - f < tol:
+            break
+    return r - r.mean()
+
+
+def _random_preferences(rng, n):
+    """A random game of one of three kinds: smooth (σ of a random antisymmetric matrix), Bradley–Terry, or with
+    0/1 entries."""
+    kind = rng.integers(3)
+    if kind == 0:
+        return games.random_game(n, rng, scale=float(rng.uniform(0.1, 6.0)))
+    if kind == 1:
+        return games.bradley_terry_game(rng.normal(0, 2, n))
+    P = np.triu(rng.choice([0.0, 0.5, 1.0, 0.3], (n, n)), 1)
+    return P + np.tril(1 - P.T, -1) + np.diag(np.full(n, 0.5))
+
+
+def test_merged_bt_fitter_equals_both_fitters_it_replaced():
+    from nlhf.tasks.analysis import BT_FIT
+
+    rng = np.random.default_rng(12345)
+    for _ in range(300):
+        n = int(rng.integers(2, 13))
+        P = _random_preferences(rng, n)
+        assert np.array_equal(games.fit_bradley_terry(P), _fit_bradley_terry_before(P))
+        mu = rng.dirichlet(np.ones(n))
+        assert np.array_equal(games.fit_bradley_terry(P, np.outer(mu, mu)),
+                              _fit_bradley_terry_before(P, np.outer(mu, mu)))
+        assert np.array_equal(games.fit_bradley_terry(P, **BT_FIT), _fit_bt_scores_before(P))
+
+
+def test_bt_fitter_rejects_unknown_options():
+    P = games.three_raters(0.1)
+    for bad in (dict(newton="lbfgs"), dict(stop="never"), dict(newton="pairs", weights=np.ones((3, 3)))):
+        with pytest.raises(ValueError):
+            games.fit_bradley_terry(P, **bad)
 
 
 def test_intransitive_dice():

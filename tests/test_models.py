@@ -97,9 +97,9 @@ def test_policy_save_load_and_missing_folder(tok, tmp_path):
 def test_preference_model_exact_antisymmetry(pm):
     xs, ys, yps = random_texts(16, 1), random_texts(16, 2), random_texts(16, 3)
     with torch.no_grad():
-        p = pm.prob(xs, ys, yps)
-        q = pm.prob(xs, yps, ys)
-        same = pm.prob(xs, ys, ys)
+        p = torch.sigmoid(pm.logits(xs, ys, yps))
+        q = torch.sigmoid(pm.logits(xs, yps, ys))
+        same = torch.sigmoid(pm.logits(xs, ys, ys))
     assert p.shape == (16,)
     assert torch.allclose(p + q, torch.ones(16), atol=1e-6)
     # algebraically exact; across two calls only float rounding (rows sit at other batch positions) remains
@@ -123,9 +123,8 @@ def test_one_row_blocks_equal_separate_rows(pm, tok):
     xs, ys, yps = random_texts(6, 21, 1, 10), random_texts(6, 22, 1, 10), random_texts(6, 23, 1, 10)
     with torch.no_grad():
         both = pm.features(**pm.collate(xs, ys, yps))
-        x_ids, y_ids, yp_ids = pm._ids(xs), pm._response_ids(ys), pm._response_ids(yps)
-        only_y = pm.features(**pm._collate(x_ids, [y_ids]))
-        only_yp = pm.features(**pm._collate(x_ids, [yp_ids]))
+        only_y = pm.features(**pm.collate(xs, ys))  # rows x <sep> y <sep> of their own
+        only_yp = pm.features(**pm.collate(xs, yps))
         swapped = pm.features(**pm.collate(xs, yps, ys))
     assert both.shape == (6, 2, 3 * CFG.n_embd)
     assert torch.allclose(both[:, 0], only_y[:, 0], atol=1e-5)
@@ -180,7 +179,7 @@ def test_preference_model_truncation_keeps_antisymmetry(tok):
     batch = pm.collate(xs, ys, yps)
     assert batch["position_ids"].max() < 16
     with torch.no_grad():
-        assert torch.allclose(pm.prob(xs, ys, yps) + pm.prob(xs, yps, ys), torch.ones(5), atol=1e-6)
+        assert torch.allclose(pm.logits(xs, ys, yps), -pm.logits(xs, yps, ys), atol=1e-6)
 
 
 def test_reward_is_the_same_in_a_pair_row_and_alone_under_truncation(tok):
@@ -226,7 +225,7 @@ def test_reward_model_round_trip_and_bt(tok, tmp_path):
     with torch.no_grad():
         r, rp = rm.rewards(xs, ys), rm.rewards(xs, yps)
         assert r.shape == (8,) and r.std() > 0
-        assert torch.allclose(rm.prob(xs, ys, yps), torch.sigmoid(r - rp), atol=1e-6)
+        assert torch.allclose(rm.logits(xs, ys, yps), r - rp, atol=1e-6)
     rm.save_pretrained(tmp_path / "rm")
     loaded = RewardModel.from_pretrained(tmp_path / "rm").eval()
     with torch.no_grad():
@@ -256,7 +255,7 @@ def _cut(path):
 def test_damaged_model_files_name_the_path(pm, tok, tmp_path):
     """A safetensors or JSON file cut short: the loaders name the folder and say how to get it back, and the stages'
     ``require`` names the file and the DVC stage to rerun before anything is loaded."""
-    from nlhf.stages import DamagedArtifactError, require
+    from nlhf.artifacts import DamagedArtifactError, require
 
     save_policy(build_policy(CFG, tok, seed=0), tok, tmp_path / "sft")
     pm.save_pretrained(tmp_path / "pm")
@@ -281,3 +280,69 @@ def test_damaged_model_files_name_the_path(pm, tok, tmp_path):
     _cut(tmp_path / "pm" / "config.json")
     with pytest.raises(DamagedArtifactError, match=r"pm/config\.json is damaged \(JSONDecodeError"):
         require(tmp_path / "pm", "preference@pm")
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_save_keeps_the_previous_folder(tok, tmp_path, monkeypatch):
+    """Policy and scorers save through one atomic folder swap (checkpoint.atomic_save_dir): a save that fails
+    midway (here: the weights are written, then writing the tokenizer fails) leaves the previous checkpoint
+    byte for byte and no temporary folder; the next save replaces it whole."""
+    policy, pm, rm = build_policy(CFG, tok, seed=0), build_preference_model(CFG, tok, seed=0), \
+        build_reward_model(CFG, tok, seed=0)
+    saves = {"sft": lambda seed: save_policy(build_policy(CFG, tok, seed=seed), tok, tmp_path / "sft"),
+             "pm": lambda seed: build_preference_model(CFG, tok, seed=seed).save_pretrained(tmp_path / "pm"),
+             "rm": lambda seed: build_reward_model(CFG, tok, seed=seed).save_pretrained(tmp_path / "rm")}
+    assert save_policy(policy, tok, tmp_path / "sft") == tmp_path / "sft"
+    assert pm.save_pretrained(tmp_path / "pm") == tmp_path / "pm"
+    rm.save_pretrained(tmp_path / "rm")
+    before = {name: _snapshot(tmp_path / name) for name in saves}
+
+    def killed(*a, **k):
+        raise RuntimeError("killed while writing the tokenizer")
+
+    with monkeypatch.context() as m:
+        m.setattr(tok, "save_pretrained", killed)
+        for name, save in saves.items():
+            with pytest.raises(RuntimeError, match="killed"):
+                save(seed=1)
+            assert _snapshot(tmp_path / name) == before[name], name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pm", "rm", "sft"]  # no .tmp-* / .old folders left
+    ids = torch.tensor([[4, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(load_policy(tmp_path / "sft")[0](ids).logits, policy(ids).logits)
+    for name, save in saves.items():  # a whole save afterwards replaces the folder
+        save(seed=1)
+        assert _snapshot(tmp_path / name) != before[name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pm", "rm", "sft"]
+
+
+def test_atomic_save_dir_replaces_whole_folders(tmp_path):
+    import os
+
+    from nlhf.training.checkpoint import atomic_save_dir
+
+    target = tmp_path / "out"
+    atomic_save_dir(target, lambda d: (d / "a.txt").write_text("1"))
+    (tmp_path / ".out.old").mkdir()  # left by a process killed between the two renames
+    atomic_save_dir(target, lambda d: (d / "b.txt").write_text("2"))
+    assert _snapshot(target) == {"b.txt": b"2"}  # nothing of the previous folder survives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder, not mkdtemp's private 0o700
+
+
+def test_collate_any_number_of_responses(pm, tok):
+    xs, ys, yps = random_texts(3, 27), random_texts(3, 28), random_texts(3, 29)
+    three = pm.collate(xs, ys, yps, ys)
+    assert int(three["block_ids"].max()) == 3
+    with torch.no_grad():
+        h = pm.features(**three)
+    assert torch.allclose(h[:, 0], h[:, 2], atol=1e-5)  # the same response in blocks 1 and 3
+    with pytest.raises(ValueError, match="at least one response"):
+        pm.collate(xs)
+    with pytest.raises(ValueError, match="2 responses but 1 response masks"):
+        pm.collate(xs, ys, yps, response_masks=[None])

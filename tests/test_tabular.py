@@ -254,8 +254,6 @@ def test_config_loads_and_rejects_bad_values():
 
 
 def test_run_tabular_small(tmp_path):
-    import json
-
     from nlhf.tabular_experiment import run_tabular
 
     cfg = TabularConfig(sizes=[5, 12], taus=[0.2], steps=200, eps_points=5, tau_grid=[0.5, 0.05], contexts=2,

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nlhf import games
 from nlhf.config import ConfigError, from_dict
 from nlhf.tasks import (SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask, TldrTaskConfig,
-                        build_task_data, load_task_data, make_task)
+                        build_task_data, make_task)
 from nlhf.tasks import analysis
 from nlhf.tasks.synthetic import FACT_WORDS, STYLES, parse_prompt
 from nlhf.tasks.tldr import TldrDataError
@@ -20,8 +21,8 @@ FIX = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def task() -> SyntheticTask:
-    return SyntheticTask(SyntheticTaskConfig.tiny(seed=3))
+def task(tiny_config) -> SyntheticTask:
+    return SyntheticTask(tiny_config(seed=3))
 
 
 def _random_summaries(task, prompts, rng, k):
@@ -80,7 +81,8 @@ def test_condorcet_example_is_a_cycle(task):
 
 
 def test_style_triples_often_cycle(task):
-    """Measured 7.7% of triples (45% of prompts have one) on 500 eval prompts x 8 samples; assert >= 4%."""
+    """The style samples of the condorcet raters cycle on a fixed share of triples (about 8%, on about 45% of the
+    prompts); the bounds leave room for the sampling noise of 200 prompts."""
     prompts = task.prompts("eval")[:200]
     mats = analysis.preference_matrices(task.judge, prompts, task.style_samples(prompts, 8))
     cf = analysis.cycle_fraction(mats)
@@ -91,16 +93,16 @@ def test_style_triples_often_cycle(task):
     assert bt["bt_agreement"] < 0.95 and bt["bt_excess_logloss"] > 0.005, bt  # no scalar score fits P
 
 
-def test_determinism_and_seed(task):
-    cfg = SyntheticTaskConfig.tiny(seed=3)
+def test_determinism_and_seed(task, tiny_config):
+    cfg = tiny_config(seed=3)
     a, b = SyntheticTask(cfg), SyntheticTask(cfg)
     assert a.prompts("train") == b.prompts("train")
     assert a.sft_dataset("train").to_dict() == b.sft_dataset("train").to_dict()
     assert a.preference_dataset("test").to_dict() == b.preference_dataset("test").to_dict()
-    c = SyntheticTask(SyntheticTaskConfig.tiny(seed=4))
+    c = SyntheticTask(tiny_config(seed=4))
     assert c.prompts("train") != a.prompts("train")
     # a split's content does not depend on the size of another split
-    d = SyntheticTask(SyntheticTaskConfig.tiny(seed=3, n_sft=50))
+    d = SyntheticTask(tiny_config(seed=3, n_sft=50))
     assert d.prompts("eval") == a.prompts("eval")
 
 
@@ -132,9 +134,9 @@ def test_references_and_prompts(task):
         task.prompts("test")
 
 
-def test_build_task_data(tmp_path):
-    t = SyntheticTask(SyntheticTaskConfig.tiny(n_sft=100, n_sft_eval=20, n_pref_train=100, n_pref_test=20,
-                                               n_prompts_train=30, n_prompts_eval=40))
+def test_build_task_data(tmp_path, tiny_config):
+    t = SyntheticTask(tiny_config(n_sft=100, n_sft_eval=20, n_pref_train=100, n_pref_test=20, n_prompts_train=30,
+                                  n_prompts_eval=40))
     m = build_task_data(t, tmp_path, analysis_prompts=20)
     assert m["sft_train_rows"] == 100 and m["prompts_eval_rows"] == 40 and m["condorcet_example_is_cycle"]
     assert 0 <= m["style_cycle_fraction"] <= 1 and (tmp_path / "metrics.json").exists()
@@ -145,7 +147,11 @@ def test_build_task_data(tmp_path):
     build_task_data(t, tmp_path / "again", analysis_prompts=20)
     (tmp_path / "again").rename(tmp_path.parent / f"{tmp_path.name}_again")
     assert content_hash(tmp_path) == content_hash(tmp_path.parent / f"{tmp_path.name}_again")
-    data = load_task_data(tmp_path)
+    import datasets
+
+    from nlhf.tasks import DATA_LAYOUT
+
+    data = {rel: datasets.load_from_disk(str(tmp_path / rel)) for rel in DATA_LAYOUT}
     assert data["prefs/test"].column_names == ["prompt", "y", "y_prime", "label", "p"]
     assert data["prompts/eval"]["reference"] == t.references(data["prompts/eval"]["prompt"])
     from transformers import AutoTokenizer
@@ -173,12 +179,12 @@ def test_bad_config_names_field(bad, field):
         from_dict(TaskConfig, {"synthetic": bad}, "task")
 
 
-def test_make_task_by_name():
+def test_make_task_by_name(tiny_config):
     assert isinstance(make_task({"name": "synthetic"}), SyntheticTask)
     local = {"sft_path": "json", "sft_data_files": {"train": str(FIX / "tldr_sft_train.jsonl")}, "pref_path": "json",
              "pref_name": None, "pref_data_files": {"train": str(FIX / "comparisons_train.jsonl")}}
     assert isinstance(make_task({"name": "tldr", "tldr": local}), TldrTask)
-    assert isinstance(make_task(SyntheticTaskConfig.tiny()), SyntheticTask)
+    assert isinstance(make_task(tiny_config()), SyntheticTask)
     with pytest.raises(ConfigError, match="task.name"):
         make_task({"name": "xsum"})
 
@@ -334,7 +340,7 @@ def test_analysis_on_hand_made_matrices():
     assert analysis.cycle_fraction([cyc])["cycle_fraction"] == 1.0
     assert analysis.cycle_fraction([bt])["cycle_fraction"] == 0.0
     assert analysis.cycle_fraction(np.stack([cyc, bt]))["cycle_fraction"] == 0.5
-    np.testing.assert_allclose(analysis.fit_bt_scores(bt), r - r.mean(), atol=1e-4)
+    np.testing.assert_allclose(games.fit_bradley_terry(bt, **analysis.BT_FIT), r - r.mean(), atol=1e-4)
     a = analysis.bt_fit_agreement([bt])
     assert a["bt_agreement"] == 1.0 and abs(a["bt_excess_logloss"]) < 1e-6
     c = analysis.bt_fit_agreement([cyc])  # symmetric cycle: BT fit is flat, gets no direction right

@@ -38,7 +38,7 @@ from _stage_runs import StageRun, finished_tags, result, run_all  # noqa: E402
 
 RECORDED = HERE / "results_h200_20261127.csv"
 INPUTS = ("data", "sft_pairs")  # run_preference reads these and writes models/ and .resume/ beside them
-# the settings the package's scorers have (nlhf.models._Scorer, nlhf.training.supervised.lr_lambda)
+# the settings the package's scorers have (nlhf.models.encoder.Scorer, nlhf.training.supervised.lr_lambda)
 PACKAGE = {"pool": "ymean+last+ysum", "shift": 0, "head": "mlp", "min_lr": 0.1, "soft_labels": 0}
 SETTINGS = ["round", "name", "kind", "batch", "steps", "lr", "warmup", "seed", "clip", "layers"]
 MEASURED = ["heldout_sft_excess", "heldout_sft_kl", "heldout_sft_direction", "test_excess", "test_direction",

@@ -19,7 +19,7 @@ from nlhf.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
 from nlhf.tasks.tldr import TldrTask, TldrTaskConfig
 
 __all__ = ["Task", "TaskConfig", "SyntheticTask", "SyntheticTaskConfig", "TldrTask", "TldrTaskConfig",
-           "make_task", "build_task_data", "load_task_data"]
+           "make_task", "build_task_data"]
 
 
 @dataclass
@@ -70,7 +70,8 @@ def _mean_words(texts) -> float:
 
 
 def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500, analysis_samples: int = 8) -> dict:
-    """Write the task's datasets under ``out_dir`` and return data-stage metrics (plain JSON types).
+    """Write the task's datasets under ``out_dir`` and return data-stage metrics (plain Python types, so that
+    ``json.dumps`` writes them without a converter).
 
     Layout (``Dataset.save_to_disk``): ``sft/{train,eval}`` (prompt, completion), ``prefs/{train,test}``
     (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt, reference); plus ``tokenizer/`` for
@@ -123,27 +124,5 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
             m.update({f"style_{k}": v for k, v in analysis.bt_fit_agreement(mats).items()})
             m.update({f"style_{k}": v for k, v in analysis.nash_support(mats).items()})
     # no timings here: metrics.json is part of the DVC-hashed data artifact, which must not change between reruns
-    m = _jsonable(m)
     (out / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True))
     return m
-
-
-def load_task_data(out_dir: str | Path) -> dict:
-    """The datasets written by ``build_task_data``: ``{"sft/train": Dataset, ...}``."""
-    import datasets
-
-    return {rel: datasets.load_from_disk(str(Path(out_dir) / rel)) for rel in DATA_LAYOUT}
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return float(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v

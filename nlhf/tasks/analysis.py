@@ -1,4 +1,4 @@
-"""How non-transitive is a preference P on a set of samples? (PAPER §1 "Why non-transitivity matters")
+"""How non-transitive is a preference P on a set of samples? (why it matters: the paper's §3 and App. A–C)
 
 All functions take per-prompt preference matrices ``P[i, j] = P(y_i ≻ y_j | x)`` over *distinct* samples of one
 prompt (antisymmetric, diagonal 1/2); ``preference_matrices`` builds them from any ``judge(x, y, y')``.
@@ -20,7 +20,14 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.optimize import linprog
 
+from nlhf.games import fit_bradley_terry
+
 Judge = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
+
+# How ``bt_fit_agreement`` fits Bradley–Terry scores to a matrix of soft labels (:func:`nlhf.games.fit_bradley_terry`):
+# every ordered pair equally, ridge 1e-6 (finite scores where P has 0/1 entries), the "pairs" Newton step, stopping
+# when a step lowers the loss by less than 1e-10. P is taken as the judge gives it (no range check).
+BT_FIT = dict(l2=1e-6, max_iter=100, newton="pairs", ridge_per_weight=False, stop="loss", min_step=1e-8, check=False)
 
 
 def preference_matrices(judge: Judge, prompts: Sequence[str], samples: Sequence[Sequence[str]],
@@ -64,48 +71,13 @@ def cycle_fraction(matrices: Sequence[np.ndarray] | np.ndarray, max_triples: int
         if max_triples is not None and len(triples) > max_triples:
             pick = rng.choice(len(triples), size=max_triples, replace=False)
             triples = [triples[t] for t in pick]
-        c = sum(is_cycle(P, *t) for t in triples)
+        c = int(sum(is_cycle(P, *t) for t in triples))
         n_tri += len(triples)
         n_cyc += c
         n_prompts += 1
         prompts_cyc += c > 0
     return {"cycle_fraction": n_cyc / n_tri if n_tri else float("nan"), "n_triples": n_tri,
             "n_cycles": n_cyc, "prompts_with_cycle": prompts_cyc / n_prompts if n_prompts else float("nan")}
-
-
-def fit_bt_scores(P: np.ndarray, l2: float = 1e-6, iters: int = 100, tol: float = 1e-10) -> np.ndarray:
-    """Maximum-likelihood Bradley–Terry scores r (mean 0) for soft labels P: min Σ_{i≠j} −P_ij log σ(r_i − r_j).
-
-    Damped Newton on the (convex) loss; a tiny L2 term keeps the optimum finite when P has 0/1 entries.
-    """
-    P = np.asarray(P, dtype=np.float64)
-    m = P.shape[0]
-    off = ~np.eye(m, dtype=bool)
-
-    def loss(r):
-        d = r[:, None] - r[None, :]
-        return float(-(P * -np.logaddexp(0.0, -d))[off].sum() + l2 * (r @ r))
-
-    r = np.zeros(m)
-    f = loss(r)
-    for _ in range(iters):
-        d = r[:, None] - r[None, :]
-        sig = 1.0 / (1.0 + np.exp(-d))
-        g = (sig - P) * off
-        grad = g.sum(1) - g.sum(0) + 2 * l2 * r
-        w = 2 * sig * (1 - sig) * off
-        hess = np.diag(w.sum(1)) - w + 2 * l2 * np.eye(m)
-        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        t = 1.0
-        while t > 1e-8:
-            f_new = loss(r - t * step)
-            if f_new <= f - 1e-4 * t * (grad @ step):
-                break
-            t *= 0.5
-        r, f_old, f = r - t * step, f, f_new
-        if f_old - f < tol:
-            break
-    return r - r.mean()
 
 
 def bt_fit_agreement(matrices: Sequence[np.ndarray]) -> dict:
@@ -122,7 +94,7 @@ def bt_fit_agreement(matrices: Sequence[np.ndarray]) -> dict:
         m = P.shape[0]
         if m < 2:
             continue
-        r = fit_bt_scores(P)
+        r = fit_bradley_terry(P, **BT_FIT)
         iu = np.triu_indices(m, 1)
         p = np.clip(P[iu], 1e-12, 1 - 1e-12)
         d = (r[:, None] - r[None, :])[iu]

@@ -1,13 +1,13 @@
 """The one interface every task implements (synthetic raters offline, TL;DR online).
 
-A task is where prompts, reference summaries and *human* preferences come from (PAPER §4 "Data"):
+A task is where prompts, reference summaries and *human* preferences come from (the paper's §8, "Data"):
 
 * ``prompts(split)``            prompts x ~ ρ for RL ("train") and evaluation ("eval");
 * ``sft_dataset(split)``        (prompt, completion) pairs for supervised fine-tuning of μ;
 * ``preference_dataset(split)`` (prompt, y, y_prime, label, p) rows for the preference / reward models,
                                 ``label = 1`` iff y was preferred, ``p`` the exact P(y≻y'|x) when known else NaN;
-* ``judge(x, y, y')``           the exact P(y≻y'|x) ∈ [0, 1] — the role PaLM 2 plays in the paper (§4 "Evaluation");
-                                antisymmetric: P(y≻y'|x) = 1 − P(y'≻y|x), P(y≻y|x) = 1/2 (PAPER §1);
+* ``judge(x, y, y')``           the exact P(y≻y'|x) ∈ [0, 1] — the role PaLM 2 plays in the paper (§8 "Evaluation");
+                                antisymmetric: P(y≻y'|x) = 1 − P(y'≻y|x), P(y≻y|x) = 1/2 (the paper's §3);
 * ``references(prompts)``       one reference summary per prompt (for ROUGE);
 * ``is_well_formed(x, y)``      whether a completion is a syntactically valid summary.
 
@@ -24,8 +24,6 @@ import numpy as np
 PROMPT_SPLITS = ("train", "eval")
 SFT_SPLITS = ("train", "eval")
 PREF_SPLITS = ("train", "test")
-PREF_COLUMNS = ("prompt", "y", "y_prime", "label", "p")
-SFT_COLUMNS = ("prompt", "completion")
 
 
 def check_split(split: str, allowed: Sequence[str], what: str) -> None:

@@ -33,7 +33,7 @@ rounding. Each rater alone is transitive. The ``condorcet`` population is a Cond
   fact-checker  (u = −2 dis − inv − 0.5 dup − skip − 0.4 n):      C ≻ A ≻ B   (C = the first fact here)
 so with weights near 1/3 the majority relation cycles A ≻ B ≻ C ≻ A. The same holds for the plain styles
 complete ≻ key_only ≻ lead ≻ complete (thorough+checker, thorough+skimmer, skimmer+checker) on 60% of the
-documents where the three differ (measured, seed 0, 2000 eval prompts).
+documents where the three differ (seed 0, 2000 eval prompts).
 
 Malformed summaries (empty, a non-fact token, more than ``max_summary_words`` words) get utility
 ``MALFORMED_UTILITY`` under every rater: lower than any well-formed summary, ties among themselves.
@@ -127,7 +127,7 @@ MALFORMED_UTILITY = -100.0
 
 @dataclass
 class SyntheticTaskConfig:
-    """Synthetic summarization task (defaults = the CPU profile; the tiny profile is ~10x smaller)."""
+    """Synthetic summarization task (params.yaml ``task.synthetic`` states the recipe's values)."""
 
     seed: int = 0  # everything (documents, references, pairs, labels) derives from this seed
     n_sft: int = 20_000  # SFT (prompt, completion) rows, split "train"
@@ -184,14 +184,6 @@ class SyntheticTaskConfig:
         check(all(s > 0 for s in self.rater_sharpness), "rater_sharpness", "values must be > 0")
         check(0.0 <= self.perturb_prob <= 1.0, "perturb_prob", f"must be in [0, 1], got {self.perturb_prob}")
         check(self.labels_per_pair >= 1, "labels_per_pair", f"must be >= 1, got {self.labels_per_pair}")
-
-    @classmethod
-    def tiny(cls, **kw) -> "SyntheticTaskConfig":
-        """The tiny (test / smoke) profile: every size ~10x smaller."""
-        base = dict(n_sft=2_000, n_sft_eval=200, n_pref_train=2_000, n_pref_test=200,
-                    n_prompts_train=500, n_prompts_eval=200)
-        base.update(kw)
-        return cls(**base)
 
 
 def _check_probs(v: Sequence[float], n: int, name: str) -> None:

@@ -1,4 +1,4 @@
-"""TL;DR summarization (Stiennon et al. 2020) for the online / GPU profile (PAPER §4 "Data").
+"""TL;DR summarization (Stiennon et al. 2020) for the online / GPU profile (the paper's §8, "Data").
 
 * SFT rows come from a ``trl-lib/tldr``-style dataset: columns ``prompt`` (``"SUBREDDIT: r/...\\n\\nTITLE: ...
   \\n\\nPOST: ...\\n\\nTL;DR:"``) and ``completion`` (the summary, with its leading space).
@@ -64,7 +64,7 @@ class TldrTaskConfig:
     pref_revision: str | None = None  # Hub commit (40 hex digits) of pref_path; required for a Hub dataset
     sft_train_split: str = "train"  # source split for sft_dataset("train")
     sft_eval_split: str = "validation"  # source split for sft_dataset("eval")
-    pref_train_split: str = "train"  # source split for preference_dataset("train") (92k pairs, PAPER §4)
+    pref_train_split: str = "train"  # source split for preference_dataset("train") (92k pairs, the paper's §8)
     pref_test_split: str = "validation"  # source split for preference_dataset("test")
     prompts_train_split: str = "train"  # SFT source split whose prompts are the RL prompts
     prompts_eval_split: str = "test"  # SFT source split whose prompts are the evaluation prompts

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,14 +26,27 @@ import numpy as np
 import torch
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
+def _atomic_file(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
+    """Call ``writer(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path`` (``os.replace``);
+    if the writer raises, the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+    _atomic_file(path, write)
 
 
 def json_text(obj: Any) -> str:
@@ -57,25 +71,33 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def atomic_save_dir(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp_dir)`` then swap ``tmp_dir`` into ``path`` (the old folder is removed only afterwards)."""
+def atomic_save_dir(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_dir)`` on an empty folder beside ``path``, then swap it into ``path``; returns ``path``.
+
+    If the writer raises (or the process dies) before the swap, ``path`` keeps its previous content and the
+    temporary folder is removed (a killed process leaves it behind under a hidden ``.name.tmp-*`` name). The
+    previous folder is moved aside to ``.name.old`` before the new one is renamed in and deleted afterwards, so
+    ``path`` is never a mix of the two. The temporary folder is made with the process's umask, like any folder the
+    writer would make itself (``tempfile.mkdtemp`` would make it private to the owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
         writer(tmp)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old"
-            if old.exists():
+            if old.exists():  # left by a process killed between the two renames
                 shutil.rmtree(old)
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:
-            shutil.rmtree(old)
+            shutil.rmtree(old, ignore_errors=True)  # the save is complete; a leftover is removed by the next one
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def rng_state() -> dict:
@@ -119,16 +141,13 @@ def _plain(obj: Any) -> Any:
 
 def save_state(path: str | os.PathLike, state: dict) -> None:
     """Atomically ``torch.save`` a training state dict (tensors and plain Python values only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    torch.save(_plain(state), tmp)
-    os.replace(tmp, path)
+    _atomic_file(path, lambda tmp: torch.save(_plain(state), tmp))
 
 
-def load_state(path: str | os.PathLike, log: Callable[[str], None] = print) -> dict | None:
-    """Load a state saved by :func:`save_state`, or ``None`` when there is none or it cannot be read safely.
+def load_state(path: str | os.PathLike, log: Callable[[str], None] = print,
+               fingerprint: str | None = None) -> dict | None:
+    """Load a state saved by :func:`save_state`, or ``None`` when there is none or it cannot be read safely, or,
+    when ``fingerprint`` is given, when it was written for other params or upstream inputs.
 
     Only tensors and plain values are unpickled (``weights_only=True``); a truncated or damaged file, or one that
     would need arbitrary code to load, is reported with ``log`` (one line naming it) and ignored, so the stage
@@ -143,6 +162,9 @@ def load_state(path: str | os.PathLike, log: Callable[[str], None] = print) -> d
     except Exception as e:  # EOFError, RuntimeError, UnpicklingError, ...: all mean "not usable"
         msg = " ".join(str(e).split())
         log(f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {msg[:160]}); starting fresh")
+        return None
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
+        log(f"ignoring checkpoint {path}: written for other params or upstream inputs; starting fresh")
         return None
     return state
 

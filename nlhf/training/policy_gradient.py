@@ -163,11 +163,7 @@ def train_policy(
                  "ema_beta_effective": ema_beta}
     probe_every = cfg.probe_every or max(1, cfg.steps // 20)
     start = 0
-    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"))
-    if state is not None and state.get("fingerprint") != fingerprint:
-        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or upstream "
-                          f"inputs; starting fresh")
-        state = None
+    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"), fingerprint=fingerprint)
     if state is not None:
         accelerator.unwrap_model(policy).load_state_dict(state["policy"])
         opt.load_state_dict(state["optimizer"])

@@ -89,11 +89,7 @@ def fit(
           f"must be a multiple of the number of processes ({world}), got {cfg.batch_size}")
     log = {"train": [], "eval": []}
     start = 0
-    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"))
-    if state is not None and state.get("fingerprint") != fingerprint:
-        accelerator.print(f"[{desc}] ignoring checkpoint {state_path}: written for other params or upstream "
-                          f"inputs; starting fresh")
-        state = None
+    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"), fingerprint=fingerprint)
     if state is not None:
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

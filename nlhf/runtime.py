@@ -1,0 +1,50 @@
+"""How a stage runs and which models it loads: the accelerator, the sampling settings, the SFT policy and the
+policies of the evaluation table."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+
+from nlhf.artifacts import artifact, policy_dir, policy_stage, require
+from nlhf.models import generation_config, load_policy
+from nlhf.params import PipelineConfig
+
+
+def accelerator_for(cfg: PipelineConfig) -> Accelerator:
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    cpu = cfg.runtime.cpu or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.runtime.mixed_precision)
+
+
+def sampling_kwargs(cfg: PipelineConfig) -> dict:
+    """Keyword arguments of :func:`nlhf.sampling.sample_texts` from the ``sampling`` section."""
+    return dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
+                batch_size=cfg.sampling.batch_size)
+
+
+def policy_generation(cfg: PipelineConfig, tok):
+    """The sampling settings saved with every policy (:func:`nlhf.models.generation_config`)."""
+    return generation_config(tok, cfg.sampling.max_new_tokens, cfg.sampling.temperature)
+
+
+def load_sft(cfg: PipelineConfig, device=None):
+    model, tok = load_policy(require(artifact(cfg, "models", "sft"), "sft"))
+    tok.padding_side = "left"
+    return model.to(device or "cpu").eval(), tok
+
+
+def load_table_policies(cfg: PipelineConfig, names, variant: str = "paper") -> dict:
+    """name → policy model for the table: SFT, each method's last iterate, and EMA*'s averaged policy."""
+    models = {}
+    for name in names:
+        if name == "SFT":
+            path, stage = artifact(cfg, "models", "sft"), "sft"
+        elif name.endswith("*"):
+            path, stage = policy_dir(cfg, name[:-1], variant) / "average", policy_stage(name[:-1], variant)
+        else:
+            path, stage = policy_dir(cfg, name, variant) / "policy", policy_stage(name, variant)
+        model, _ = load_policy(require(path, stage))
+        models[name] = model.eval()
+    return models

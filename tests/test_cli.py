@@ -1,0 +1,40 @@
+"""``python -m nlhf run <stage>``: a DVC stage name runs that stage's function (as its notebook does)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_stage_names_map_to_their_functions():
+    from nlhf import stages
+    from nlhf.__main__ import stage_function
+
+    assert stage_function("sft") == (stages.run_sft, ())
+    assert stage_function("preference@rm") == (stages.run_preference, ("rm",))
+    assert stage_function("policy@MD1") == (stages.run_policy, ("MD1", "paper"))
+    assert stage_function("policy_exact@SP") == (stages.run_policy, ("SP", "exact"))
+    assert stage_function("policy_seed@BR") == (stages.run_policy, ("BR", "seed"))
+    for bad in ("nope", "policy", "preference@xx", "eval@1"):
+        with pytest.raises(KeyError, match="unknown stage"):
+            stage_function(bad)
+
+
+def test_run_executes_the_stage(tmp_path, monkeypatch, capsys):
+    from nlhf.__main__ import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "nope"]) == 1 and "unknown stage 'nope'" in capsys.readouterr().err
+    assert main(["run", "tabular"]) == 0
+    metrics = json.loads((tmp_path / "results" / "metrics" / "tabular.json").read_text())
+    assert metrics["theorem1_holds"] and metrics["steps"] == 300  # the tiny profile's recipe
+    assert json.loads((tmp_path / "results" / "summary" / "tabular.json").read_text())["theorem1_holds"] is True
+    assert '"theorem1_holds": true' in capsys.readouterr().out
