@@ -141,10 +141,28 @@ def deep_merge(base: dict, over: dict) -> dict:
 PROFILE_ENV = "NLHF_PROFILE"
 
 
+class YAML12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false (in any case) are booleans, so ``no``, ``yes``,
+    ``on`` and ``off`` stay strings. DVC writes params.yaml as YAML 1.2 (``dvc exp run -S`` rewrites the file and
+    drops the quotes of ``mixed_precision: "no"``); read as YAML 1.1 that would become ``False``."""
+
+
+YAML12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAML12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+
+
+def load_yaml(text: str):
+    """``text`` parsed as YAML 1.2 (:class:`YAML12Loader`), the way DVC reads and writes params files."""
+    return yaml.load(text, Loader=YAML12Loader)
+
+
 def _read_yaml(path: Path) -> dict:
     """A YAML mapping from ``path``; a syntax error, bad encoding or a non-mapping names the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not readable as YAML ({e})") from None
     if data is None:
@@ -206,7 +224,7 @@ def shadowed_edits(params_path: str | os.PathLike = "params.yaml") -> list[str]:
                                    capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return []
-    base = yaml.safe_load(committed) or {}
+    base = load_yaml(committed) or {}
     now = _read_yaml(params_path)
     name = now.get("profile", "cpu")
     overlay_path = profile_file(params_path, name)

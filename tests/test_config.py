@@ -374,3 +374,15 @@ def test_every_stage_depends_on_the_selected_profile_file_only():
         if name != "check":
             assert {"profiles/${profile}.yaml": None} in stage["params"], name
     assert yaml.safe_load((ROOT / "profiles" / "cpu.yaml").read_text()) == {}
+
+
+def test_params_read_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml as YAML 1.2 and drops the quotes of `mixed_precision: "no"`; the file
+    must still load as the same recipe (YAML 1.1 would read the bare `no` as False)."""
+    path = write_params(tmp_path)
+    text = path.read_text()
+    assert "mixed_precision: 'no'" in text or 'mixed_precision: "no"' in text
+    path.write_text(text.replace("mixed_precision: 'no'", "mixed_precision: no").replace(
+        'mixed_precision: "no"', "mixed_precision: no"))
+    cfg = load_config(path)
+    assert cfg.runtime.mixed_precision == "no" and cfg.runtime.cpu is True
