@@ -36,7 +36,7 @@ def main(method: str) -> pd.DataFrame:
                 continue
             sweep = pd.read_csv(io.StringIO(_git_show(run["rev"], "results/eval/beta_sweep.csv")))
             row = sweep[sweep["policy"] == method].iloc[0].to_dict()
-            rows.append({"experiment": run.get("name") or run["rev"][:7], "beta": beta,
+            rows.append({"beta": beta, "experiment": run.get("name") or run["rev"][:7],
                          **{k: round(float(v), 4) for k, v in row.items() if k not in ("policy", "beta")}})
     return pd.DataFrame(rows).sort_values("beta").drop_duplicates("beta")
 
