@@ -1,5 +1,5 @@
 """nlhf.models: policy building, the antisymmetric preference model, the BT reward model, save/load, tokenizer
-checks (PAPER.md §1, §3–4)."""
+checks (the paper's §7–§8)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The policy-gradient estimator, the EMA update and the method config (PAPER.md §3)."""
+"""The policy-gradient estimator, the EMA update and the method config (the paper's §7, App. F)."""
 
 import itertools
 

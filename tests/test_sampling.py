@@ -1,4 +1,4 @@
-"""nlhf.sampling: the token-level geometric mixture (PAPER.md §3, App. F.1), KV-cached batched sampling, EOS
+"""nlhf.sampling: the token-level geometric mixture (the paper's App. F.1), KV-cached batched sampling, EOS
 handling, and response log-probs."""
 
 import math

@@ -1,4 +1,4 @@
-"""Tabular Nash-MD (PAPER.md §2, Theorem 1), the comparison algorithms, metrics and the experiment config."""
+"""Tabular Nash-MD (the paper's §6, Theorem 1), the comparison algorithms, metrics and the experiment config."""
 
 import numpy as np
 import pytest
