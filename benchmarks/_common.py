@@ -149,6 +149,7 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
     called once with the built models (e.g. to count parameters)."""
     from nlhf.models import ModelConfig, build_policy, build_preference_model
     from nlhf.training import policy_gradient as pg
+    from nlhf.training.methods import NashMD
 
     mcfg = ModelConfig(n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head,
                        n_positions=shape.n_positions)
@@ -157,7 +158,7 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
     judge = build_preference_model(mcfg, tok, seed=seed + 1)
     if on_models is not None:
         on_models(policy, ref, judge)
-    method = pg.MethodConfig(kind="nash_md", tau=KL_COEF, beta=MIXTURE_COEF, lr=LR)
+    method = NashMD(kind="nash_md", tau=KL_COEF, beta=MIXTURE_COEF, lr=LR)
     total = warmup + n_steps + 1  # +1: the last step writes a checkpoint; it is dropped
     cfg = pg.PGConfig(steps=total, batch_size=shape.batch, lr=LR, log_every=10**9, checkpoint_every=10**9,
                       seed=seed)

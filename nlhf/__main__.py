@@ -51,7 +51,7 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
         artifacts.require(art("oracle", "pools.json"), "oracle")
         if kind == "policy_exact":
             return ["models/sft", "oracle"]
-        judge = "rm" if method.kind == "rlhf" else "pm"
+        judge = "rm" if method.JUDGE == "reward" else "pm"
         artifacts.require(art("models", judge), f"preference@{judge}")
         return ["models/sft", f"models/{judge}", "oracle"]
     if stage == "eval":

@@ -93,6 +93,8 @@ def from_dict(cls: type, data: dict | None, path: str) -> Any:
     data = {} if data is None and not path else data
     data = _mapping(data, path or "params", cls)
     join = (lambda k: f"{path}.{k}") if path else (lambda k: k)
+    if hasattr(cls, "config_class"):  # a family of dataclasses, one chosen by a key of the entry (a method's kind)
+        cls = cls.config_class(data, join)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)

@@ -19,7 +19,7 @@ The win rate ± CI and ROUGE-L are the package's Hugging Face ``evaluate`` modul
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,24 +28,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from nlhf.config import check
-
-# The 14 policies of Table 1 in the paper's order; EMA1*/EMA2* are the averaged-parameter policies.
-TABLE_POLICIES = ("SFT", "RLHF", "SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR", "EMA1", "EMA2", "EMA1*",
-                  "EMA2*")
-
-# The paper's Table 1 (§8): P*(column ≻ row). Keys: (column, row).
-PAPER_TABLE1 = {
-    ("RLHF", "SFT"): 0.990, ("SP", "SFT"): 0.983, ("MD1", "SFT"): 0.982, ("MD2", "SFT"): 0.989,
-    ("MD3", "SFT"): 0.987, ("MD4", "SFT"): 0.985, ("MD5", "SFT"): 0.982, ("MD6", "SFT"): 0.965,
-    ("BR", "SFT"): 0.943, ("EMA1", "SFT"): 0.970, ("EMA2", "SFT"): 0.961, ("EMA1*", "SFT"): 0.977,
-    ("EMA2*", "SFT"): 0.980,
-    ("SP", "RLHF"): 0.489, ("MD1", "RLHF"): 0.598, ("MD2", "RLHF"): 0.519, ("MD3", "RLHF"): 0.561,
-    ("MD4", "RLHF"): 0.501, ("MD5", "RLHF"): 0.436, ("MD6", "RLHF"): 0.284, ("BR", "RLHF"): 0.148,
-    ("EMA1", "RLHF"): 0.468, ("EMA2", "RLHF"): 0.320, ("EMA1*", "RLHF"): 0.477, ("EMA2*", "RLHF"): 0.510,
-    ("MD1", "SP"): 0.592, ("MD1", "MD2"): 0.575, ("MD1", "MD3"): 0.530, ("MD1", "MD4"): 0.631,
-    ("MD1", "BR"): 0.837, ("MD1", "EMA2*"): 0.553,
-}
-
+from nlhf.paper import CLAIMS, PAPER_CI, PAPER_TABLE1
 
 @dataclass
 class EvalConfig:
@@ -59,7 +42,7 @@ class EvalConfig:
     seed: int = 0  # sampling seed of the evaluation
     exploitability_prompts: int = 200  # prompts on which each policy's exploitability is measured
     exploitability_samples: int = 16  # samples of each policy per such prompt (the adversary plays against them)
-    policies: list[str] = field(default_factory=lambda: list(TABLE_POLICIES))  # rows/columns of the table
+    policies: list[str] | None = None  # rows/columns of the table (None: every policy of the configured methods)
 
     def __post_init__(self):
         for f in ("n_prompts", "nontransitivity_prompts", "n_heldout_pairs", "exploitability_prompts",
@@ -68,8 +51,6 @@ class EvalConfig:
         check(self.nontransitivity_samples >= 3, "nontransitivity_samples",
               f"must be >= 3 (triples), got {self.nontransitivity_samples}")
         check(0 < self.confidence < 1, "confidence", f"must be in (0, 1) (got {self.confidence})")
-        unknown = [p for p in self.policies if p not in TABLE_POLICIES]
-        check(not unknown, "policies", f"unknown policy names {unknown}; expected a subset of {TABLE_POLICIES}")
 
 
 Judge = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
@@ -159,28 +140,51 @@ def exploitability_on_pool(judge: Judge, prompts: Sequence[str], pools: Sequence
     return float(np.mean(per_prompt))
 
 
+def nontransitivity_stats(task, prompts: Sequence[str], samples: Sequence[Sequence[str]]) -> dict:
+    """Non-transitivity of the exact judge on k samples per prompt: the fraction of majority cycles among triples of
+    distinct samples and how well the best Bradley–Terry fit reproduces P (:mod:`nlhf.tasks.analysis`)."""
+    from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
+
+    mats = [m for m in preference_matrices(task.judge, prompts, samples) if len(m) >= 3]
+    bt = bt_fit_agreement(mats)
+    return {**cycle_fraction(mats), "bt_direction_agreement": bt["bt_agreement"],
+            "p_direction_agreement": bt["p_agreement"], "bt_log_loss": bt["bt_logloss"],
+            "p_entropy": bt["p_entropy"], "prompts_with_3plus_distinct": len(mats)}
+
+
+def sft_checks(task, policy, init, tokenizer, prompts: Sequence[str], sampling: dict, seed: int,
+               nontransitivity_prompts: int, nontransitivity_samples: int) -> tuple[dict, list[str]]:
+    """The SFT policy's checks on fresh prompts, and its samples: the share of well-formed summaries (finished with
+    EOS and parseable), their mean length in words, and, with an exact judge, P*(SFT ≻ the untrained ``init``),
+    P*(SFT ≻ the reference summary) and :func:`nontransitivity_stats` on ``nontransitivity_samples`` samples of the
+    first ``nontransitivity_prompts`` prompts. ``sampling``: keyword arguments of :func:`nlhf.sampling.sample_texts`;
+    ``seed``: the base of the named random streams (:mod:`nlhf.seeds`)."""
+    from nlhf.sampling import sample_texts
+    from nlhf.seeds import seed_for
+
+    ys, done = sample_texts(policy, tokenizer, prompts, seed=seed_for(seed, "sft.samples"), return_finished=True,
+                            **sampling)
+    well = [d and task.is_well_formed(x, y) for x, y, d in zip(prompts, ys, done)]
+    out = {"well_formed": float(np.mean(well)), "mean_summary_words": float(np.mean([len(y.split()) for y in ys]))}
+    if task.has_exact_judge:
+        y_init = sample_texts(init, tokenizer, prompts, seed=seed_for(seed, "sft.init_samples"), **sampling)
+        out["p_sft_vs_init"] = float(np.mean(task.judge(prompts, ys, y_init)))
+        k = nontransitivity_samples
+        nt_prompts = list(prompts[:nontransitivity_prompts])
+        flat = sample_texts(policy, tokenizer, [x for x in nt_prompts for _ in range(k)],
+                            seed=seed_for(seed, "sft.nontransitivity_samples"), **sampling)
+        samples = [flat[i * k: (i + 1) * k] for i in range(len(nt_prompts))]
+        out["nontransitivity"] = nontransitivity_stats(task, nt_prompts, samples)
+        refs = task.references(nt_prompts)
+        out["p_sft_vs_reference"] = float(np.mean(task.judge(nt_prompts, [s[0] for s in samples], refs)))
+    return out, ys
+
+
 def _cell(long: pd.DataFrame, column: str, row: str) -> tuple[float, float]:
     hit = long[(long["column"] == column) & (long["row"] == row)]
     if hit.empty:
         return float("nan"), float("nan")
     return float(hit["p"].iloc[0]), float(hit["ci"].iloc[0])
-
-
-# Each claim of the paper (§8) as the cells (A, B) whose P(A ≻ B) > ½ it asserts; no cell appears in two claims.
-CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("RLHF beats SFT", (("RLHF", "SFT"),)),
-    ("Every other policy beats SFT", tuple((p, "SFT") for p in TABLE_POLICIES if p not in ("SFT", "RLHF"))),
-    ("MD1 (β=0.125) beats RLHF", (("MD1", "RLHF"),)),
-    ("MD2 and MD3 (β=0.25, 0.375) beat RLHF", (("MD2", "RLHF"), ("MD3", "RLHF"))),
-    ("Intermediate β (MD1) beats both ends, SP (β=0) and BR (β=1)", (("MD1", "SP"), ("MD1", "BR"))),
-    ("RLHF beats BR (BR 'preference-hacks' its fixed SFT opponent)", (("RLHF", "BR"),)),
-    ("RLHF beats SP", (("RLHF", "SP"),)),
-    ("MD1 beats every EMA variant (last iterate and average)", tuple(("MD1", e) for e in ("EMA1", "EMA2", "EMA1*",
-                                                                                           "EMA2*"))),
-    ("MD1 beats the other Nash-MD policies (MD2-MD6)", tuple(("MD1", m) for m in ("MD2", "MD3", "MD4", "MD5",
-                                                                                   "MD6"))),
-)
-PAPER_CI = 0.023  # the paper's largest 95% half-width in Table 1 (2000 judgements per cell)
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -226,13 +230,14 @@ def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, 
     return float(d.mean()), float(lo), float(hi)
 
 
-def scorecard(long: pd.DataFrame, oracle: pd.DataFrame | None = None, confidence: float = 0.95) -> pd.DataFrame:
-    """Each claim of the paper (:data:`CLAIMS`) on our table: agrees / inconclusive / disagrees (Holm-corrected),
-    whether our weakest cell is consistent with the paper's value, and what the oracle predicts on this task.
+def scorecard(long: pd.DataFrame, oracle: pd.DataFrame | None = None, confidence: float = 0.95,
+              targets: dict[str, str] | None = None) -> pd.DataFrame:
+    """Each claim of the paper (:data:`nlhf.paper.CLAIMS`) on our table: agrees / inconclusive / disagrees
+    (Holm-corrected), whether our weakest cell is consistent with the paper's value, and what the oracle predicts.
 
-    ``oracle``: a long table of the oracle policies (same layout); a trained policy is matched to its method's
-    target, EMA* to the self-play target (the fixed point Nash-EMA-PG shares with SP). Claims whose policies are
-    missing from ``long`` are skipped.
+    ``oracle``: a long table of the oracle policies (same layout); ``targets`` maps a trained policy to its row
+    there (:func:`nlhf.training.methods.policy_targets`: its method's target; an averaged policy, its method's);
+    by default a policy's own name. Claims whose policies are missing from ``long`` are skipped.
     """
     present = set(long["row"])
     kept = [(c, [cell for cell in cells if cell[0] in present and cell[1] in present]) for c, cells in CLAIMS]
@@ -240,8 +245,7 @@ def scorecard(long: pd.DataFrame, oracle: pd.DataFrame | None = None, confidence
     ours = [[_cell(long, a, b) for a, b in cells] for _, cells in kept]
     out = claim_outcomes(ours, confidence)
     if oracle is not None:
-        target = {n: n for n in set(oracle["row"])}
-        target.update({e: "SP" for e in ("EMA1", "EMA2", "EMA1*", "EMA2*") if "SP" in target})
+        target = {n: n for n in set(oracle["row"])} | (targets or {})
         pred = [[_cell(oracle, target.get(a, ""), target.get(b, "")) if a != b else (0.5, 0.0) for a, b in cells]
                 for _, cells in kept]
         pred = [[(p, c) if not np.isnan(p) else (0.5, 0.0) for p, c in claim] for claim in pred]

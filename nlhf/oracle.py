@@ -39,6 +39,7 @@ from scipy.stats import norm
 
 from nlhf import games
 from nlhf.config import check
+from nlhf.training.methods import NashMD
 
 
 @dataclass
@@ -118,28 +119,47 @@ def rlhf_target(log_mu: np.ndarray, reward: np.ndarray, tau: float) -> np.ndarra
     return softmax(log_mu + np.asarray(reward, float) / tau)
 
 
+class PoolGame:
+    """One prompt's exact game: P on the pool, μ̂, and the solutions the methods' targets are built from (cached:
+    several methods share π*_τ and the Bradley–Terry fit). ``rm_scores``: the trained reward model's scores of
+    the candidates, or None."""
+
+    def __init__(self, P: np.ndarray, log_mu: np.ndarray, rm_scores: np.ndarray | None = None):
+        self.P, self.log_mu, self.rm_scores = P, log_mu, rm_scores
+        self.mu = np.exp(log_mu)
+        self._bt: np.ndarray | None = None
+        self._self_play: dict[float, np.ndarray] = {}
+
+    @property
+    def bt_reward(self) -> np.ndarray:
+        """The Bradley–Terry fit of P on pairs weighted μ̂_i μ̂_j (what a reward model learns from SFT pairs)."""
+        if self._bt is None:
+            self._bt = games.fit_bradley_terry(self.P, np.outer(self.mu, self.mu))
+        return self._bt
+
+    def self_play(self, tau: float) -> np.ndarray:
+        """π*_τ, the τ-regularised Nash equilibrium (Prop. 1)."""
+        if tau not in self._self_play:
+            self._self_play[tau] = games.regularized_nash(self.P, self.mu, tau)
+        return self._self_play[tau]
+
+    def mixture_fixed_point(self, tau: float, beta: float) -> np.ndarray:
+        """Nash-MD-PG's π_β (:func:`regularized_mixture_target`)."""
+        return regularized_mixture_target(self.P, self.mu, tau, beta)
+
+    def reward_maximiser(self, reward: np.ndarray, tau: float) -> np.ndarray:
+        """π ∝ μ̂ exp(r/τ) (:func:`rlhf_target`)."""
+        return rlhf_target(self.log_mu, reward, tau)
+
+
 def method_targets(P: np.ndarray, log_mu: np.ndarray, methods: dict, rm_scores: np.ndarray | None = None
                    ) -> dict[str, np.ndarray]:
-    """name → the oracle policy on one pool: SFT, NE, each configured method's target, and RLHF (RM).
-
-    ``methods``: name → object with ``kind`` ("rlhf" | "nash_md" | "nash_ema"), ``tau`` and ``beta``.
-    """
-    mu = np.exp(log_mu)
-    out = {"SFT": mu, "NE": games.nash_equilibrium(P)}
-    bt = None
-    self_play: dict[float, np.ndarray] = {}  # π*_τ per τ (shared by SP and the EMA methods)
+    """name → the oracle policy on one pool: SFT, NE, then each configured method's targets
+    (:meth:`nlhf.training.methods.Method.oracle_targets`, e.g. RLHF and RLHF (RM))."""
+    game = PoolGame(P, log_mu, rm_scores)
+    out = {"SFT": game.mu, "NE": games.nash_equilibrium(P)}
     for name, m in methods.items():
-        if m.kind == "rlhf":
-            bt = games.fit_bradley_terry(P, np.outer(mu, mu)) if bt is None else bt
-            out[name] = rlhf_target(log_mu, bt, m.tau)
-            if rm_scores is not None:
-                out[f"{name} (RM)"] = rlhf_target(log_mu, rm_scores, m.tau)
-        elif m.kind == "nash_md" and m.beta > 0:
-            out[name] = regularized_mixture_target(P, mu, m.tau, m.beta)
-        else:  # SP, and nash_ema: the fixed point of self-play (module docstring)
-            if m.tau not in self_play:
-                self_play[m.tau] = games.regularized_nash(P, mu, m.tau)
-            out[name] = self_play[m.tau]
+        out.update(m.oracle_targets(name, game))
     return out
 
 
@@ -238,7 +258,7 @@ def mixture_gap(per_prompt: list[dict[str, np.ndarray]], pools: Sequence[Pool], 
     method's target π_β, averaged over prompts."""
     rows = []
     for name, m in methods.items():
-        if m.kind != "nash_md" or m.beta in (0.0, 1.0):
+        if not isinstance(m, NashMD) or m.beta in (0.0, 1.0):
             continue
         tv = []
         for t, pool in zip(per_prompt, pools):

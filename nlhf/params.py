@@ -23,7 +23,8 @@ from nlhf.oracle import OracleConfig
 from nlhf.tabular_experiment import TabularConfig
 from nlhf.tasks import TaskConfig
 from nlhf.training.exact_judges import AblationConfig
-from nlhf.training.policy_gradient import MethodConfig, PGConfig
+from nlhf.training.methods import Method, table_policies
+from nlhf.training.policy_gradient import PGConfig
 from nlhf.training.supervised import SupervisedConfig
 
 _SUPERVISED_RECIPE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "checkpoint_every", "seed")
@@ -127,7 +128,7 @@ class PipelineConfig:
     pm: SupervisedConfig = field(default_factory=SupervisedConfig)
     rm: SupervisedConfig = field(default_factory=SupervisedConfig)
     pg: PGConfig = field(default_factory=PGConfig)
-    methods: dict[str, MethodConfig] = field(default_factory=dict)
+    methods: dict[str, Method] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
@@ -143,6 +144,10 @@ class PipelineConfig:
         check(self.sampling.temperature == 1.0 or not self.methods, "sampling.temperature",
               f"policy-gradient training needs 1.0 (got {self.sampling.temperature}): its gradient uses the policy's "
               f"temperature-1 log-probabilities, so samples drawn at another temperature would bias it")
+        known = table_policies(self.methods)
+        unknown = [p for p in self.eval.policies or [] if p not in known]
+        check(not unknown, "eval.policies", f"{unknown} are not policies of the configured methods; expected some of "
+                                            f"{', '.join(known)}")
         for key in ("methods", "seed_methods"):
             unknown = [m for m in getattr(self.ablation, key) if m not in self.methods]
             check(not unknown, f"ablation.{key}", f"{unknown} are not in methods ({', '.join(self.methods)})")
@@ -165,7 +170,13 @@ class PipelineConfig:
     def results(self) -> Path:
         return Path(self.paths.results)
 
-    def method(self, name: str) -> MethodConfig:
+    @property
+    def table(self) -> list[str]:
+        """The policies of the evaluation table: ``eval.policies``, or every policy the configured methods produce
+        (SFT, each method's last iterate, then the averaged policies: :func:`nlhf.training.methods.table_policies`)."""
+        return list(self.eval.policies or table_policies(self.methods))
+
+    def method(self, name: str) -> Method:
         """The config of a trained method; an unknown name stops with the list of known ones."""
         if name not in self.methods:
             raise KeyError(f"unknown method {name!r}; params.yaml methods: {', '.join(self.methods)}")

@@ -14,6 +14,7 @@ from nlhf.params import PipelineConfig
 from nlhf.sampling import sample_texts
 from nlhf.runtime import accelerator_for, load_table_policies, sampling_kwargs
 from nlhf.seeds import seed_for
+from nlhf.training.methods import RLHF, NashMD, average_name, policy_targets
 
 
 def beta_sweep_table(cfg: PipelineConfig, long: pd.DataFrame, names, oracle_long=None) -> pd.DataFrame:
@@ -22,10 +23,10 @@ def beta_sweep_table(cfg: PipelineConfig, long: pd.DataFrame, names, oracle_long
     from nlhf.evaluate import to_matrix
 
     p, ci = to_matrix(long, names), to_matrix(long, names, "ci")
-    rlhf = next((n for n, m in cfg.methods.items() if m.kind == "rlhf" and n in names), None)
+    rlhf = next((n for n, m in cfg.methods.items() if isinstance(m, RLHF) and n in names), None)
     oracle = None if oracle_long is None else oracle_long.set_index(["row", "column"])["p"]
     rows = []
-    for n, m in sorted(((n, m) for n, m in cfg.methods.items() if m.kind == "nash_md" and n in names),
+    for n, m in sorted(((n, m) for n, m in cfg.methods.items() if isinstance(m, NashMD) and n in names),
                        key=lambda t: t[1].beta):
         row = {"policy": n, "beta": m.beta, "p_vs_sft": p.loc["SFT", n], "p_vs_sft_ci": ci.loc["SFT", n]}
         if rlhf is not None:
@@ -49,7 +50,7 @@ def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, ora
     accelerator = accelerator_for(cfg)
     sampling = sampling_kwargs(cfg)
     ablation = list(cfg.ablation.methods)
-    names = ["SFT"] + ablation + [f"{n}*" for n in ablation if cfg.methods[n].kind == "nash_ema"]
+    names = ["SFT"] + ablation + [average_name(n) for n in ablation if cfg.methods[n].has_average]
     samples = {"SFT": sft_samples}
     for k, (name, model) in enumerate(load_table_policies(cfg, names[1:], "exact").items()):
         samples[name] = sample_texts(model.to(accelerator.device), tok, prompts,
@@ -61,9 +62,8 @@ def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, ora
     fig = preference_heatmap(long, names, "Policies trained against the exact judges: P*(column ≻ row)")
     fig.savefig(out / "table_exact_judge_training.png", dpi=130, bbox_inches="tight")
     m = to_matrix(long, names)
-    target = {n: ("SP" if n.rstrip("*") in cfg.methods and cfg.methods[n.rstrip("*")].kind == "nash_ema" else n)
-              for n in names}
-    om = to_matrix(oracle_long, list(dict.fromkeys(target.values())))
+    target = policy_targets(cfg.methods)
+    om = to_matrix(oracle_long, list(dict.fromkeys(target[n] for n in names)))
     margins = []
     for n in names[1:]:
         ceiling = float(oracle_policy.get(target[n], np.nan))
@@ -97,8 +97,8 @@ def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, ora
                                   "spread": abs(p1 - p2), "sampling_ci95": float(ci_.loc[b, a])})
     pd.DataFrame(seed_rows).to_csv(out / "seeds.csv", index=False)
     # theory / exact-judge training / paper setting / paper, claim by claim
-    card_exact = scorecard(long, oracle_long, cfg.eval.confidence).set_index("claim")
-    card_paper = scorecard(paper_long, oracle_long, cfg.eval.confidence).set_index("claim")
+    card_exact = scorecard(long, oracle_long, cfg.eval.confidence, target).set_index("claim")
+    card_paper = scorecard(paper_long, oracle_long, cfg.eval.confidence, target).set_index("claim")
     side = pd.DataFrame({"paper": card_paper["paper"], "oracle (theory)": card_paper["oracle"],
                          "oracle outcome": card_paper["oracle_outcome"],
                          "exact-judge training": card_exact["ours"].reindex(card_paper.index),

@@ -9,6 +9,7 @@ from accelerate import Accelerator
 from nlhf.artifacts import artifact, policy_dir, policy_stage, require
 from nlhf.models import generation_config, load_policy
 from nlhf.params import PipelineConfig
+from nlhf.training.methods import table_policies
 
 
 def accelerator_for(cfg: PipelineConfig) -> Accelerator:
@@ -36,15 +37,16 @@ def load_sft(cfg: PipelineConfig, device=None):
 
 
 def load_table_policies(cfg: PipelineConfig, names, variant: str = "paper") -> dict:
-    """name → policy model for the table: SFT, each method's last iterate, and EMA*'s averaged policy."""
+    """name → policy model for the table: SFT, a method's last iterate, or its averaged policy
+    (:func:`nlhf.training.methods.table_policies`)."""
+    known = table_policies(cfg.methods)
     models = {}
     for name in names:
-        if name == "SFT":
+        method, which = known[name]
+        if method is None:
             path, stage = artifact(cfg, "models", "sft"), "sft"
-        elif name.endswith("*"):
-            path, stage = policy_dir(cfg, name[:-1], variant) / "average", policy_stage(name[:-1], variant)
         else:
-            path, stage = policy_dir(cfg, name, variant) / "policy", policy_stage(name, variant)
+            path, stage = policy_dir(cfg, method, variant) / which, policy_stage(method, variant)
         model, _ = load_policy(require(path, stage))
         models[name] = model.eval()
     return models

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ import torch
 from nlhf.artifacts import (DVC_STAGES, POLICY_VARIANTS, artifact, ensure_dir, fingerprint, load_dataset_dir,
                             load_tokenizer, policy_dir, policy_stage, require, resume_path, write_metrics)
 from nlhf.comparisons import load_sft_comparisons, write_sft_comparisons
+from nlhf.evaluate import sft_checks
 from nlhf.models import (
     PreferenceModel,
     RewardModel,
@@ -36,23 +37,13 @@ from nlhf.sampling import sample_texts
 from nlhf.runtime import accelerator_for, load_sft, load_table_policies, policy_generation, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
-from nlhf.tasks.analysis import bt_fit_agreement, cycle_fraction, preference_matrices
 from nlhf.training.checkpoint import seed_everything
+from nlhf.training.methods import RLHF, NashMD, policy_targets
 from nlhf.training.policy_gradient import train_policy
 from nlhf.training.probe import ConvergenceProbe, converged
 from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import fit
-
-
-def sample_matrix_stats(task, prompts, samples) -> dict:
-    """Non-transitivity of the exact judge on k samples per prompt: cycle fraction and BT-fit agreement."""
-    mats = preference_matrices(task.judge, prompts, samples)
-    mats = [m for m in mats if len(m) >= 3]
-    bt = bt_fit_agreement(mats)
-    return {**cycle_fraction(mats), "bt_direction_agreement": bt["bt_agreement"],
-            "p_direction_agreement": bt["p_agreement"], "bt_log_loss": bt["bt_logloss"],
-            "p_entropy": bt["p_entropy"], "prompts_with_3plus_distinct": len(mats)}
 
 
 # ------------------------------------------------------------------------------------------------------- stages
@@ -126,27 +117,11 @@ def run_sft(cfg: PipelineConfig) -> dict:
                                       inputs=[artifact(cfg, "data")]))
     policy = accelerator.unwrap_model(policy).eval()
 
-    # -- checks on fresh eval prompts --
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    sampling = sampling_kwargs(cfg)
-    ys, done = sample_texts(policy, tok, prompts,
-                            seed=seed_for(cfg.seed, "sft.samples"), return_finished=True, **sampling)
-    well = [d and task.is_well_formed(x, y) for x, y, d in zip(prompts, ys, done)]
+    checks, ys = sft_checks(task, policy, init.to(accelerator.device), tok, prompts, sampling_kwargs(cfg), cfg.seed,
+                            cfg.eval.nontransitivity_prompts, cfg.eval.nontransitivity_samples)
     metrics = {"train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"],
-               "heldout_loss": log["eval"][-1]["heldout_loss"], "well_formed": float(np.mean(well)),
-               "mean_summary_words": float(np.mean([len(y.split()) for y in ys]))}
-    if task.has_exact_judge:
-        y_init = sample_texts(init.to(accelerator.device), tok, prompts,
-                              seed=seed_for(cfg.seed, "sft.init_samples"), **sampling)
-        metrics["p_sft_vs_init"] = float(np.mean(task.judge(prompts, ys, y_init)))
-        k = cfg.eval.nontransitivity_samples
-        nt_prompts = prompts[: cfg.eval.nontransitivity_prompts]
-        rep = [x for x in nt_prompts for _ in range(k)]
-        flat = sample_texts(policy, tok, rep, seed=seed_for(cfg.seed, "sft.nontransitivity_samples"), **sampling)
-        samples = [flat[i * k: (i + 1) * k] for i in range(len(nt_prompts))]
-        metrics["nontransitivity"] = sample_matrix_stats(task, nt_prompts, samples)
-        refs = task.references(nt_prompts)
-        metrics["p_sft_vs_reference"] = float(np.mean(task.judge(nt_prompts, [s[0] for s in samples], refs)))
+               "heldout_loss": log["eval"][-1]["heldout_loss"], **checks}
     metrics["sft_comparisons"] = write_sft_comparisons(cfg, task, policy, tok)
     metrics["runtime_s"] = round(time.time() - t0, 2)
 
@@ -233,7 +208,8 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     ref, _ = load_sft(cfg)
     task = make_task(cfg.task)
     prompts = task.prompts("train")
-    judge_file = artifact(cfg, "models", "rm" if method.kind == "rlhf" else "pm")
+    judge = "rm" if method.JUDGE == "reward" else "pm"
+    judge_file = artifact(cfg, "models", judge)
     if variant == "exact":
         from nlhf import oracle
         from nlhf.training.exact_judges import ExactBTReward, ExactPreference
@@ -242,7 +218,7 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
             raise ValueError(f"the exact-judge ablation needs a task with an exact judge, got {cfg.task.name!r}")
         prompts = prompts[: cfg.ablation.train_prompts]
         judge_file = artifact(cfg, "models", "sft")
-        if method.kind == "rlhf":
+        if method.JUDGE == "reward":
             k = cfg.ablation.pool_sft_samples
             flat = sample_texts(ref, tok, [x for x in prompts for _ in range(k)],
                                 seed=seed_for(cfg.seed, "policy.exact_bt_pool_samples"),
@@ -252,10 +228,9 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
         else:
             judge_model = ExactPreference(task, tok)
     else:
-        judge_model = (RewardModel if method.kind == "rlhf" else PreferenceModel).from_pretrained(
-            require(judge_file, DVC_STAGES["rm" if method.kind == "rlhf" else "pm"]))
-        check_same_tokenizer(judge_model.tokenizer, tok, f"{'reward' if method.kind == 'rlhf' else 'preference'} "
-                             f"model ({judge_model.kind})", "policy (SFT)")
+        judge_model = {"rm": RewardModel, "pm": PreferenceModel}[judge].from_pretrained(
+            require(judge_file, DVC_STAGES[judge]))
+        check_same_tokenizer(judge_model.tokenizer, tok, f"{method.JUDGE} model ({judge_model.kind})", "policy (SFT)")
     probe = None
     if task.has_exact_judge:
         probe = ConvergenceProbe.from_oracle(require(artifact(cfg, "oracle"), "oracle"), name, task, tok,
@@ -279,8 +254,7 @@ seed=seed_for(cfg.seed, "policy.probe"),
         save_policy(ema, tok, out_dir / "average", policy_generation(cfg, tok))
     state.unlink(missing_ok=True)
 
-    metrics = {"method": name, "variant": variant, "kind": method.kind, "tau": method.tau, "beta": method.beta,
-               "seed": pg_cfg.seed, "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
+    metrics = {"method": name, "variant": variant, **asdict(method), "seed": pg_cfg.seed, "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
     if ema is not None and task.has_exact_judge:
         # the averaged policy against SFT (the last iterate's numbers are the probe's)
         prompts_e = task.prompts("eval")[: cfg.eval.n_prompts]
@@ -308,7 +282,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
     accelerator = accelerator_for(cfg)
     tok = load_tokenizer(cfg)
     task = make_task(cfg.task)
-    names = list(cfg.eval.policies)
+    names = cfg.table
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
     sampling = sampling_kwargs(cfg)
     samples = {}
@@ -339,7 +313,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
         long.to_csv(out / f"table_{jname}_long.csv", index=False)
         to_matrix(long, names).to_csv(out / f"table_{jname}.csv")
         (out / f"table_{jname}.md").write_text(to_markdown(long, names))
-        card = scorecard(long, oracle_long, cfg.eval.confidence)
+        card = scorecard(long, oracle_long, cfg.eval.confidence, policy_targets(cfg.methods))
         card.to_csv(out / f"scorecard_{jname}.csv", index=False)
         (out / f"scorecard_{jname}.md").write_text(card.to_markdown(index=False) + "\n")
         metrics[f"scorecard_{jname}"] = {o: int((card["outcome"] == o).sum()) for o in
@@ -372,7 +346,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
         per_policy["in_oracle_pool"] = [float(np.mean([y in c for y, c in zip(samples[n], cands)])) for n in names]
     if oracle_policy is not None:
         # normalised margin: how much of its method's oracle margin over SFT a trained policy reaches
-        target = {n: ("SP" if n.startswith("EMA") else n) for n in names}
+        target = policy_targets(cfg.methods)
         ceiling = [float(oracle_policy.get(target[n], np.nan)) for n in names]
         per_policy["oracle_target_vs_sft"] = ceiling
         per_policy["normalized_margin"] = [(p - 0.5) / (c - 0.5) if c - 0.5 > 1e-3 else np.nan
@@ -436,12 +410,9 @@ def run_oracle(cfg: PipelineConfig) -> dict:
     with torch.no_grad():
         rm_scores = [rm.rewards([p.prompt] * len(p.candidates), p.candidates).double().cpu().numpy() for p in pools]
 
-    methods = {n: m for n, m in cfg.methods.items()}
-    order = ["SFT", "NE"] + [n for n, m in methods.items() if m.kind == "rlhf"]
-    order += [f"{n} (RM)" for n, m in methods.items() if m.kind == "rlhf"]
-    order += [n for n, m in methods.items() if m.kind == "nash_md"]
-    nash = [n for n, m in methods.items() if m.kind == "nash_md" and m.beta == 0.0]
-    rlhf = [n for n, m in methods.items() if m.kind == "rlhf"]
+    methods = cfg.methods
+    nash = [n for n, m in methods.items() if isinstance(m, NashMD) and m.beta == 0.0]
+    rlhf = [n for n, m in methods.items() if isinstance(m, RLHF)]
     populations = ocfg.populations or [task.cfg.population]
     metrics: dict = {"n_prompts": len(pools), "pool_size_mean": float(np.mean([len(p.candidates) for p in pools])),
                      "sft_mass_on_pool": float(np.mean([p.sft_mass for p in pools])),
@@ -453,7 +424,7 @@ def run_oracle(cfg: PipelineConfig) -> dict:
         own = population == task.cfg.population
         per_prompt = [oracle.method_targets(P, p.log_mu, methods, s if own else None)
                       for P, p, s in zip(Ps, pools, rm_scores)]
-        names = [n for n in order if n in per_prompt[0]]
+        names = list(per_prompt[0])
         long = oracle.table_long(per_prompt, Ps, names, cfg.eval.confidence)
         out = ensure_dir(cfg.results / "oracle" / population)
         long.to_csv(out / "table_long.csv", index=False)

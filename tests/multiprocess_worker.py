@@ -34,6 +34,7 @@ from nlhf.models import ModelConfig, build_policy, build_preference_model  # noq
 from nlhf.tasks import SyntheticTask, SyntheticTaskConfig  # noqa: E402
 from nlhf.tokenization import build_word_tokenizer  # noqa: E402
 from nlhf.training import policy_gradient as pg  # noqa: E402
+from nlhf.training.methods import NashMD  # noqa: E402
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft  # noqa: E402
 from nlhf.training.supervised import SupervisedConfig, fit  # noqa: E402
 
@@ -76,7 +77,7 @@ def main(out: Path) -> None:
     # ---- policy gradient (Nash-MD-PG, β = 0.5: one sampler call draws y and y')
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
-    method = pg.MethodConfig(kind="nash_md", tau=0.05, beta=0.5)
+    method = NashMD(kind="nash_md", tau=0.05, beta=0.5)
     cfg = pg.PGConfig(steps=4, batch_size=4, lr=1e-2, log_every=1, checkpoint_every=2, seed=0)
     prompts = task.prompts("train")
     seen_prompts: list[torch.Tensor] = []

@@ -75,6 +75,9 @@ def _del(section, key=None):
     (lambda p: p["methods"]["MD1"].update(beta=1.5), r"methods\.MD1\.beta: must be in \[0, 1\]"),
     (lambda p: p["methods"]["RLHF"].update(tau=0), r"methods\.RLHF\.tau: must be > 0"),
     (lambda p: p["methods"].update(DPO={"kind": "dpo", "tau": 0.1}), r"methods\.DPO\.kind: unknown method kind"),
+    (lambda p: p["methods"]["EMA1"].update(beta=0.9), r"methods\.EMA1\.beta: unknown key; known keys: ema_beta"),
+    (lambda p: p["eval"].update(policies=["SFT", "MD9"]), r"eval\.policies: \['MD9'\] are not policies of the"),
+    (lambda p: p["eval"].update(policies=["SFT", "MD1*"]), r"eval\.policies: \['MD1\*'\] are not policies"),
     (lambda p: p["policy_model"].update(n_embd=100, n_head=3), r"policy_model\.n_embd"),
     (lambda p: p["task"]["synthetic"].update(rater_weights=[0.5, 0.5]), r"task\.synthetic\.rater_weights"),
     (lambda p: p["tabular"].update(taus=[0.1, -1.0]), r"tabular\.taus"),
@@ -90,7 +93,7 @@ def _del(section, key=None):
     (_del("sft", "steps"), r"sft\.steps: required key missing"),
     # a method without a required field, or null: the key path, not a TypeError
     (lambda p: p["methods"]["MD1"].pop("tau"), r"methods\.MD1\.tau: required key missing"),
-    (lambda p: p["methods"].update(MD1=None), r"methods\.MD1: expected a mapping of MethodConfig keys"),
+    (lambda p: p["methods"].update(MD1=None), r"methods\.MD1: expected a mapping of Method keys"),
     (lambda p: p["methods"].update(MD1=[0.1]), r"methods\.MD1: expected a mapping"),
     (lambda p: p.update(sampling=3), r"sampling: expected a mapping of SamplingConfig keys"),
     # non-finite numbers

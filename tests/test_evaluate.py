@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nlhf.evaluate import (CLAIMS, claim_outcomes, exploitability_on_pool, holm, paired_bootstrap_ci, scorecard)
+from nlhf.evaluate import claim_outcomes, exploitability_on_pool, holm, paired_bootstrap_ci, scorecard
+from nlhf.paper import CLAIMS
 
 RPS = {("rock", "scissors"): 1.0, ("scissors", "paper"): 1.0, ("paper", "rock"): 1.0}
 

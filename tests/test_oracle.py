@@ -5,6 +5,7 @@ import pytest
 from scipy.special import softmax
 
 from nlhf import games, oracle
+from nlhf.training.methods import RLHF, NashEMA, NashMD, OnlineIPO
 from nlhf.tasks.synthetic import (SyntheticTask, SyntheticTaskConfig, parse_prompt, preference_from_utilities,
                                   summary_features)
 
@@ -67,17 +68,18 @@ def test_rlhf_target_maximises_regularised_reward():
         assert objective(pi) >= objective(q) - 1e-12
 
 
-def test_method_targets_ema_equals_self_play_and_tables_are_antisymmetric():
+def test_method_targets_ema_and_ipo_equal_self_play_and_tables_are_antisymmetric():
     P, mu = _game()
-
-    class M:
-        def __init__(self, kind, tau, beta=0.0):
-            self.kind, self.tau, self.beta = kind, tau, beta
-
-    methods = {"RLHF": M("rlhf", 0.05), "SP": M("nash_md", TAU), "MD1": M("nash_md", TAU, 0.125),
-               "BR": M("nash_md", TAU, 1.0), "EMA1": M("nash_ema", TAU, 0.999)}
+    methods = {"RLHF": RLHF(kind="rlhf", tau=0.05), "SP": NashMD(kind="nash_md", tau=TAU, beta=0.0),
+               "MD1": NashMD(kind="nash_md", tau=TAU, beta=0.125), "BR": NashMD(kind="nash_md", tau=TAU, beta=1.0),
+               "EMA1": NashEMA(kind="nash_ema", tau=TAU, ema_beta=0.999), "IPO": OnlineIPO(kind="online_ipo", tau=TAU)}
     t = oracle.method_targets(P, np.log(mu), methods, rm_scores=np.zeros(len(mu)))
+    assert list(t) == ["SFT", "NE", "RLHF", "RLHF (RM)", "SP", "MD1", "BR", "EMA1", "IPO"]
     np.testing.assert_allclose(t["EMA1"], t["SP"], atol=1e-12)
+    np.testing.assert_allclose(t["IPO"], games.regularized_nash(P, mu, TAU), atol=1e-12)
+    np.testing.assert_allclose(t["MD1"], oracle.regularized_mixture_target(P, mu, TAU, 0.125), atol=1e-12)
+    np.testing.assert_allclose(t["RLHF"], oracle.rlhf_target(np.log(mu), games.fit_bradley_terry(P, np.outer(mu, mu)),
+                                                             0.05), atol=1e-12)
     np.testing.assert_allclose(t["RLHF (RM)"], mu, atol=1e-12)  # a constant reward leaves μ unchanged
     order = list(t)
     long = oracle.table_long([t, t], [P, P], order)

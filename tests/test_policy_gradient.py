@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nlhf.config import ConfigError, from_dict
+from nlhf.training.methods import Judged, Method, NashEMA, NashMD, OnlineIPO
 from nlhf.training.policy_gradient import (
-    MethodConfig,
     effective_ema_beta,
     ema_update,
     kl_to_go,
@@ -87,9 +87,58 @@ def test_effective_ema_beta_keeps_horizon_fraction():
 @pytest.mark.parametrize("bad, match", [
     ({"kind": "dpo", "tau": 0.1}, r"methods\.X\.kind: unknown method kind 'dpo'"),
     ({"kind": "nash_md", "tau": 0.1, "beta": 1.5}, r"methods\.X\.beta: must be in \[0, 1\]"),
-    ({"kind": "nash_md", "tau": 0.0}, r"methods\.X\.tau: must be > 0"),
+    ({"kind": "nash_md", "tau": 0.0, "beta": 0.1}, r"methods\.X\.tau: must be > 0"),
+    ({"kind": "nash_md", "tau": 0.1}, r"methods\.X\.beta: required key missing"),
+    ({"tau": 0.1}, r"methods\.X\.kind: required key missing; one of rlhf, nash_md"),
+    ({"kind": "rlhf", "tau": 0.1, "beta": 0.5}, r"methods\.X\.beta: unknown key"),
+    ({"kind": "nash_ema", "tau": 0.1, "beta": 0.9}, r"methods\.X\.beta: unknown key"),
     ({"kind": "rlhf", "tau": "high"}, r"methods\.X\.tau: expected float"),
 ])
 def test_bad_method_config_names_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
-        from_dict(MethodConfig, bad, "methods.X")
+        from_dict(Method, bad, "methods.X")
+
+
+def test_method_config_picks_the_class_of_its_kind():
+    m = from_dict(Method, {"kind": "nash_ema", "tau": 0.01, "ema_beta": 0.999}, "methods.X")
+    assert isinstance(m, NashEMA) and m.ema_beta == 0.999 and m.has_average
+    assert isinstance(from_dict(Method, {"kind": "online_ipo", "tau": 0.01}, "m"), OnlineIPO)
+    assert from_dict(Method, {"kind": "nash_md", "tau": 0.01, "beta": 0.25}, "m") == NashMD(kind="nash_md", tau=0.01,
+                                                                                           beta=0.25)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.5])
+def test_online_ipo_expected_gradient_is_a_multiple_of_the_self_play_gradient(tau):
+    """E_{y,y′~π_θ}[∇ (h_θ(y,y′) − (P(y≻y′) − ½)/τ)²] = −(4/τ) ∇_θ[P(π_θ ≻ π′) − τ KL(π_θ‖μ)] at π′ = π_θ, by
+    enumerating every pair of a 2-token policy, through :meth:`OnlineIPO.loss` (so its fixed point is π*_τ, SP's)."""
+    g = torch.Generator().manual_seed(1)
+    V = 3
+    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))
+    n = len(seqs)
+    theta0 = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
+    theta1 = torch.randn(V, V, generator=g, dtype=torch.float64, requires_grad=True)
+    mu_lp = _seq_logprobs(torch.randn(V, generator=g, dtype=torch.float64),
+                          torch.randn(V, V, generator=g, dtype=torch.float64), seqs)
+    A = torch.randn(n, n, generator=g, dtype=torch.float64)
+    P = torch.sigmoid(A - A.T)
+
+    lp = _seq_logprobs(theta0, theta1, seqs)
+    pi = lp.sum(1).exp()
+    opp = pi.detach()  # π′ = π_θ, held fixed
+    J = pi @ P @ opp - tau * (pi * (lp.sum(1) - mu_lp.sum(1))).sum()
+    self_play = torch.autograd.grad(J, [theta0, theta1], retain_graph=True)
+
+    method = OnlineIPO(kind="online_ipo", tau=tau)
+    w = pi.detach()[:, None] * pi.detach()[None, :]
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    i, j = i.reshape(-1), j.reshape(-1)
+    rows = torch.cat([i, j])  # the loss's 2B rows: y then y′
+    per_pair = []
+    for k in range(len(i)):
+        r = torch.stack([rows[k], rows[len(i) + k]])
+        judged = Judged(signal=(P[i[k], j[k]] - 0.5).reshape(1), logged_signal=0.0)
+        per_pair.append(method.loss(lp[r], mu_lp[r], torch.ones(2, 2, dtype=torch.float64), judged))
+    expected = (w.reshape(-1) * torch.stack(per_pair)).sum()
+    ipo = torch.autograd.grad(expected, [theta0, theta1])
+    for a, b in zip(ipo, self_play):
+        torch.testing.assert_close(a, -(4 / tau) * b, atol=1e-9, rtol=1e-7)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nlhf.models import ModelConfig, build_policy, build_preference_model
-from nlhf.training.policy_gradient import MethodConfig, PGConfig, train_policy
+from nlhf.training.methods import NashMD
+from nlhf.training.policy_gradient import PGConfig, train_policy
 from nlhf.training.probe import ConvergenceProbe, converged
 
 SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
@@ -65,7 +66,7 @@ def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):
     ref = build_policy(SMALL, tok, seed=2).eval()
     prompts = task.prompts("train")
     cfg = PGConfig(steps=8, batch_size=4, lr=1e-3, checkpoint_every=3, log_every=1, probe_every=2)
-    method = MethodConfig(kind="nash_md", tau=0.05, beta=0.5)
+    method = NashMD(kind="nash_md", tau=0.05, beta=0.5)
     kw = dict(max_new_tokens=6, temperature=1.0, fingerprint="x")
     a = copy.deepcopy(ref).train()
     log_a, _ = train_policy(a, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "a.pt",
@@ -89,7 +90,7 @@ def test_training_at_another_temperature_is_rejected(task, tok, tmp_path):
     ref = build_policy(SMALL, tok, seed=2).eval()
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     with pytest.raises(ValueError, match=r"sampling\.temperature: policy-gradient training needs 1\.0"):
-        train_policy(copy.deepcopy(ref), ref, pm, tok, task.prompts("train"), MethodConfig(kind="nash_md", tau=0.1),
+        train_policy(copy.deepcopy(ref), ref, pm, tok, task.prompts("train"), NashMD(kind="nash_md", tau=0.1, beta=0.0),
                      PGConfig(steps=2, batch_size=2), max_new_tokens=4, temperature=0.7, state_path=tmp_path / "s.pt")
 
 

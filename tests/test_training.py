@@ -13,7 +13,8 @@ import torch
 from nlhf.models import ModelConfig, build_policy, build_preference_model, build_reward_model
 from nlhf.tasks import SyntheticTask
 from nlhf.tokenization import build_word_tokenizer
-from nlhf.training.policy_gradient import MethodConfig, PGConfig, train_policy
+from nlhf.training.methods import NashEMA, NashMD
+from nlhf.training.policy_gradient import PGConfig, train_policy
 from nlhf.training.preference import pair_loss
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import SupervisedConfig, fit
@@ -262,8 +263,8 @@ class _KillingPM(torch.nn.Module):
         return self.pm.logits_from_ids(*a)
 
 
-@pytest.mark.parametrize("method", [MethodConfig(kind="nash_md", tau=0.05, beta=0.5),
-                                    MethodConfig(kind="nash_ema", tau=0.05, beta=0.999)])
+@pytest.mark.parametrize("method", [NashMD(kind="nash_md", tau=0.05, beta=0.5),
+                                    NashEMA(kind="nash_ema", tau=0.05, ema_beta=0.999)])
 def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
@@ -307,7 +308,7 @@ def test_policy_gradient_raises_on_nan_with_step(task, tok, tmp_path):
     ref = build_policy(SMALL, tok, seed=2).eval()
     with pytest.raises(FloatingPointError, match=r"\[nan-test\] non-finite loss nan at step 2"):
         train_policy(copy.deepcopy(ref), ref, _NaNJudge(pm, at=3), tok, task.prompts("train"),
-                     MethodConfig(kind="nash_md", tau=0.1, beta=0.0), PGConfig(steps=5, batch_size=2),
+                     NashMD(kind="nash_md", tau=0.1, beta=0.0), PGConfig(steps=5, batch_size=2),
                      max_new_tokens=4, temperature=1.0, state_path=tmp_path / "n.pt", desc="nan-test")
 
 
@@ -325,7 +326,7 @@ def test_supervised_raises_on_nan_with_step(task, tok, tmp_path):
             tmp_path / "n.pt", desc="sft")
 
 
-@pytest.mark.parametrize("method", [MethodConfig(kind="nash_md", tau=0.05, beta=0.5)])
+@pytest.mark.parametrize("method", [NashMD(kind="nash_md", tau=0.05, beta=0.5)])
 def test_policy_gradient_checkpoint_for_another_judge_is_not_resumed(task, tok, tmp_path, method, capsys):
     """A Nash-MD state trained against one preference model is not resumed against another (its fingerprint
     includes the judge's content hash): the run equals a clean run against the new judge."""

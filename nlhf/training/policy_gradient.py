@@ -1,34 +1,27 @@
-"""ONE policy-gradient loop for RLHF, Nash-MD-PG (SP = β 0, MD1–MD6, BR = β 1) and Nash-EMA-PG (the paper's §7, App. F).
+"""The policy-gradient loop shared by every method (the paper's §7, App. F), and its estimator.
 
-Every method runs the same step; they differ only by the opponent that draws y' and by the signal:
+What differs between methods (the judge, the opponent y′, the loss, an averaged policy) lives in
+:mod:`nlhf.training.methods`; :func:`train_policy` runs any of them with the same prompts, sampler, optimiser,
+resume and logging.
 
-=============  =====================================================  ==========================================
-method kind    opponent y' (no gradient)                              signal s(x, y)
-=============  =====================================================  ==========================================
-``rlhf``       none                                                   r(x, y) − mean_batch r   (BT reward model)
-``nash_md``    token-level mixture softmax((1−β)·l_θ + β·l_μ)         P(y ≻ y' | x) − 1/2      (preference model)
-``nash_ema``   π_θ̄, θ̄ = exponential moving average of θ              P(y ≻ y' | x) − 1/2      (preference model)
-=============  =====================================================  ==========================================
-
-The gradient estimate (model-based, the paper's §7) with the per-token KL in reward-to-go form is
+The REINFORCE estimator (model-based, the paper's §7) with the per-token KL in reward-to-go form is
 
     ĝ = Σ_n ∇_θ log π_θ(y_n | x, y_<n) · [ s(x, y) − τ Σ_{m ≥ n} log(π_θ(y_m | x, y_<m) / μ(y_m | x, y_<m)) ],
 
 whose expectation is ∇_θ [ E_{y~π_θ, y'~π'} s − τ KL(π_θ ‖ μ) ] with π' fixed (tested by enumeration in
-tests/test_policy_gradient.py). The 1/2 in the Nash signal is the baseline P(y ≻ y) (it lowers variance, adds no
-bias); RLHF gets the analogous batch-mean baseline.
+tests/test_policy_gradient.py). The Nash signal is s = P(y ≻ y′) − ½, where ½ = P(y ≻ y) is a baseline (it lowers
+variance, adds no bias); RLHF's is r(x, y) minus the batch mean.
 
-Nash-EMA averaging (the paper's update, as printed, reads θ̄_t = (1−β)θ_t + βθ_0, which averages no iterates): we implement the
-standard EMA θ̄_t = β θ̄_{t−1} + (1−β) θ_t with θ̄_0 = θ_0 = SFT. The paper's β (0.999, 0.9995) is quoted for
-10,000 steps; a run of T steps uses β_T = 1 − (1−β)·10,000/T so the averaging horizon is the same fraction of
-training (``ema_reference_steps``; set it equal to ``steps`` to use β as given).
+Nash-EMA's averaged parameters θ̄_t = β θ̄_{t−1} + (1−β) θ_t use β_T = 1 − (1−β)·10,000/T for a run of T steps
+(:func:`effective_ema_beta`): the paper quotes β for 10,000 steps, and this keeps the averaging horizon the same
+fraction of training (``ema_reference_steps``; set it equal to ``steps`` to use β as given).
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
@@ -39,24 +32,8 @@ from nlhf.progress import Progress
 from nlhf.sampling import generate, response_logprobs
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 
-METHOD_KINDS = ("rlhf", "nash_md", "nash_ema")
-
-
-@dataclass
-class MethodConfig:
-    """One trained policy of the paper's table (params.yaml ``methods.<NAME>``)."""
-
-    kind: str  # "rlhf" | "nash_md" | "nash_ema": which opponent and signal (table above)
-    tau: float  # KL-regularisation strength toward μ (paper: 0.05 RLHF, 0.008 Nash)
-    beta: float = 0.0  # nash_md: weight of μ in the opponent mixture; nash_ema: EMA coefficient (paper scale)
-    lr: float | None = None  # per-method learning rate (None: pg.lr)
-
-    def __post_init__(self):
-        check(self.kind in METHOD_KINDS, "kind", f"unknown method kind {self.kind!r}; expected one of {METHOD_KINDS}")
-        check(self.tau > 0, "tau", f"must be > 0 (got {self.tau})")
-        check(0.0 <= self.beta <= 1.0, "beta", f"must be in [0, 1] (got {self.beta})")
-        check(self.lr is None or self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
-
+if TYPE_CHECKING:
+    from nlhf.training.methods import Method
 
 @dataclass
 class PGConfig:
@@ -116,7 +93,7 @@ def train_policy(
     judge_model: torch.nn.Module,
     tokenizer,
     prompts: list[str],
-    method: MethodConfig,
+    method: Method,
     cfg: PGConfig,
     max_new_tokens: int,
     temperature: float,
@@ -126,10 +103,11 @@ def train_policy(
     desc: str = "policy",
     probe=None,
 ) -> tuple[dict, torch.nn.Module | None]:
-    """Train ``policy`` in place (initialised at μ = ``ref``) with the method's opponent and signal.
+    """Train ``policy`` in place (initialised at μ = ``ref``) with ``method`` (:mod:`nlhf.training.methods`).
 
-    ``judge_model`` is the trained preference model (Nash methods) or the BT reward model (RLHF). Returns the log
-    ``{"train": [per-step dicts], "probe": [...]}`` and, for ``nash_ema``, the averaged-parameter policy π_θ̄ (EMA*).
+    ``judge_model`` is what ``method.JUDGE`` names: a preference model (``logits_from_ids``) or a reward model
+    (``rewards_from_ids``), trained or exact. Returns the log
+    ``{"train": [per-step dicts], "probe": [...]}`` and the method's averaged-parameter policy (Nash-EMA's π_θ̄), or None.
     ``probe(model, step) -> dict`` (:class:`nlhf.training.probe.ConvergenceProbe`), if given, runs before the first
     step and every ``cfg.probe_every`` steps (0: every 5% of the run) on the main process; it must not touch the
     training's random streams.
@@ -146,32 +124,27 @@ def train_policy(
     lr = method.lr or cfg.lr
     policy.requires_grad_(True)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    ema = None
-    ema_beta = None
-    if method.kind == "nash_ema":
-        ema = copy.deepcopy(policy).eval().requires_grad_(False)
-        ema_beta = effective_ema_beta(method.beta, cfg.steps, cfg.ema_reference_steps)
+    average, decay = method.start_average(policy, cfg.steps, cfg.ema_reference_steps)
     policy, opt = accelerator.prepare(policy, opt)
     ref = ref.to(device).eval().requires_grad_(False)
     judge_model = judge_model.to(device).eval().requires_grad_(False)
-    if ema is not None:
-        ema = ema.to(device)
+    if average is not None:
+        average = average.to(device)
     seed = cfg.seed + 1000 * accelerator.process_index
     prompt_gen = torch.Generator().manual_seed(seed)
     sample_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    log: dict = {"train": [], "probe": [], "method": method.kind, "tau": method.tau, "beta": method.beta,
-                 "ema_beta_effective": ema_beta}
+    log: dict = {"train": [], "probe": [], "method": asdict(method), "ema_beta_effective": decay}
     probe_every = cfg.probe_every or max(1, cfg.steps // 20)
     start = 0
     state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"), fingerprint=fingerprint)
     if state is not None:
         accelerator.unwrap_model(policy).load_state_dict(state["policy"])
         opt.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        # each rank draws its own prompts and samples: it resumes its own generator states (checkpoints written
-        # before per-rank states, or by fewer processes, give a rank without an entry its fresh seed)
-        ranks = state.get("rank_states") or [(state["prompt_gen"], state["sample_gen"], state["rng"])]
+        if average is not None:
+            average.load_state_dict(state["ema"])
+        # each rank draws its own prompts and samples: it resumes its own generator states (a checkpoint written
+        # by fewer processes gives a rank without an entry its fresh seed)
+        ranks = state["rank_states"]
         if accelerator.process_index < len(ranks):
             p_state, s_state, rng = ranks[accelerator.process_index]
             prompt_gen.set_state(p_state)
@@ -184,9 +157,13 @@ def train_policy(
         if probe is not None and accelerator.is_main_process:
             log.setdefault("probe", []).append(probe(accelerator.unwrap_model(policy), step))
 
+    def sample(model, ids, prompt_mask, **mixture):
+        return generate(model, ids, prompt_mask, max_new_tokens=max_new_tokens, temperature=temperature,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                        generator=sample_gen, **mixture)
+
     if start == 0:
         run_probe(0)
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     B = cfg.batch_size
     progress = Progress(desc, cfg.steps, start, enabled=accelerator.is_local_main_process)
     for step in range(start, cfg.steps):
@@ -198,50 +175,27 @@ def train_policy(
         model = accelerator.unwrap_model(policy)
         model.eval()
         with torch.no_grad(), accelerator.autocast():
-            if method.kind == "nash_md":
-                # one call: rows 0..B-1 draw y ~ π_θ (β=0), rows B..2B-1 draw y' ~ mixture(π_θ, μ; β)
-                betas = torch.cat([torch.zeros(B), torch.full((B,), method.beta)]).to(device)
-                both = generate(model, ids.repeat(2, 1), pmask.repeat(2, 1), ref=ref, beta=betas,
-                                max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos,
-                                pad_token_id=pad, generator=sample_gen)
-                seq, rmask = both.sequences[:B], both.response_mask[:B]
-                y_prime = both.response[B:]
-                y_prime_mask = both.response_mask[B:]
-            else:
-                out = generate(model, ids, pmask, max_new_tokens=max_new_tokens, temperature=temperature,
-                               eos_token_id=eos, pad_token_id=pad, generator=sample_gen)
-                seq, rmask = out.sequences, out.response_mask
-                if method.kind == "nash_ema":
-                    opp = generate(ema, ids, pmask, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   eos_token_id=eos, pad_token_id=pad, generator=sample_gen)
-                    y_prime, y_prime_mask = opp.response, opp.response_mask
+            roll = method.rollout(sample, model, ref, average, ids, pmask)
         model.train()
-        response = seq[:, plen:]
-        attn = torch.cat([pmask, rmask.to(pmask.dtype)], dim=1)
+        seq, rmask = roll.sequences, roll.response_mask
+        attn = torch.cat([roll.prompt_mask, rmask.to(roll.prompt_mask.dtype)], dim=1)
         with torch.no_grad(), accelerator.autocast():
             ref_logp = response_logprobs(ref, seq, attn, plen).float()
-            # the judge reads the sampler's token ids directly (special ids dropped), which gives the same input as
-            # decoding to text and re-tokenizing (tested) without the round trip: measured 0.60 -> 0.50 of TRL's
-            # step time in benchmarks/ (README there)
-            if method.kind == "rlhf":
-                r = judge_model.rewards_from_ids(ids, pmask, response, rmask).float()
-                signal, p_opp = r - r.mean(), None
-            else:
-                p_opp = torch.sigmoid(judge_model.logits_from_ids(ids, pmask, response, rmask, y_prime,
-                                                                  y_prime_mask).float())
-                signal = p_opp - 0.5
+            # the judge reads the sampler's token ids directly (special ids dropped): the same input as decoding to
+            # text and re-tokenizing (tested), without the round trip
+            judged = method.judge(judge_model, ids, pmask, roll)
         with accelerator.autocast():
             logp = response_logprobs(policy, seq, attn, plen).float()
             m = rmask.to(logp.dtype)
-            loss = pg_loss(logp, ref_logp, m, signal.to(logp.device), method.tau)
+            loss = method.loss(logp, ref_logp, m, judged)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"[{desc}] non-finite loss {loss.item()} at step {step}")
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema_update(ema, accelerator.unwrap_model(policy), ema_beta)
+        if average is not None:
+            method.update_average(average, accelerator.unwrap_model(policy), decay)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps or done == 1:
             with torch.no_grad():
@@ -249,8 +203,8 @@ def train_policy(
                 row = {
                     "step": done,
                     "loss": loss.item(),
-                    "signal": signal.mean().item() if p_opp is not None else r.mean().item(),
-                    "p_vs_opponent": None if p_opp is None else p_opp.mean().item(),
+                    "signal": judged.logged_signal,
+                    "p_vs_opponent": judged.p_vs_opponent,
                     "kl_to_ref": kl_seq.mean().item(),
                     "entropy": (-(logp.detach() * m).sum(-1)).mean().item(),
                     "length": m.sum(-1).mean().item(),
@@ -267,10 +221,10 @@ def train_policy(
             if accelerator.is_main_process:
                 save_state(state_path, {
                     "policy": accelerator.unwrap_model(policy).state_dict(), "optimizer": opt.state_dict(),
-                    "ema": None if ema is None else ema.state_dict(), "prompt_gen": prompt_gen.get_state(),
+                    "ema": None if average is None else average.state_dict(), "prompt_gen": prompt_gen.get_state(),
                     "sample_gen": sample_gen.get_state(), "rng": rng_state(), "rank_states": rank_states,
                     "log": log, "step": done, "fingerprint": fingerprint,
                 })
     accelerator.unwrap_model(policy).eval()
-    return log, ema
+    return log, average
 
