@@ -143,7 +143,7 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 def exploitability_on_pool(judge: Judge, prompts: Sequence[str], pools: Sequence[Sequence[str]],
                            samples: Sequence[Sequence[str]]) -> float:
-    """max_y E_{y′~π} P(y ≻ y′ | x) − ½, averaged over prompts (:func:`nlhf.games.exploitability` on samples).
+    """max_y E_{y′~π} P(y ≻ y′ | x) − ½, averaged over prompts (:func:`nlhf.games.nash.exploitability` on samples).
 
     ``samples[i]``: k ≥ 16 responses of π at ``prompts[i]`` (the expectation over y′ is their mean);
     ``pools[i]``: the responses y an adversary may choose (the task's candidate pool; the samples are added). The

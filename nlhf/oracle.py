@@ -37,7 +37,7 @@ import torch
 from scipy.special import logsumexp, softmax
 from scipy.stats import norm
 
-from nlhf import games
+from nlhf.games import bradley_terry, nash
 from nlhf.config import check
 
 
@@ -109,8 +109,8 @@ def build_pools(task, model, tokenizer, prompts: Sequence[str], sft_samples: Seq
 
 def regularized_mixture_target(P: np.ndarray, mu: np.ndarray, tau: float, beta: float) -> np.ndarray:
     """The Nash-MD-PG fixed point π_β = BR_τ(π*_{τ/(1−β)}) (module docstring); β = 1 gives BR_τ(μ)."""
-    opponent = mu if beta >= 1.0 else games.regularized_nash(P, mu, tau / (1.0 - beta))
-    return games.best_response_tau(P, opponent, mu, tau)
+    opponent = mu if beta >= 1.0 else nash.regularized_nash(P, mu, tau / (1.0 - beta))
+    return nash.best_response_tau(P, opponent, mu, tau)
 
 
 def rlhf_target(log_mu: np.ndarray, reward: np.ndarray, tau: float) -> np.ndarray:
@@ -125,12 +125,12 @@ def method_targets(P: np.ndarray, log_mu: np.ndarray, methods: dict, rm_scores: 
     ``methods``: name → object with ``kind`` ("rlhf" | "nash_md" | "nash_ema"), ``tau`` and ``beta``.
     """
     mu = np.exp(log_mu)
-    out = {"SFT": mu, "NE": games.nash_equilibrium(P)}
+    out = {"SFT": mu, "NE": nash.nash_equilibrium(P)}
     bt = None
     self_play: dict[float, np.ndarray] = {}  # π*_τ per τ (shared by SP and the EMA methods)
     for name, m in methods.items():
         if m.kind == "rlhf":
-            bt = games.fit_bradley_terry(P, np.outer(mu, mu)) if bt is None else bt
+            bt = bradley_terry.fit_bradley_terry(P, np.outer(mu, mu)) if bt is None else bt
             out[name] = rlhf_target(log_mu, bt, m.tau)
             if rm_scores is not None:
                 out[f"{name} (RM)"] = rlhf_target(log_mu, rm_scores, m.tau)
@@ -138,7 +138,7 @@ def method_targets(P: np.ndarray, log_mu: np.ndarray, methods: dict, rm_scores: 
             out[name] = regularized_mixture_target(P, mu, m.tau, m.beta)
         else:  # SP, and nash_ema: the fixed point of self-play (module docstring)
             if m.tau not in self_play:
-                self_play[m.tau] = games.regularized_nash(P, mu, m.tau)
+                self_play[m.tau] = nash.regularized_nash(P, mu, m.tau)
             out[name] = self_play[m.tau]
     return out
 
@@ -189,8 +189,8 @@ def table_long(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarray]
 
 def exploitability_per_policy(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarray],
                               order: Sequence[str]) -> dict[str, float]:
-    """Mean over prompts of max_y P(y ≻ π) − ½ on the pool (:func:`nlhf.games.exploitability`)."""
-    return {name: float(np.mean([games.exploitability(P, t[name]) for t, P in zip(per_prompt, Ps)]))
+    """Mean over prompts of max_y P(y ≻ π) − ½ on the pool (:func:`nlhf.games.nash.exploitability`)."""
+    return {name: float(np.mean([nash.exploitability(P, t[name]) for t, P in zip(per_prompt, Ps)]))
             for name in order}
 
 
@@ -200,7 +200,7 @@ def support_stats(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarr
     outside, size = [], []
     for t, P, lm in zip(per_prompt, Ps, log_mus):
         mu = np.exp(lm)
-        r = games.fit_bradley_terry(P, np.outer(mu, mu))
+        r = bradley_terry.fit_bradley_terry(P, np.outer(mu, mu))
         outside.append(t["NE"][int(np.argmax(r))] <= tol)
         size.append(int((t["NE"] > tol).sum()))
     return {"bt_optimum_outside_nash_support": float(np.mean(outside)), "nash_support_size": float(np.mean(size))}
@@ -208,7 +208,7 @@ def support_stats(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarr
 
 def pool_matrices(task, pools: Sequence[Pool]) -> list[np.ndarray]:
     """The exact judge's P_x on every pool (the task's rater population)."""
-    from nlhf.tasks.synthetic import preference_from_utilities
+    from nlhf.tasks.synthetic_raters import preference_from_utilities
 
     out = []
     for pool in pools:
