@@ -14,7 +14,7 @@ import numpy as np
 
 from nlhf.artifacts import DamagedArtifactError, _load_counted, _rerun_hint, artifact, require
 from nlhf.params import PipelineConfig
-from nlhf.sampling import sample_texts
+from nlhf.sampling.texts import sample_texts
 from nlhf.runtime import sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.training.checkpoint import write_json

@@ -124,7 +124,7 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 def exploitability_on_pool(judge: Judge, prompts: Sequence[str], pools: Sequence[Sequence[str]],
                            samples: Sequence[Sequence[str]]) -> float:
-    """max_y E_{y′~π} P(y ≻ y′ | x) − ½, averaged over prompts (:func:`nlhf.games.exploitability` on samples).
+    """max_y E_{y′~π} P(y ≻ y′ | x) − ½, averaged over prompts (:func:`nlhf.games.nash.exploitability` on samples).
 
     ``samples[i]``: k ≥ 16 responses of π at ``prompts[i]`` (the expectation over y′ is their mean);
     ``pools[i]``: the responses y an adversary may choose (the task's candidate pool; the samples are added). The
@@ -157,9 +157,9 @@ def sft_checks(task, policy, init, tokenizer, prompts: Sequence[str], sampling: 
     """The SFT policy's checks on fresh prompts, and its samples: the share of well-formed summaries (finished with
     EOS and parseable), their mean length in words, and, with an exact judge, P*(SFT ≻ the untrained ``init``),
     P*(SFT ≻ the reference summary) and :func:`nontransitivity_stats` on ``nontransitivity_samples`` samples of the
-    first ``nontransitivity_prompts`` prompts. ``sampling``: keyword arguments of :func:`nlhf.sampling.sample_texts`;
+    first ``nontransitivity_prompts`` prompts. ``sampling``: keyword arguments of :func:`nlhf.sampling.texts.sample_texts`;
     ``seed``: the base of the named random streams (:mod:`nlhf.seeds`)."""
-    from nlhf.sampling import sample_texts
+    from nlhf.sampling.texts import sample_texts
     from nlhf.seeds import seed_for
 
     ys, done = sample_texts(policy, tokenizer, prompts, seed=seed_for(seed, "sft.samples"), return_finished=True,

@@ -1,4 +1,4 @@
-"""A lean incremental decoder for GPT-2-family policies: the fast path behind :func:`nlhf.sampling.generate`.
+"""A lean incremental decoder for GPT-2-family policies: the fast path behind :func:`nlhf.sampling.decode.generate`.
 
 At the sizes this project trains on CPU (2 layers, width 128), one ``transformers`` forward per token costs far more
 in Python and per-call set-up (mask building, cache objects, output dataclasses, kwarg plumbing) than in arithmetic.
@@ -8,8 +8,8 @@ This module runs the SAME weights with plain torch ops:
   decode step's QKᵀ is a plain batched GEMM; V as [N, H, P + T_max, D]), written in place;
 * the key-padding mask is a preallocated boolean row per sequence, updated with one column write per token;
 * it is only a backend (``prefill`` / ``step``, :class:`GPT2Backend`): the loop, the mixture, sampling and EOS
-  bookkeeping are :func:`nlhf.sampling.generate`'s, the same code for every backend, so for a given seed the
-  tokens are the ones :func:`nlhf.sampling.generate_uncached` draws (tested in tests/test_fast_decode.py).
+  bookkeeping are :func:`nlhf.sampling.decode.generate`'s, the same code for every backend, so for a given seed the
+  tokens are the ones :func:`nlhf.sampling.decode.generate_uncached` draws (tested in tests/test_fast_decode.py).
 
 Supported: ``transformers`` ``GPT2LMHeadModel`` (no cross-attention, no ``reorder_and_upcast_attn``), with no
 forward hooks registered on any of its modules (hooks would be skipped here, so such models take the generic
@@ -68,7 +68,8 @@ def supports(model) -> bool:
 
 
 class GPT2Decoder:
-    """The weights of one GPT-2 LM (views, no copies) + its static KV cache for one :func:`nlhf.sampling.generate` call."""
+    """The weights of one GPT-2 LM (views, no copies) + its static KV cache for one
+    :func:`nlhf.sampling.decode.generate` call."""
 
     def __init__(self, model, n_rows: int, max_len: int):
         m = _unwrap(model)
@@ -137,7 +138,7 @@ class GPT2Decoder:
 
 def can_decode(models, device, max_len: int) -> bool:
     """True if every model is a supported GPT-2 (:func:`supports`) on ``device`` with room for ``max_len``
-    positions, and ``NLHF_FAST_DECODE`` is not ``0``: then :func:`nlhf.sampling.generate` decodes on
+    positions, and ``NLHF_FAST_DECODE`` is not ``0``: then :func:`nlhf.sampling.decode.generate` decodes on
     :class:`GPT2Backend` s, otherwise on the ``transformers`` loop."""
     if os.environ.get("NLHF_FAST_DECODE", "1") == "0":
         return False
@@ -151,7 +152,7 @@ def can_decode(models, device, max_len: int) -> bool:
 
 
 class GPT2Backend:
-    """One model's side of the decode loop of :func:`nlhf.sampling.generate` on a :class:`GPT2Decoder`, for the
+    """One model's side of the decode loop of :func:`nlhf.sampling.decode.generate` on a :class:`GPT2Decoder`, for the
     rows ``rows`` of the batch (the reference runs only on the rows that mix it in).
 
     ``prefill()`` encodes the left-padded prompts and returns the last position's logits; ``step(tok, alive, t)``

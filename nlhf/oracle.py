@@ -37,7 +37,7 @@ import torch
 from scipy.special import logsumexp, softmax
 from scipy.stats import norm
 
-from nlhf import games
+from nlhf.games import bradley_terry, nash
 from nlhf.config import check
 from nlhf.training.methods import NashMD
 
@@ -110,8 +110,8 @@ def build_pools(task, model, tokenizer, prompts: Sequence[str], sft_samples: Seq
 
 def regularized_mixture_target(P: np.ndarray, mu: np.ndarray, tau: float, beta: float) -> np.ndarray:
     """The Nash-MD-PG fixed point π_β = BR_τ(π*_{τ/(1−β)}) (module docstring); β = 1 gives BR_τ(μ)."""
-    opponent = mu if beta >= 1.0 else games.regularized_nash(P, mu, tau / (1.0 - beta))
-    return games.best_response_tau(P, opponent, mu, tau)
+    opponent = mu if beta >= 1.0 else nash.regularized_nash(P, mu, tau / (1.0 - beta))
+    return nash.best_response_tau(P, opponent, mu, tau)
 
 
 def rlhf_target(log_mu: np.ndarray, reward: np.ndarray, tau: float) -> np.ndarray:
@@ -134,13 +134,13 @@ class PoolGame:
     def bt_reward(self) -> np.ndarray:
         """The Bradley–Terry fit of P on pairs weighted μ̂_i μ̂_j (what a reward model learns from SFT pairs)."""
         if self._bt is None:
-            self._bt = games.fit_bradley_terry(self.P, np.outer(self.mu, self.mu))
+            self._bt = bradley_terry.fit_bradley_terry(self.P, np.outer(self.mu, self.mu))
         return self._bt
 
     def self_play(self, tau: float) -> np.ndarray:
         """π*_τ, the τ-regularised Nash equilibrium (Prop. 1)."""
         if tau not in self._self_play:
-            self._self_play[tau] = games.regularized_nash(self.P, self.mu, tau)
+            self._self_play[tau] = nash.regularized_nash(self.P, self.mu, tau)
         return self._self_play[tau]
 
     def mixture_fixed_point(self, tau: float, beta: float) -> np.ndarray:
@@ -157,7 +157,7 @@ def method_targets(P: np.ndarray, log_mu: np.ndarray, methods: dict, rm_scores: 
     """name → the oracle policy on one pool: SFT, NE, then each configured method's targets
     (:meth:`nlhf.training.methods.Method.oracle_targets`, e.g. RLHF and RLHF (RM))."""
     game = PoolGame(P, log_mu, rm_scores)
-    out = {"SFT": game.mu, "NE": games.nash_equilibrium(P)}
+    out = {"SFT": game.mu, "NE": nash.nash_equilibrium(P)}
     for name, m in methods.items():
         out.update(m.oracle_targets(name, game))
     return out
@@ -209,8 +209,8 @@ def table_long(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarray]
 
 def exploitability_per_policy(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarray],
                               order: Sequence[str]) -> dict[str, float]:
-    """Mean over prompts of max_y P(y ≻ π) − ½ on the pool (:func:`nlhf.games.exploitability`)."""
-    return {name: float(np.mean([games.exploitability(P, t[name]) for t, P in zip(per_prompt, Ps)]))
+    """Mean over prompts of max_y P(y ≻ π) − ½ on the pool (:func:`nlhf.games.nash.exploitability`)."""
+    return {name: float(np.mean([nash.exploitability(P, t[name]) for t, P in zip(per_prompt, Ps)]))
             for name in order}
 
 
@@ -220,7 +220,7 @@ def support_stats(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarr
     outside, size = [], []
     for t, P, lm in zip(per_prompt, Ps, log_mus):
         mu = np.exp(lm)
-        r = games.fit_bradley_terry(P, np.outer(mu, mu))
+        r = bradley_terry.fit_bradley_terry(P, np.outer(mu, mu))
         outside.append(t["NE"][int(np.argmax(r))] <= tol)
         size.append(int((t["NE"] > tol).sum()))
     return {"bt_optimum_outside_nash_support": float(np.mean(outside)), "nash_support_size": float(np.mean(size))}
@@ -228,7 +228,7 @@ def support_stats(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarr
 
 def pool_matrices(task, pools: Sequence[Pool]) -> list[np.ndarray]:
     """The exact judge's P_x on every pool (the task's rater population)."""
-    from nlhf.tasks.synthetic import preference_from_utilities
+    from nlhf.tasks.synthetic_raters import preference_from_utilities
 
     out = []
     for pool in pools:

@@ -20,7 +20,7 @@ from nlhf.config import ConfigError, check, from_dict, read_params
 from nlhf.evaluate import EvalConfig
 from nlhf.models import ModelConfig, looks_local
 from nlhf.oracle import OracleConfig
-from nlhf.tabular_experiment import TabularConfig
+from nlhf.tabular.experiment import TabularConfig
 from nlhf.tasks import TaskConfig
 from nlhf.training.exact_judges import AblationConfig
 from nlhf.training.methods import Method, table_policies
@@ -151,7 +151,7 @@ class PipelineConfig:
         for key in ("methods", "seed_methods"):
             unknown = [m for m in getattr(self.ablation, key) if m not in self.methods]
             check(not unknown, f"ablation.{key}", f"{unknown} are not in methods ({', '.join(self.methods)})")
-        from nlhf.tasks.synthetic import POPULATIONS
+        from nlhf.tasks.synthetic_raters import POPULATIONS
 
         unknown = [p for p in (self.oracle.populations or []) if p not in POPULATIONS]
         check(not unknown, "oracle.populations", f"unknown populations {unknown}; expected some of {sorted(POPULATIONS)}")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from nlhf.artifacts import metrics_path, require
 from nlhf.params import PipelineConfig
-from nlhf.sampling import sample_texts
+from nlhf.sampling.texts import sample_texts
 from nlhf.runtime import accelerator_for, load_table_policies, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.training.methods import RLHF, NashMD, average_name, policy_targets

@@ -20,7 +20,7 @@ def accelerator_for(cfg: PipelineConfig) -> Accelerator:
 
 
 def sampling_kwargs(cfg: PipelineConfig) -> dict:
-    """Keyword arguments of :func:`nlhf.sampling.sample_texts` from the ``sampling`` section."""
+    """Keyword arguments of :func:`nlhf.sampling.texts.sample_texts` from the ``sampling`` section."""
     return dict(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
                 batch_size=cfg.sampling.batch_size)
 

@@ -33,7 +33,7 @@ from nlhf.models import (
 )
 from nlhf.params import PipelineConfig
 from nlhf.reports import beta_sweep_table, exact_judge_tables, pm_vs_rm_table
-from nlhf.sampling import sample_texts
+from nlhf.sampling.texts import sample_texts
 from nlhf.runtime import accelerator_for, load_sft, load_table_policies, policy_generation, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
@@ -50,8 +50,8 @@ from nlhf.training.supervised import fit
 
 
 def run_tabular(cfg: PipelineConfig) -> dict:
-    """Stage ``tabular``: Nash-MD and the comparison algorithms on exact games (:mod:`nlhf.tabular_experiment`)."""
-    from nlhf.tabular_experiment import run_tabular as run
+    """Stage ``tabular``: Nash-MD and the comparison algorithms on exact games (:mod:`nlhf.tabular.experiment`)."""
+    from nlhf.tabular.experiment import run_tabular as run
 
     metrics = run(cfg.tabular, cfg.results / "tabular")
     write_metrics(cfg, "tabular", metrics)

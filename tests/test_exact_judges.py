@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from nlhf import games
+from nlhf.games import bradley_terry
 from nlhf.oracle import Pool
-from nlhf.tasks.synthetic import preference_from_utilities
+from nlhf.tasks.synthetic_raters import preference_from_utilities
 from nlhf.training.exact_judges import ExactBTReward, ExactPreference
 
 
@@ -44,7 +44,7 @@ def test_bt_reward_gives_back_the_pool_fit_and_ranks_outsiders_by_their_comparis
     judge = ExactBTReward(task, tok, [pool])
     u, mu, r = judge.fits[x]
     P = preference_from_utilities(u[:, None, :], u[None, :, :], task.cfg.rater_weights, task.cfg.rater_sharpness)
-    np.testing.assert_allclose(r, games.fit_bradley_terry(P, np.outer(mu, mu)))
+    np.testing.assert_allclose(r, bradley_terry.fit_bradley_terry(P, np.outer(mu, mu)))
     # a pool member's score solves its own stationarity equation: the joint fit's score (up to the tiny ridge)
     for j in (0, len(pool.candidates) // 2, len(pool.candidates) - 1):
         assert judge.reward(x, pool.candidates[j]) == pytest.approx(r[j], abs=1e-3)

@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 
 from nlhf import fast_decode
 from nlhf.models import ModelConfig, build_policy
-from nlhf.sampling import generate, generate_uncached
+from nlhf.sampling.decode import generate, generate_uncached
 
 WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
 TEXTS = ["the cat sat on a mat", "dog ran", "a fish", "the dog ate fish and then slept on the mat"]

@@ -4,17 +4,20 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from nlhf import games, oracle
+from nlhf import oracle
+from nlhf.games import bradley_terry, known_games, nash
+from nlhf.tasks.synthetic import SyntheticTask
+from nlhf.tasks.synthetic_config import SyntheticTaskConfig
+from nlhf.tasks.synthetic_documents import parse_prompt
+from nlhf.tasks.synthetic_raters import preference_from_utilities, summary_features
 from nlhf.training.methods import RLHF, NashEMA, NashMD, OnlineIPO
-from nlhf.tasks.synthetic import (SyntheticTask, SyntheticTaskConfig, parse_prompt, preference_from_utilities,
-                                  summary_features)
 
 TAU = 0.05
 
 
 def _game(n=12, seed=0):
     rng = np.random.default_rng(seed)
-    P = games.random_game(n, rng, scale=2.0)
+    P = known_games.random_game(n, rng, scale=2.0)
     mu = rng.dirichlet(np.ones(n))
     return P, mu
 
@@ -32,8 +35,8 @@ def _synthetic_pool(population="completist", seed=1):
 @pytest.mark.parametrize("make", [_game, _synthetic_pool])
 def test_regularized_nash_on_a_pool_is_a_fixed_point(make):
     P, mu = make()
-    pi = games.regularized_nash(P, mu, 0.008)
-    assert games.fixed_point_residual(P, mu, 0.008, pi) < 1e-8
+    pi = nash.regularized_nash(P, mu, 0.008)
+    assert nash.fixed_point_residual(P, mu, 0.008, pi) < 1e-8
 
 
 @pytest.mark.parametrize("beta", [0.125, 0.5, 0.75])
@@ -43,15 +46,15 @@ def test_mixture_target_solves_its_fixed_point_equation(make, beta):
     P, mu = make()
     pi = oracle.regularized_mixture_target(P, mu, TAU, beta)
     opponent = oracle.sequence_level_mixture(pi, mu, beta)
-    assert np.abs(pi - games.best_response_tau(P, opponent, mu, TAU)).max() < 1e-8
+    assert np.abs(pi - nash.best_response_tau(P, opponent, mu, TAU)).max() < 1e-8
 
 
 def test_mixture_target_ends_are_self_play_and_best_response_to_mu():
     P, mu = _game()
-    np.testing.assert_allclose(oracle.regularized_mixture_target(P, mu, TAU, 0.0), games.regularized_nash(P, mu, TAU),
+    np.testing.assert_allclose(oracle.regularized_mixture_target(P, mu, TAU, 0.0), nash.regularized_nash(P, mu, TAU),
                                atol=1e-10)
     np.testing.assert_allclose(oracle.regularized_mixture_target(P, mu, TAU, 1.0),
-                               games.best_response_tau(P, mu, mu, TAU), atol=1e-12)
+                               nash.best_response_tau(P, mu, mu, TAU), atol=1e-12)
 
 
 def test_rlhf_target_maximises_regularised_reward():
@@ -76,9 +79,9 @@ def test_method_targets_ema_and_ipo_equal_self_play_and_tables_are_antisymmetric
     t = oracle.method_targets(P, np.log(mu), methods, rm_scores=np.zeros(len(mu)))
     assert list(t) == ["SFT", "NE", "RLHF", "RLHF (RM)", "SP", "MD1", "BR", "EMA1", "IPO"]
     np.testing.assert_allclose(t["EMA1"], t["SP"], atol=1e-12)
-    np.testing.assert_allclose(t["IPO"], games.regularized_nash(P, mu, TAU), atol=1e-12)
+    np.testing.assert_allclose(t["IPO"], nash.regularized_nash(P, mu, TAU), atol=1e-12)
     np.testing.assert_allclose(t["MD1"], oracle.regularized_mixture_target(P, mu, TAU, 0.125), atol=1e-12)
-    np.testing.assert_allclose(t["RLHF"], oracle.rlhf_target(np.log(mu), games.fit_bradley_terry(P, np.outer(mu, mu)),
+    np.testing.assert_allclose(t["RLHF"], oracle.rlhf_target(np.log(mu), bradley_terry.fit_bradley_terry(P, np.outer(mu, mu)),
                                                              0.05), atol=1e-12)
     np.testing.assert_allclose(t["RLHF (RM)"], mu, atol=1e-12)  # a constant reward leaves μ unchanged
     order = list(t)

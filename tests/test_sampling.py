@@ -9,8 +9,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from nlhf.models import ModelConfig, build_policy
-from nlhf.sampling import (generate, generate_uncached, mixture_logprobs,
-                           response_logprobs, sample_categorical)
+from nlhf.sampling.decode import generate, generate_uncached, sample_categorical
+from nlhf.sampling.logprobs import response_logprobs
+from nlhf.sampling.mixture import mixture_logprobs
 
 WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlhf import games
+from nlhf.games import bradley_terry
 from nlhf.config import ConfigError, from_dict
 from nlhf.tasks import (SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask, TldrTaskConfig,
                         build_task_data, make_task)
 from nlhf.tasks import analysis
-from nlhf.tasks.synthetic import FACT_WORDS, STYLES, parse_prompt
+from nlhf.tasks.synthetic_documents import FACT_WORDS, STYLES, parse_prompt
 from nlhf.tasks.tldr import TldrDataError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -340,7 +340,7 @@ def test_analysis_on_hand_made_matrices():
     assert analysis.cycle_fraction([cyc])["cycle_fraction"] == 1.0
     assert analysis.cycle_fraction([bt])["cycle_fraction"] == 0.0
     assert analysis.cycle_fraction(np.stack([cyc, bt]))["cycle_fraction"] == 0.5
-    np.testing.assert_allclose(games.fit_bradley_terry(bt, **analysis.BT_FIT), r - r.mean(), atol=1e-4)
+    np.testing.assert_allclose(bradley_terry.fit_bradley_terry(bt, **analysis.BT_FIT), r - r.mean(), atol=1e-4)
     a = analysis.bt_fit_agreement([bt])
     assert a["bt_agreement"] == 1.0 and abs(a["bt_excess_logloss"]) < 1e-6
     c = analysis.bt_fit_agreement([cyc])  # symmetric cycle: BT fit is flat, gets no direction right

@@ -15,7 +15,8 @@ import numpy as np
 
 from nlhf.config import check
 from nlhf.tasks.base import Task
-from nlhf.tasks.synthetic import SyntheticTask, SyntheticTaskConfig
+from nlhf.tasks.synthetic import SyntheticTask
+from nlhf.tasks.synthetic_config import SyntheticTaskConfig
 from nlhf.tasks.tldr import TldrTask, TldrTaskConfig
 
 __all__ = ["Task", "TaskConfig", "SyntheticTask", "SyntheticTaskConfig", "TldrTask", "TldrTaskConfig",

@@ -20,13 +20,14 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.optimize import linprog
 
-from nlhf.games import fit_bradley_terry
+from nlhf.games.bradley_terry import fit_bradley_terry
 
 Judge = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
 
-# How ``bt_fit_agreement`` fits Bradley–Terry scores to a matrix of soft labels (:func:`nlhf.games.fit_bradley_terry`):
-# every ordered pair equally, ridge 1e-6 (finite scores where P has 0/1 entries), the "pairs" Newton step, stopping
-# when a step lowers the loss by less than 1e-10. P is taken as the judge gives it (no range check).
+# How ``bt_fit_agreement`` fits Bradley–Terry scores to a matrix of soft labels
+# (:func:`nlhf.games.bradley_terry.fit_bradley_terry`): every ordered pair equally, ridge 1e-6 (finite scores where P
+# has 0/1 entries), the "pairs" Newton step, stopping when a step lowers the loss by less than 1e-10. P is taken as
+# the judge gives it (no range check).
 BT_FIT = dict(l2=1e-6, max_iter=100, newton="pairs", ridge_per_weight=False, stop="loss", min_step=1e-8, check=False)
 
 

@@ -3,309 +3,29 @@
 Why: offline there are no humans, so "human feedback" comes from an explicit population of raters whose aggregate
 preference is measurably *non-transitive* (the paper's §3 "three rater types" and App. C) and whose exact
 P(y≻y'|x) is known — it plays the role of the paper's PaLM 2 judge P* (§8 "Evaluation"). The population is a
-parameter (``population``, see ``POPULATIONS``): ``completist`` (the default) is built so that the Bradley–Terry
-optimum lies outside the Nash support, so theory separates Nash from RLHF (the paper's App. A mechanism);
-``condorcet`` is the null control, where theory predicts that they tie. :mod:`nlhf.oracle` measures both.
+parameter (``population``, see :data:`nlhf.tasks.synthetic_raters.POPULATIONS`): ``completist`` (the default) is
+built so that the Bradley–Terry optimum lies outside the Nash support, so theory separates Nash from RLHF (the
+paper's App. A mechanism); ``condorcet`` is the null control, where theory predicts that they tie. :mod:`nlhf.oracle`
+measures both.
 
-Strings (word level, single spaces):
-
-* prompt  ``"document : key storm minor bridge main mayor . summary :"`` — K ∈ [facts_min, facts_max] distinct
-  fact words, each preceded by its importance word (key = 3, main = 2, minor = 1), at least one ``key``;
-* summary ``"storm mayor"`` — fact words only, no end marker (the training code appends EOS).
-
-Features of a summary y for document x (``summary_features``):
-  cov  importance-weighted coverage ∈ [0, 1];  n  number of words;  inv  words not in the document;
-  dup  repeated words;  dis  fraction of adjacent (in-document) pairs out of document order ∈ [0, 1];
-  miss key facts missing;  nkey number of key facts in x;  ndev = |n − nkey|;
-  skip document facts passed over before the last one the summary uses (cherry-picking; 0 for a prefix);
-  form_*  one-hot of the summary's form (``summary_form``: complete, key_facts, top_fact, lead, keys_reordered,
-          embellished, other);  len_*  one-hot of its length class (short: 1 word, medium: 2–3, long: ≥ 4).
-
-Rater k has utility u_k(x, y) = Σ_f coef_kf · feature_f(x, y) (``POPULATIONS``) and is a noisy Bradley–Terry rater
-with sharpness s_k:
-  P(y≻y'|x) = Σ_k w_k σ(s_k (u_k(x,y) − u_k(x,y'))),   Σ_k w_k = 1,
-computed as 1/2 + 1/2 Σ_k w_k tanh(s_k Δu_k / 2) so that P(y,y') + P(y',y) = 1 and P(y,y) = 1/2 hold to
-rounding. Each rater alone is transitive. The ``condorcet`` population is a Condorcet profile:
-
-  A = all facts in order + one invented,  B = key facts reordered,  C = one key fact
-  thorough      (u = 3 cov − 0.5 inv − 0.5 dup):                  A ≻ B ≻ C
-  skimmer       (u = −|n − nkey| − 0.5 miss − 0.5 inv − 0.5 dup):  B ≻ C ≻ A
-  fact-checker  (u = −2 dis − inv − 0.5 dup − skip − 0.4 n):      C ≻ A ≻ B   (C = the first fact here)
-so with weights near 1/3 the majority relation cycles A ≻ B ≻ C ≻ A. The same holds for the plain styles
-complete ≻ key_only ≻ lead ≻ complete (thorough+checker, thorough+skimmer, skimmer+checker) on 60% of the
-documents where the three differ (seed 0, 2000 eval prompts).
-
-Malformed summaries (empty, a non-fact token, more than ``max_summary_words`` words) get utility
-``MALFORMED_UTILITY`` under every rater: lower than any well-formed summary, ties among themselves.
+``SyntheticTask`` draws documents (:mod:`nlhf.tasks.synthetic_documents`), reference summaries in one of ``STYLES``
+(what SFT imitates), preference pairs labelled by raters drawn from the population, and judges with the exact
+P(y≻y'|x) of :mod:`nlhf.tasks.synthetic_raters`. Every split has its own random stream derived from ``seed``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from nlhf.config import check
 from nlhf.tasks.base import PREF_SPLITS, PROMPT_SPLITS, SFT_SPLITS, Task, check_split
-
-# fmt: off
-FACT_WORDS: tuple[str, ...] = (
-    "storm", "bridge", "mayor", "river", "school", "fire", "market", "train", "doctor", "court",
-    "festival", "factory", "museum", "harbor", "election", "bakery", "library", "hospital", "farm", "airport",
-    "concert", "strike", "flood", "budget", "garden", "tower", "police", "teacher", "island", "mine",
-    "village", "castle", "forest", "bank", "church", "stadium", "road", "ship", "council", "park",
-    "hotel", "prison", "theater", "bus", "lake", "mountain", "winter", "drought", "vaccine", "robot",
-    "satellite", "treaty", "protest", "engine", "tunnel", "crop", "virus", "border", "coin", "comet",
-)
-# fmt: on
-IMPORTANCE: dict[str, int] = {"key": 3, "main": 2, "minor": 1}
-PROMPT_HEAD, PROMPT_TAIL = "document :", ". summary :"
-STRUCTURE_WORDS: tuple[str, ...] = ("document", ":", ".", "summary")
-
-STYLES: tuple[str, ...] = (
-    "complete",            # all facts, document order
-    "key_only",            # key facts, document order
-    "key_reordered",       # key facts (+ the best other fact if only one key), not in document order
-    "complete_invented",   # all facts in order + one invented fact word at a random position
-    "complete_reordered",  # all facts, not in document order
-    "top_fact",            # the first key fact alone
-    "partial",             # a random non-empty proper subset, document order
-    "lead",                # the first fact of the document alone
-)
-
-# Rater populations: each rater's utility is u_k = Σ_f coef[f] · feature_f (features: see ``summary_features``).
-#
-# condorcet (the null control). The fact-checker's skip and length terms put its favourite (the lead fact) apart
-# from the skimmer's (key facts) and the thorough rater's (everything), so that the *style* summaries cycle:
-# complete ≻ key_only ≻ lead ≻ complete. A Nash equilibrium ties every response in its support, and the
-# Bradley–Terry optimum lies inside that support on most prompts, so theory predicts Nash ≈ RLHF here.
-#
-# completist (the paper's App. A mechanism). The two large groups judge a summary by its *form* (``summary_form``):
-# the complete summary (every fact, in order), the key facts in order, the top key fact, the lead fact, the key facts
-# reordered, the complete summary followed by an invented word (embellished), or anything else. A majority of completists (60%) wants the
-# complete, faithful summary and rates the same summary with an invented word a little lower (−1.5) and every other
-# form much lower (−6). A minority of embellishers (16%) cannot check facts and takes an invented word for extra
-# information: they rate the embellished complete summary far above everything (+6). Then the faithful summary beats
-# the embellished one (P ≈ 0.60 × σ(4.5) ≈ 0.59) and is the Condorcet winner, while the embellished summary beats the
-# common short and flawed outputs by a larger margin (every rater prefers it to them; the embellishers are
-# indifferent between the faithful summary and those), so a Bradley–Terry score fitted on comparisons of SFT outputs
-# ranks it first: the RLHF optimum lies outside the Nash support, and P(Nash ≻ RLHF) ≈ P(faithful ≻ embellished) —
-# the reward model's preference for a hallucination that a minority likes. The two targets are one word apart, so
-# a policy that reaches one can reach the other by a local change.
-# Three minor readers (8% each) also put the embellished and then the faithful complete summary first, and otherwise
-# judge by length (``length_class``) with rotated tastes: a headline reader (one word ≻ two–three ≻ four or more), a
-# digest reader (two–three ≻ four or more ≻ one) and a detail reader (four or more ≻ one ≻ two–three). The two large
-# groups tie on everything that is neither complete nor embellished, which is most of what SFT samples, so there the
-# minor readers decide and the SFT outputs of three lengths cycle (each reader alone is transitive).
-POPULATIONS: dict[str, dict[str, dict[str, float]]] = {
-    "condorcet": {
-        "thorough":     {"cov": 3.0, "inv": -0.5, "dup": -0.5},
-        "skimmer":      {"ndev": -1.0, "miss": -0.5, "inv": -0.5, "dup": -0.5},
-        "fact_checker": {"dis": -2.0, "inv": -1.0, "dup": -0.5, "skip": -1.0, "n": -0.4},
-    },
-    "completist": {  # utilities of the forms (``FORMS``) and length classes; a feature left out is worth 0
-        "completist":      {"form_embellished": -1.5, "form_key_facts": -6.0, "form_top_fact": -6.0,
-                            "form_lead": -6.0, "form_keys_reordered": -6.0, "form_other": -6.0},
-        "embellisher":     {"form_embellished": 6.0},
-        "headline_reader": {"form_embellished": 3.0, "form_complete": 1.0, "len_medium": -1.0, "len_long": -2.0},
-        "digest_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_long": -1.0, "len_short": -2.0},
-        "detail_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_short": -1.0, "len_medium": -2.0},
-    },
-}
-# Default rater shares and sharpness of each population (params may override them).
-POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
-                                              "completist": [0.60, 0.16, 0.08, 0.08, 0.08]}
-RATERS = POPULATIONS["condorcet"]
-# Summary forms, in the order ``summary_form`` tests them; the first that matches is the summary's form.
-FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "embellished", "other")
-LENGTH_CLASSES: tuple[str, ...] = ("short", "medium", "long")  # 1 word, 2–3 words, 4 or more (``length_class``)
-FEATURES: tuple[str, ...] = (("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip")
-                             + tuple(f"form_{f}" for f in FORMS) + tuple(f"len_{c}" for c in LENGTH_CLASSES))
-MALFORMED_UTILITY = -100.0
+from nlhf.tasks.synthetic_config import SyntheticTaskConfig
+from nlhf.tasks.synthetic_documents import FACT_WORDS, IMPORTANCE, STRUCTURE_WORDS, STYLES, Document, parse_prompt
+from nlhf.tasks.synthetic_raters import (FEATURES, MALFORMED_UTILITY, preference_from_utilities, rater_coefficients,
+                                         summary_features)
 
 
-@dataclass
-class SyntheticTaskConfig:
-    """Synthetic summarization task (params.yaml ``task.synthetic`` states the recipe's values)."""
-
-    seed: int = 0  # everything (documents, references, pairs, labels) derives from this seed
-    n_sft: int = 20_000  # SFT (prompt, completion) rows, split "train"
-    n_sft_eval: int = 1_000  # SFT rows, split "eval" (held-out loss)
-    n_pref_train: int = 20_000  # preference pairs for PM / RM training
-    n_pref_test: int = 2_000  # held-out preference pairs (PM / RM accuracy)
-    n_prompts_train: int = 5_000  # RL prompts
-    n_prompts_eval: int = 2_000  # evaluation prompts (pairwise tables)
-    facts_min: int = 3  # fewest facts in a document
-    facts_max: int = 6  # most facts in a document
-    n_fact_words: int = 60  # size of the fact vocabulary (first n of FACT_WORDS)
-    importance_probs: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])  # P(key), P(main), P(minor)
-    max_summary_words: int = 12  # longer summaries are malformed
-    population: str = "condorcet"  # rater population, a key of POPULATIONS (condorcet: the null control)
-    rater_weights: list[float] | None = None  # share of each rater of the population (None: POPULATION_WEIGHTS)
-    rater_sharpness: list[float] | None = None  # s_k of each BT rater (None: 3.0 each)
-    style_probs: list[float] = field(  # reference style mix, in the order of STYLES
-        default_factory=lambda: [0.16, 0.16, 0.12, 0.12, 0.1, 0.1, 0.12, 0.12]
-    )
-    perturb_prob: float = 0.3  # preference pairs: chance each summary gets one random edit
-    labels_per_pair: int = 1  # raters drawn per pair; label = fraction preferring y (1: one binary label)
-
-    def __post_init__(self) -> None:
-        for f in ("n_sft", "n_sft_eval", "n_pref_train", "n_pref_test", "n_prompts_train", "n_prompts_eval"):
-            check(getattr(self, f) >= 1, f, f"must be >= 1, got {getattr(self, f)}")
-        check(self.facts_min >= 2, "facts_min", f"must be >= 2, got {self.facts_min}")
-        check(self.facts_max >= self.facts_min, "facts_max", f"must be >= facts_min ({self.facts_min})")
-        check(
-            1 <= self.n_fact_words <= len(FACT_WORDS),
-            "n_fact_words",
-            f"must be in [1, {len(FACT_WORDS)}], got {self.n_fact_words}",
-        )
-        check(
-            self.facts_max + 2 <= self.n_fact_words,
-            "facts_max",
-            f"must leave >= 2 fact words to invent (facts_max + 2 <= n_fact_words = {self.n_fact_words})",
-        )
-        check(
-            self.max_summary_words >= self.facts_max + 1,
-            "max_summary_words",
-            f"must be >= facts_max + 1 = {self.facts_max + 1} (complete + one invented must fit)",
-        )
-        _check_probs(self.importance_probs, 3, "importance_probs")
-        check(self.population in POPULATIONS, "population",
-              f"unknown population {self.population!r}; expected one of {sorted(POPULATIONS)}")
-        k = len(POPULATIONS[self.population])
-        if self.rater_weights is None:
-            self.rater_weights = list(POPULATION_WEIGHTS[self.population])
-        if self.rater_sharpness is None:
-            self.rater_sharpness = [3.0] * k
-        _check_probs(self.rater_weights, k, "rater_weights")
-        _check_probs(self.style_probs, len(STYLES), "style_probs")
-        check(len(self.rater_sharpness) == k, "rater_sharpness", f"needs {k} values (population {self.population!r})")
-        check(all(s > 0 for s in self.rater_sharpness), "rater_sharpness", "values must be > 0")
-        check(0.0 <= self.perturb_prob <= 1.0, "perturb_prob", f"must be in [0, 1], got {self.perturb_prob}")
-        check(self.labels_per_pair >= 1, "labels_per_pair", f"must be >= 1, got {self.labels_per_pair}")
-
-
-def _check_probs(v: Sequence[float], n: int, name: str) -> None:
-    check(len(v) == n, name, f"needs {n} values, got {len(v)}")
-    check(all(x >= 0 for x in v), name, "values must be >= 0")
-    check(abs(sum(v) - 1.0) < 1e-6, name, f"values must sum to 1, got {sum(v):.6g}")
-
-
-# ----------------------------------------------------------------------------------------------- documents
-@dataclass(frozen=True)
-class Document:
-    facts: tuple[str, ...]  # fact words in document order
-    importance: tuple[int, ...]  # 3 / 2 / 1 per fact
-
-    @property
-    def prompt(self) -> str:
-        inv = {v: k for k, v in IMPORTANCE.items()}
-        body = " ".join(f"{inv[i]} {f}" for f, i in zip(self.facts, self.importance))
-        return f"{PROMPT_HEAD} {body} {PROMPT_TAIL}"
-
-    @property
-    def key_facts(self) -> tuple[str, ...]:
-        return tuple(f for f, i in zip(self.facts, self.importance) if i == 3)
-
-
-def parse_prompt(prompt: str) -> Document:
-    """Inverse of ``Document.prompt``; raises ValueError on anything else."""
-    words = prompt.split()
-    if words[:2] != PROMPT_HEAD.split() or words[-3:] != PROMPT_TAIL.split() or (len(words) - 5) % 2:
-        raise ValueError(f"not a synthetic-task prompt: {prompt!r}")
-    body = words[2:-3]
-    imps, facts = body[0::2], body[1::2]
-    if any(i not in IMPORTANCE for i in imps) or any(f not in _FACT_SET for f in facts) or not facts:
-        raise ValueError(f"not a synthetic-task prompt: {prompt!r}")
-    return Document(tuple(facts), tuple(IMPORTANCE[i] for i in imps))
-
-
-_FACT_SET = frozenset(FACT_WORDS)
-
-
-def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, float] | None:
-    """Features of ``summary`` for ``doc`` (see module docstring); None if the summary is malformed."""
-    words = summary.split()
-    if not words or len(words) > max_words or any(w not in _FACT_SET for w in words):
-        return None
-    pos = {f: i for i, f in enumerate(doc.facts)}
-    seen: set[str] = set()
-    dup = inv = 0
-    order: list[int] = []
-    for w in words:
-        if w in seen:
-            dup += 1
-            continue
-        seen.add(w)
-        if w in pos:
-            order.append(pos[w])
-        else:
-            inv += 1
-    total = sum(doc.importance)
-    cov = sum(i for f, i in zip(doc.facts, doc.importance) if f in seen) / total
-    nkey = sum(1 for i in doc.importance if i == 3)
-    miss = sum(1 for f, i in zip(doc.facts, doc.importance) if i == 3 and f not in seen)
-    dis = sum(a > b for a, b in zip(order, order[1:])) / max(1, len(order) - 1)
-    skip = (max(order) + 1 - len(order)) if order else 0  # document facts passed over before the last one used
-    form = summary_form(doc, words, cov, inv, dup, dis)
-    return {"cov": cov, "n": len(words), "ndev": abs(len(words) - nkey), "miss": miss, "inv": inv,
-            "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0),
-            **{f"form_{f}": float(f == form) for f in FORMS},
-            **{f"len_{c}": float(c == length_class(len(words))) for c in LENGTH_CLASSES}}
-
-
-def length_class(n_words: int) -> str:
-    """short (one word), medium (two or three words) or long (four or more)."""
-    return "short" if n_words == 1 else "medium" if n_words <= 3 else "long"
-
-
-def summary_form(doc: Document, words: list[str], cov: float, inv: int, dup: int, dis: float) -> str:
-    """The first of FORMS that ``words`` (a well-formed summary of ``doc``) matches: complete (every fact, in order,
-    nothing else), key_facts (the key facts in order, nothing else), top_fact (the first key fact alone), lead (the
-    first fact alone), keys_reordered (the key facts alone, out of order), embellished (the complete summary followed
-    by words that are not in the document, no repeats), or other."""
-    keys = list(doc.key_facts)
-    if words == list(doc.facts):
-        return "complete"
-    if words == keys:
-        return "key_facts"
-    if words == keys[:1]:
-        return "top_fact"
-    if words == list(doc.facts[:1]):
-        return "lead"
-    if sorted(words) == sorted(keys) and dis > 0 and not dup:
-        return "keys_reordered"
-    n = len(doc.facts)
-    if words[:n] == list(doc.facts) and len(words) > n and inv == len(words) - n and not dup:
-        return "embellished"
-    return "other"
-
-
-def rater_coefficients(population: str = "condorcet") -> np.ndarray:
-    """The (raters, features) coefficient matrix of a population (columns in FEATURES order)."""
-    raters = POPULATIONS[population]
-    return np.array([[raters[r].get(f, 0.0) for f in FEATURES] for r in raters])
-
-
-def utilities(doc: Document, summary: str, max_words: int, population: str = "condorcet") -> np.ndarray:
-    """u_k(x, y) for every rater k of the population, shape (raters,)."""
-    coef = rater_coefficients(population)
-    feats = summary_features(doc, summary, max_words)
-    if feats is None:
-        return np.full(len(coef), MALFORMED_UTILITY)
-    return coef @ np.array([feats[f] for f in FEATURES], dtype=np.float64)
-
-
-def preference_from_utilities(u: np.ndarray, u_prime: np.ndarray, weights, sharpness) -> np.ndarray:
-    """P = Σ_k w_k σ(s_k (u_k − u'_k)) for utilities of shape (n, raters); exactly 1/2 on ties."""
-    w = np.asarray(weights, dtype=np.float64)
-    s = np.asarray(sharpness, dtype=np.float64)
-    half = 0.5 * np.tanh(0.5 * s * (u - u_prime)) @ (w / w.sum())
-    return 0.5 + half
-
-
-# ------------------------------------------------------------------------------------------------- the task
 class SyntheticTask(Task):
     """Synthetic summarization with a cyclic rater population; the exact judge is known."""
 
@@ -537,7 +257,7 @@ class SyntheticTask(Task):
         return sorted(out)
 
     def condorcet_example(self, doc: Document | None = None) -> tuple[str, str, str, str]:
-        """(prompt, A, B, C) of the module docstring, on a fixed 5-fact document with 2 key facts."""
+        """(prompt, A, B, C) of :mod:`nlhf.tasks.synthetic_raters`, on a fixed 5-fact document with 2 key facts."""
         doc = doc or Document(("storm", "bridge", "mayor", "river", "school"), (3, 1, 2, 3, 1))
         keys = doc.key_facts
         a = list(doc.facts)

@@ -8,8 +8,8 @@ synthetic task both judges have exact counterparts, with the same interface as t
   (``logits_from_ids`` returns logit P*, which the loop turns back into P*).
 * :class:`ExactBTReward` — r*(x, y), the Bradley–Terry fit of P* that a perfect reward model would learn: on each
   prompt's candidate pool (:func:`nlhf.oracle.build_pools`) the scores r_j of the μ̂-weighted fit
-  (:func:`nlhf.games.fit_bradley_terry`, the oracle's RLHF reward), and for any response y the score that fits its
-  comparisons against the pool, the root of
+  (:func:`nlhf.games.bradley_terry.fit_bradley_terry`, the oracle's RLHF reward), and for any response y the score
+  that fits its comparisons against the pool, the root of
 
       Σ_j μ̂_j [P*(y ≻ c_j) − σ(r − r_j)] = 0,
 
@@ -27,9 +27,9 @@ import torch
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from nlhf import games
+from nlhf.games import bradley_terry
 from nlhf.config import check
-from nlhf.tasks.synthetic import preference_from_utilities
+from nlhf.tasks.synthetic_raters import preference_from_utilities
 
 
 @dataclass
@@ -86,7 +86,7 @@ class ExactBTReward(_ExactJudge):
             P = preference_from_utilities(u[:, None, :], u[None, :, :], task.cfg.rater_weights,
                                           task.cfg.rater_sharpness)
             mu = np.exp(pool.log_mu)
-            self.fits[pool.prompt] = (u, mu, games.fit_bradley_terry(P, np.outer(mu, mu)))
+            self.fits[pool.prompt] = (u, mu, bradley_terry.fit_bradley_terry(P, np.outer(mu, mu)))
 
     def reward(self, prompt: str, y: str) -> float:
         if prompt not in self.fits:

@@ -57,7 +57,7 @@ class Judged:
     p_vs_opponent: float | None = None
 
 
-Sampler = Callable[..., object]  # sample(model, ids, prompt_mask, **mixture) -> nlhf.sampling.Generation
+Sampler = Callable[..., object]  # sample(model, ids, prompt_mask, **mixture) -> nlhf.sampling.decode.Generation
 
 
 @dataclass(kw_only=True)

@@ -29,7 +29,8 @@ from accelerate.utils import gather_object
 
 from nlhf.config import check
 from nlhf.progress import Progress
-from nlhf.sampling import generate, response_logprobs
+from nlhf.sampling.decode import generate
+from nlhf.sampling.logprobs import response_logprobs
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 
 if TYPE_CHECKING:

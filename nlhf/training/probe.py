@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from nlhf.sampling import generate, response_logprobs
+from nlhf.sampling.decode import generate
+from nlhf.sampling.logprobs import response_logprobs
 
 
 class ConvergenceProbe:
@@ -60,7 +61,7 @@ class ConvergenceProbe:
                    samples=samples, max_new_tokens=max_new_tokens, seed=seed, confidence=confidence)
 
     def _preference(self, u: np.ndarray, u_other: np.ndarray) -> np.ndarray:
-        from nlhf.tasks.synthetic import preference_from_utilities
+        from nlhf.tasks.synthetic_raters import preference_from_utilities
 
         return preference_from_utilities(u[:, None, :], u_other[None, :, :], self.task.cfg.rater_weights,
                                          self.task.cfg.rater_sharpness)

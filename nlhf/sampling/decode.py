@@ -1,13 +1,7 @@
-"""Batched sampling from a policy and from the token-level geometric mixture (the paper's §7, App. F.1).
+"""The decode loop: batched sampling from a policy or the token-level mixture (the paper's §7, App. F.1).
 
-Nash-MD-PG needs two samples per prompt: y ~ π_θ(·|x) and y' ~ π_θ^β(·|x), where the opponent is the geometric
-mixture log π_θ^β = (1−β) log π_θ + β log μ + c(x). The sequence-level normaliser c(x) is intractable, so, as in
-the paper (App. F.1) and TRL's ``GeometricMixtureWrapper``, each token is drawn from the per-prefix mixture
-
-    y_n ~ softmax((1−β)·logits_θ(x, y_<n) + β·logits_μ(x, y_<n))
-
-(the product of these per-token factors is NOT the sequence-level mixture; the bias is not analysed in the paper).
-β = 0 is self-play (sample from π_θ), β = 1 is the reference μ alone (best response to SFT).
+Nash-MD-PG needs two samples per prompt: y ~ π_θ(·|x) and y' ~ π_θ^β(·|x), the opponent drawn token by token
+from softmax((1−β)·logits_θ + β·logits_μ) (:mod:`nlhf.sampling.mixture`).
 
 ``generate`` runs both models with their own KV cache, advanced together one token at a time, and takes β per
 row, so a single call draws y ~ π_θ (rows with β=0) and y' ~ π_θ^β (rows with β>0) for the same prompts:
@@ -23,124 +17,14 @@ mask (``position_ids = cumsum(mask) − 1``), so left padding never shifts a pro
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from nlhf import fast_decode
-
-__all__ = [
-    "Generation",
-    "mixture_logits",
-    "mixture_logprobs",
-    "generate",
-    "generate_uncached",
-    "sample_texts",
-    "response_logprobs",
-    "position_ids_from_mask",
-]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# transformers-version shims. transformers 5.24 renamed the forward kwarg ``past_key_values`` -> ``cache`` (the
-# old name is deprecated until 5.40) and the output field likewise; 5.17 may only know ``past_key_values``.
-# We look at the model's forward signature once per class and pass our own DynamicCache object, which the model
-# updates in place, so we never depend on the output field's name either.
-
-
-def _unwrap(model):
-    """The module whose ``forward`` signature tells what it accepts (DDP / accelerate wrappers hide it)."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_params(cls: type) -> frozenset[str]:
-    try:
-        return frozenset(inspect.signature(cls.forward).parameters)
-    except (TypeError, ValueError):
-        return frozenset()
-
-
-def _accepts(model, name: str) -> bool:
-    return name in _forward_params(type(_unwrap(model)))
-
-
-def _cache_kwarg(model) -> str:
-    return "cache" if _accepts(model, "cache") else "past_key_values"
-
-
-def _new_cache():
-    from transformers import DynamicCache
-
-    return DynamicCache()
-
-
-def _returned_cache(out, fallback):
-    for name in ("cache", "past_key_values"):
-        if name in out and out[name] is not None:
-            return out[name]
-    return fallback
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """Positions 0, 1, ... counted over real tokens only (left padding does not shift a sequence)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The mixture.
-
-
-def _row_beta(beta: float | Tensor, like: Tensor) -> Tensor:
-    """β as a tensor broadcastable to ``like`` ([B, ..., V]): a scalar, or one value per row ([B])."""
-    b = torch.as_tensor(beta, dtype=torch.float32, device=like.device)
-    if b.dim() > 0:
-        if b.shape[0] != like.shape[0] and b.numel() != 1:
-            raise ValueError(f"beta: expected a scalar or shape [{like.shape[0]}], got {tuple(b.shape)}")
-        b = b.reshape(b.shape + (1,) * (like.dim() - b.dim()))
-    if bool(((b < 0) | (b > 1)).any()):
-        raise ValueError(f"beta: must lie in [0, 1], got {beta}")
-    return b
-
-
-def mixture_logits(policy_logits: Tensor, ref_logits: Tensor | None, beta: float | Tensor) -> Tensor:
-    """Unnormalised mixed logits (1−β)·policy_logits + β·ref_logits, in float32.
-
-    Rows with β == 0 return the policy logits and rows with β == 1 the reference logits EXACTLY (no 0·(−inf)
-    NaNs, no rounding), so those rows sample from π_θ or μ alone. ``ref_logits`` may be None only if all β == 0.
-    """
-    lp = policy_logits.float()
-    b = _row_beta(beta, lp)
-    if ref_logits is None:
-        if bool((b != 0).any()):
-            raise ValueError("beta > 0 needs the reference model's logits (ref=None given)")
-        return lp
-    lr = ref_logits.float()
-    if lr.shape != lp.shape:
-        raise ValueError(f"policy and reference logits differ in shape: {tuple(lp.shape)} vs {tuple(lr.shape)} "
-                         "(do the two models share a vocabulary?)")
-    mixed = (1.0 - b) * lp + b * lr
-    mixed = torch.where(b == 0, lp, mixed)
-    return torch.where(b == 1, lr, mixed)
-
-
-def mixture_logprobs(policy_logits: Tensor, ref_logits: Tensor | None, beta: float | Tensor) -> Tensor:
-    """log softmax((1−β)·logits_θ + β·logits_μ): the per-token geometric mixture π_θ^{1−β} μ^β / Z (App. F.1).
-
-    ``beta`` is the weight on the REFERENCE: a float or a per-row tensor of shape [B] (broadcast over the other
-    dims). β = 0 gives log_softmax(policy_logits), β = 1 gives log_softmax(ref_logits), exactly.
-    """
-    return torch.log_softmax(mixture_logits(policy_logits, ref_logits, beta), dim=-1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Generation.
+from nlhf.sampling.mixture import _row_beta
+from nlhf.sampling.transformers_backend import TransformersBackend
 
 
 @dataclass
@@ -193,19 +77,6 @@ def _eval_mode(*models):
             m.train(f)
 
 
-def _last_logits(model, input_ids, attention_mask, position_ids, cache) -> tuple[Tensor, object]:
-    """Logits of the last position, [B, V]; with ``cache`` (a DynamicCache) it is advanced in place."""
-    kw = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    if _accepts(model, "logits_to_keep"):
-        kw["logits_to_keep"] = 1  # skip the LM head on the prompt positions
-    if cache is None:
-        out = model(**kw, use_cache=False)
-    else:
-        out = model(**kw, use_cache=True, **{_cache_kwarg(model): cache})
-        cache = _returned_cache(out, cache)
-    return out.logits[:, -1, :], cache
-
-
 def _check_inputs(prompt_ids, prompt_mask, max_new_tokens, temperature):
     if prompt_ids.dim() != 2 or prompt_ids.shape != prompt_mask.shape:
         raise ValueError(f"prompt_ids and prompt_mask must both be [B, P]; got {tuple(prompt_ids.shape)} and "
@@ -217,34 +88,6 @@ def _check_inputs(prompt_ids, prompt_mask, max_new_tokens, temperature):
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("prompts must be LEFT-padded: prompt_mask[:, -1] has zeros (set tokenizer.padding_side "
                          "= 'left')")
-
-
-class TransformersBackend:
-    """One model's side of the decode loop on any ``transformers`` causal LM, for the rows ``rows`` of the batch:
-    with a KV cache (``DynamicCache``: one forward per new token) or, ``cached=False``, re-encoding the whole prefix
-    at every step (the reference implementation). Same interface as :class:`nlhf.fast_decode.GPT2Backend`."""
-
-    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, rows, cached: bool):
-        self.model, self.rows, self.cached = model, rows, cached
-        self.seq, self.mask = prompt_ids[rows], prompt_mask[rows].long()
-        self.cache = _new_cache() if cached else None
-
-    def prefill(self) -> Tensor:
-        logits, self.cache = _last_logits(self.model, self.seq, self.mask, position_ids_from_mask(self.mask),
-                                          self.cache)
-        return logits.float()
-
-    def step(self, tok: Tensor, alive: Tensor, t: int) -> Tensor:
-        tok, alive = tok[self.rows], alive[self.rows]
-        new_pos = self.mask.sum(-1, keepdim=True)  # = number of real tokens so far = position of the new token
-        self.seq = torch.cat([self.seq, tok.unsqueeze(1)], 1)
-        self.mask = torch.cat([self.mask, alive.long().unsqueeze(1)], 1)  # 0 once finished: pads never attended
-        if self.cached:
-            ids, pos = tok.unsqueeze(1), new_pos
-        else:
-            ids, pos = self.seq, position_ids_from_mask(self.mask)
-        logits, self.cache = _last_logits(self.model, ids, self.mask, pos, self.cache)
-        return logits.float()
 
 
 def _mixing_rows(beta_row: Tensor):
@@ -386,63 +229,3 @@ def generate_uncached(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=No
         return _generate(policy, prompt_ids, prompt_mask, ref=ref, beta=beta, max_new_tokens=max_new_tokens,
                          temperature=temperature, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                          generator=generator, cached=False)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Text in, text out: summaries for evaluation and analysis.
-
-
-@torch.no_grad()
-def sample_texts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
-                 seed: int = 0, batch_size: int = 256, ref=None, beta: float = 0.0,
-                 return_finished: bool = False):
-    """One response per prompt (repeat a prompt to get several), decoded without EOS/padding; repeatable by seed.
-
-    With ``return_finished`` also a list of bools: whether each response ended with EOS within
-    ``max_new_tokens`` (a truncated response is malformed whatever its text)."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out: list[str] = []
-    finished: list[bool] = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = list(prompts[i: i + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        g = generate(model, enc["input_ids"], enc["attention_mask"], ref=ref, beta=beta,
-                     max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=tokenizer.eos_token_id,
-                     pad_token_id=tokenizer.pad_token_id, generator=gen)
-        for row, m in zip(g.response.tolist(), g.response_mask.tolist()):
-            toks = [t for t, k in zip(row, m) if k and t != tokenizer.eos_token_id]
-            out.append(tokenizer.decode(toks, skip_special_tokens=True))
-            finished.append(any(k and t == tokenizer.eos_token_id for t, k in zip(row, m)))
-    return (out, finished) if return_finished else out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Scoring a sampled response (with gradient when called under grad).
-
-
-def _response_logits(model, sequences: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
-    """Logits predicting each response token: [B, T, V] (position P−1+n predicts token P+n)."""
-    T = sequences.shape[1] - prompt_len
-    if T < 1 or prompt_len < 1:
-        raise ValueError(f"need prompt_len >= 1 and a non-empty response; got prompt_len={prompt_len}, "
-                         f"sequence length {sequences.shape[1]}")
-    kw = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
-              use_cache=False)
-    if _accepts(model, "logits_to_keep"):
-        kw["logits_to_keep"] = T + 1  # the last T+1 positions: P−1 ... P+T−1
-        return model(**kw).logits[:, :T, :]
-    return model(**kw).logits[:, prompt_len - 1:-1, :]
-
-
-def response_logprobs(model, sequences: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
-    """log π(y_n | x, y_<n) for each response token, [B, T], in ONE forward; 0 where ``attention_mask`` is 0.
-
-    ``sequences``/``attention_mask`` are [B, P+T] with the prompt left-padded in the first ``prompt_len`` columns
-    (e.g. ``Generation.sequences`` / ``Generation.attention_mask``). Sum over T for log π(y|x). Differentiable:
-    call it under grad for the policy-gradient term, under ``no_grad`` for the reference μ.
-    """
-    logits = _response_logits(model, sequences, attention_mask, prompt_len).float()
-    targets = sequences[:, prompt_len:]
-    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-    return lp * attention_mask[:, prompt_len:].to(lp.dtype)

@@ -1,0 +1,169 @@
+"""The synthetic task's rater population and its exact preference P*(y≻y'|x) (the paper's §3.2, §8, App. A, C).
+
+Offline there are no humans, so "human feedback" comes from an explicit population of raters whose aggregate
+preference is measurably *non-transitive* and whose exact P(y≻y'|x) is known: it plays the role of the paper's PaLM 2
+judge P* (§8 "Evaluation"). ``completist`` is built so that the Bradley–Terry optimum lies outside the Nash support
+(the paper's App. A mechanism); ``condorcet`` is the null control, where theory predicts that they tie.
+
+Features of a summary y for document x (``summary_features``):
+  cov  importance-weighted coverage ∈ [0, 1];  n  number of words;  inv  words not in the document;
+  dup  repeated words;  dis  fraction of adjacent (in-document) pairs out of document order ∈ [0, 1];
+  miss key facts missing;  nkey number of key facts in x;  ndev = |n − nkey|;
+  skip document facts passed over before the last one the summary uses (cherry-picking; 0 for a prefix);
+  form_*  one-hot of the summary's form (``summary_form``: complete, key_facts, top_fact, lead, keys_reordered,
+          embellished, other);  len_*  one-hot of its length class (short: 1 word, medium: 2–3, long: ≥ 4).
+
+Rater k has utility u_k(x, y) = Σ_f coef_kf · feature_f(x, y) (``POPULATIONS``) and is a noisy Bradley–Terry rater
+with sharpness s_k:
+  P(y≻y'|x) = Σ_k w_k σ(s_k (u_k(x,y) − u_k(x,y'))),   Σ_k w_k = 1,
+computed as 1/2 + 1/2 Σ_k w_k tanh(s_k Δu_k / 2) so that P(y,y') + P(y',y) = 1 and P(y,y) = 1/2 hold to
+rounding. Each rater alone is transitive. The ``condorcet`` population is a Condorcet profile:
+
+  A = all facts in order + one invented,  B = key facts reordered,  C = one key fact
+  thorough      (u = 3 cov − 0.5 inv − 0.5 dup):                  A ≻ B ≻ C
+  skimmer       (u = −|n − nkey| − 0.5 miss − 0.5 inv − 0.5 dup):  B ≻ C ≻ A
+  fact-checker  (u = −2 dis − inv − 0.5 dup − skip − 0.4 n):      C ≻ A ≻ B   (C = the first fact here)
+so with weights near 1/3 the majority relation cycles A ≻ B ≻ C ≻ A. The same holds for the plain styles
+complete ≻ key_only ≻ lead ≻ complete (thorough+checker, thorough+skimmer, skimmer+checker) on 60% of the
+documents where the three differ (seed 0, 2000 eval prompts).
+
+Malformed summaries (empty, a non-fact token, more than ``max_summary_words`` words) get utility
+``MALFORMED_UTILITY`` under every rater: lower than any well-formed summary, ties among themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nlhf.tasks.synthetic_documents import _FACT_SET, Document
+
+# Rater populations: each rater's utility is u_k = Σ_f coef[f] · feature_f (features: see ``summary_features``).
+#
+# condorcet (the null control). The fact-checker's skip and length terms put its favourite (the lead fact) apart
+# from the skimmer's (key facts) and the thorough rater's (everything), so that the *style* summaries cycle:
+# complete ≻ key_only ≻ lead ≻ complete. A Nash equilibrium ties every response in its support, and the
+# Bradley–Terry optimum lies inside that support on most prompts, so theory predicts Nash ≈ RLHF here.
+#
+# completist (the paper's App. A mechanism). The two large groups judge a summary by its *form* (``summary_form``):
+# the complete summary (every fact, in order), the key facts in order, the top key fact, the lead fact, the key facts
+# reordered, the complete summary followed by an invented word (embellished), or anything else. A majority of completists (60%) wants the
+# complete, faithful summary and rates the same summary with an invented word a little lower (−1.5) and every other
+# form much lower (−6). A minority of embellishers (16%) cannot check facts and takes an invented word for extra
+# information: they rate the embellished complete summary far above everything (+6). Then the faithful summary beats
+# the embellished one (P ≈ 0.60 × σ(4.5) ≈ 0.59) and is the Condorcet winner, while the embellished summary beats the
+# common short and flawed outputs by a larger margin (every rater prefers it to them; the embellishers are
+# indifferent between the faithful summary and those), so a Bradley–Terry score fitted on comparisons of SFT outputs
+# ranks it first: the RLHF optimum lies outside the Nash support, and P(Nash ≻ RLHF) ≈ P(faithful ≻ embellished) —
+# the reward model's preference for a hallucination that a minority likes. The two targets are one word apart, so
+# a policy that reaches one can reach the other by a local change.
+# Three minor readers (8% each) also put the embellished and then the faithful complete summary first, and otherwise
+# judge by length (``length_class``) with rotated tastes: a headline reader (one word ≻ two–three ≻ four or more), a
+# digest reader (two–three ≻ four or more ≻ one) and a detail reader (four or more ≻ one ≻ two–three). The two large
+# groups tie on everything that is neither complete nor embellished, which is most of what SFT samples, so there the
+# minor readers decide and the SFT outputs of three lengths cycle (each reader alone is transitive).
+POPULATIONS: dict[str, dict[str, dict[str, float]]] = {
+    "condorcet": {
+        "thorough":     {"cov": 3.0, "inv": -0.5, "dup": -0.5},
+        "skimmer":      {"ndev": -1.0, "miss": -0.5, "inv": -0.5, "dup": -0.5},
+        "fact_checker": {"dis": -2.0, "inv": -1.0, "dup": -0.5, "skip": -1.0, "n": -0.4},
+    },
+    "completist": {  # utilities of the forms (``FORMS``) and length classes; a feature left out is worth 0
+        "completist":      {"form_embellished": -1.5, "form_key_facts": -6.0, "form_top_fact": -6.0,
+                            "form_lead": -6.0, "form_keys_reordered": -6.0, "form_other": -6.0},
+        "embellisher":     {"form_embellished": 6.0},
+        "headline_reader": {"form_embellished": 3.0, "form_complete": 1.0, "len_medium": -1.0, "len_long": -2.0},
+        "digest_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_long": -1.0, "len_short": -2.0},
+        "detail_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_short": -1.0, "len_medium": -2.0},
+    },
+}
+# Default rater shares and sharpness of each population (params may override them).
+POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
+                                              "completist": [0.60, 0.16, 0.08, 0.08, 0.08]}
+RATERS = POPULATIONS["condorcet"]
+# Summary forms, in the order ``summary_form`` tests them; the first that matches is the summary's form.
+FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "embellished", "other")
+LENGTH_CLASSES: tuple[str, ...] = ("short", "medium", "long")  # 1 word, 2–3 words, 4 or more (``length_class``)
+FEATURES: tuple[str, ...] = (("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip")
+                             + tuple(f"form_{f}" for f in FORMS) + tuple(f"len_{c}" for c in LENGTH_CLASSES))
+MALFORMED_UTILITY = -100.0
+
+
+def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, float] | None:
+    """Features of ``summary`` for ``doc`` (see module docstring); None if the summary is malformed."""
+    words = summary.split()
+    if not words or len(words) > max_words or any(w not in _FACT_SET for w in words):
+        return None
+    pos = {f: i for i, f in enumerate(doc.facts)}
+    seen: set[str] = set()
+    dup = inv = 0
+    order: list[int] = []
+    for w in words:
+        if w in seen:
+            dup += 1
+            continue
+        seen.add(w)
+        if w in pos:
+            order.append(pos[w])
+        else:
+            inv += 1
+    total = sum(doc.importance)
+    cov = sum(i for f, i in zip(doc.facts, doc.importance) if f in seen) / total
+    nkey = sum(1 for i in doc.importance if i == 3)
+    miss = sum(1 for f, i in zip(doc.facts, doc.importance) if i == 3 and f not in seen)
+    dis = sum(a > b for a, b in zip(order, order[1:])) / max(1, len(order) - 1)
+    skip = (max(order) + 1 - len(order)) if order else 0  # document facts passed over before the last one used
+    form = summary_form(doc, words, cov, inv, dup, dis)
+    return {"cov": cov, "n": len(words), "ndev": abs(len(words) - nkey), "miss": miss, "inv": inv,
+            "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0),
+            **{f"form_{f}": float(f == form) for f in FORMS},
+            **{f"len_{c}": float(c == length_class(len(words))) for c in LENGTH_CLASSES}}
+
+
+def length_class(n_words: int) -> str:
+    """short (one word), medium (two or three words) or long (four or more)."""
+    return "short" if n_words == 1 else "medium" if n_words <= 3 else "long"
+
+
+def summary_form(doc: Document, words: list[str], cov: float, inv: int, dup: int, dis: float) -> str:
+    """The first of FORMS that ``words`` (a well-formed summary of ``doc``) matches: complete (every fact, in order,
+    nothing else), key_facts (the key facts in order, nothing else), top_fact (the first key fact alone), lead (the
+    first fact alone), keys_reordered (the key facts alone, out of order), embellished (the complete summary followed
+    by words that are not in the document, no repeats), or other."""
+    keys = list(doc.key_facts)
+    if words == list(doc.facts):
+        return "complete"
+    if words == keys:
+        return "key_facts"
+    if words == keys[:1]:
+        return "top_fact"
+    if words == list(doc.facts[:1]):
+        return "lead"
+    if sorted(words) == sorted(keys) and dis > 0 and not dup:
+        return "keys_reordered"
+    n = len(doc.facts)
+    if words[:n] == list(doc.facts) and len(words) > n and inv == len(words) - n and not dup:
+        return "embellished"
+    return "other"
+
+
+def rater_coefficients(population: str = "condorcet") -> np.ndarray:
+    """The (raters, features) coefficient matrix of a population (columns in FEATURES order)."""
+    raters = POPULATIONS[population]
+    return np.array([[raters[r].get(f, 0.0) for f in FEATURES] for r in raters])
+
+
+def utilities(doc: Document, summary: str, max_words: int, population: str = "condorcet") -> np.ndarray:
+    """u_k(x, y) for every rater k of the population, shape (raters,)."""
+    coef = rater_coefficients(population)
+    feats = summary_features(doc, summary, max_words)
+    if feats is None:
+        return np.full(len(coef), MALFORMED_UTILITY)
+    return coef @ np.array([feats[f] for f in FEATURES], dtype=np.float64)
+
+
+def preference_from_utilities(u: np.ndarray, u_prime: np.ndarray, weights, sharpness) -> np.ndarray:
+    """P = Σ_k w_k σ(s_k (u_k − u'_k)) for utilities of shape (n, raters); exactly 1/2 on ties."""
+    w = np.asarray(weights, dtype=np.float64)
+    s = np.asarray(sharpness, dtype=np.float64)
+    half = 0.5 * np.tanh(0.5 * s * (u - u_prime)) @ (w / w.sum())
+    return 0.5 + half
