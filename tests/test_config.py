@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from nlhf.config import ConfigError
+from nlhf.paper import PAPER_POLICIES
 from nlhf.params import REQUIRED_KEYS, PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def write_params(tmp_path, edit=lambda p: None) -> Path:
     return tmp_path / "params.yaml"
 
 
-# The trained policies of the paper's β sweep (§8), in params.yaml's order.
+# The trained policies of the paper's β sweep (§8), first in params.yaml's methods.
 PAPER_METHODS = ("RLHF", "SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR", "EMA1", "EMA2")
 
 
@@ -53,7 +54,8 @@ def test_shipped_profiles_load(tmp_path, profile):
     path = write_params(tmp_path, lambda p: p.update(profile=profile))
     for cfg in (load_config(path), load_config(write_params(tmp_path), profile)):
         assert cfg.profile == profile
-        assert tuple(cfg.methods) == PAPER_METHODS
+        assert tuple(cfg.methods)[: len(PAPER_METHODS)] == PAPER_METHODS
+        assert set(PAPER_POLICIES) <= set(cfg.table) and cfg.table[0] == "SFT"
         betas = [cfg.methods[m].beta for m in ("SP", "MD1", "MD2", "MD3", "MD4", "MD5", "MD6", "BR")]
         assert betas == [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0]  # the paper's β sweep
 

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from nlhf.paper import PAPER_POLICIES
+
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = Path(__file__).resolve().parent / "netguard"
 
@@ -71,7 +73,8 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
         executed = json.loads((r / "notebooks" / f"{nb}.ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code"), nb
     long = pd.read_csv(r / "eval" / "table_exact_long.csv")
-    assert len(long) == 14 * 14
+    # the paper's 14 policies and the added method (online IPO), every one of them trained and judged
+    assert set(long["row"]) == set(PAPER_POLICIES) | {"IPO"} and len(long) == 15 * 15
     # antisymmetric table with 1/2 on the diagonal, every cell with a CI
     piv = long.pivot(index="row", columns="column", values="p")
     assert ((piv + piv.T - 1).abs().max().max()) < 1e-9
@@ -94,7 +97,7 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
         assert probe[["p_vs_sft", "p_vs_target", "kl"]].notna().all().all()
     # the exact-judge ablation's table, its signs against the oracle, the second seed, the side-by-side scorecard
     ablation = pd.read_csv(r / "eval" / "table_exact_judge_training_long.csv")
-    assert set(ablation["row"]) == {"SFT", "RLHF", "SP", "MD1", "MD4", "BR", "EMA1", "EMA1*"}
+    assert set(ablation["row"]) == {"SFT", "RLHF", "SP", "MD1", "MD4", "BR", "EMA1", "IPO", "EMA1*"}
     assert set(pd.read_csv(r / "eval" / "seeds.csv")["comparison"]) == {"P(MD1 ≻ RLHF)", "P(MD1 ≻ SP)", "P(BR ≻ RLHF)"}
     side = pd.read_csv(r / "eval" / "scorecard_side_by_side.csv")
     assert {"oracle outcome", "exact-judge outcome", "paper-setting outcome", "paper"} <= set(side.columns)
