@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 CHECK_OK = "params validated by `python -m nlhf check`\n"
 
@@ -28,51 +27,52 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
     from nlhf import artifacts
     from nlhf.comparisons import load_sft_comparisons
 
-    art = lambda *p: artifacts.artifact(cfg, *p)  # noqa: E731
-    checked = []
+    layout = cfg.layout
+    rel = lambda *paths: [str(p.relative_to(layout.artifacts_root)) for p in paths]  # noqa: E731
     if stage in ("tabular", "data"):
-        return checked
+        return []
     if stage == "sft":
         artifacts.load_tokenizer(cfg)
         for split in ("train", "eval"):
             artifacts.load_dataset_dir(cfg, "sft", split)
-        return ["data/tokenizer", "data/sft"]
+        return rel(layout.tokenizer, layout.data("sft"))
     if stage in ("preference@pm", "preference@rm"):
         artifacts.load_tokenizer(cfg)
         for split in ("train", "test"):
             artifacts.load_dataset_dir(cfg, "prefs", split)
         for part in ("train", "heldout"):
             load_sft_comparisons(cfg, part)
-        return ["data/tokenizer", "data/prefs", "sft_pairs"]
+        return rel(layout.tokenizer, layout.data("prefs"), layout.sft_pairs())
     if stage.split("@")[0] in ("policy", "policy_exact", "policy_seed") and "@" in stage:
         kind, name = stage.split("@", 1)
         method = cfg.method(name)
-        artifacts.require(art("models", "sft"), "sft")
-        artifacts.require(art("oracle", "pools.json"), "oracle")
+        artifacts.require(layout.model("sft"), "sft")
+        artifacts.require(layout.oracle_pools, "oracle")
         if kind == "policy_exact":
-            return ["models/sft", "oracle"]
+            return rel(layout.model("sft"), layout.oracle())
         judge = "rm" if method.JUDGE == "reward" else "pm"
-        artifacts.require(art("models", judge), f"preference@{judge}")
-        return ["models/sft", f"models/{judge}", "oracle"]
+        artifacts.require(layout.model(judge), layout.dvc_stage(judge))
+        return rel(layout.model("sft"), layout.model(judge), layout.oracle())
     if stage == "eval":
         artifacts.load_tokenizer(cfg)
-        artifacts.require(art("models", "sft"), "sft")
-        artifacts.require(art("models", "pm"), "preference@pm")
+        artifacts.require(layout.model("sft"), "sft")
+        artifacts.require(layout.model("pm"), layout.dvc_stage("pm"))
         for variant, names in (("paper", cfg.methods), ("exact", cfg.ablation.methods),
                                ("seed", cfg.ablation.seed_methods)):
             for name in names:
-                artifacts.require(artifacts.policy_dir(cfg, name, variant), artifacts.policy_stage(name, variant))
-        return ["data/tokenizer", "models/sft", "models/pm", "policies", "policies_exact", "policies_seed"]
+                artifacts.require(layout.policy(name, variant), layout.policy_stage(name, variant))
+        return rel(layout.tokenizer, layout.model("sft"), layout.model("pm"),
+                   *(layout.policies(v) for v in layout.POLICY_VARIANTS))
     if stage == "oracle":
-        artifacts.require(art("models", "sft"), "sft")
-        artifacts.require(art("models", "rm"), "preference@rm")
-        return ["models/sft", "models/rm"]
+        artifacts.require(layout.model("sft"), "sft")
+        artifacts.require(layout.model("rm"), layout.dvc_stage("rm"))
+        return rel(layout.model("sft"), layout.model("rm"))
     raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
                    f"policy@<method> ({', '.join(cfg.methods)}), policy_exact@<method>, policy_seed@<method>, eval")
 
 
 def _fresh(cfg) -> None:
-    resume = Path(cfg.paths.artifacts) / ".resume"
+    resume = cfg.layout.resume_dir
     for state in sorted(resume.glob("*.pt")) if resume.is_dir() else []:
         state.unlink()
         print(f"check: removed the resumable state {state} (params, code or profiles changed, or the run was "
@@ -82,6 +82,7 @@ def _fresh(cfg) -> None:
 def stage_function(stage: str):
     """``(function, args)`` of the DVC stage named ``stage`` in :mod:`nlhf.stages`; KeyError for another name."""
     from nlhf import stages
+    from nlhf.artifacts import Layout
 
     kind, _, item = stage.partition("@")
     simple = {"tabular": stages.run_tabular, "data": stages.run_data, "sft": stages.run_sft,
@@ -90,7 +91,7 @@ def stage_function(stage: str):
         return simple[kind], ()
     if kind == "preference" and item in ("pm", "rm"):
         return stages.run_preference, (item,)
-    variants = {f"policy{suffix}": variant for variant, suffix in stages.POLICY_VARIANTS.items()}
+    variants = {f"policy{suffix}": variant for variant, suffix in Layout.POLICY_VARIANTS.items()}
     if kind in variants and item:
         return stages.run_policy, (item, variants[kind])
     raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "

@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 
-from nlhf.artifacts import DamagedArtifactError, _load_counted, _rerun_hint, artifact, require
+from nlhf.artifacts import DamagedArtifactError, _load_counted, _rerun_hint, require
 from nlhf.params import PipelineConfig
 from nlhf.sampling.texts import sample_texts
 from nlhf.runtime import sampling_kwargs
@@ -55,7 +55,7 @@ def write_sft_comparisons(cfg: PipelineConfig, task, policy, tok) -> dict:
     synthetic raters); otherwise the folder holds just ``info.json`` with zero counts."""
     import datasets
 
-    out = artifact(cfg, "sft_pairs")
+    out = cfg.layout.sft_pairs()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -77,7 +77,7 @@ def write_sft_comparisons(cfg: PipelineConfig, task, policy, tok) -> dict:
 def load_sft_comparisons(cfg: PipelineConfig, part: str):
     """The ``train`` or ``heldout`` comparisons written by :func:`write_sft_comparisons` (None if there are none),
     checked against the counts in its ``info.json``."""
-    d = require(artifact(cfg, "sft_pairs"), "sft")
+    d = require(cfg.layout.sft_pairs(), "sft")
     if not (d / "info.json").is_file():
         raise FileNotFoundError(f"{d} has no info.json (not written by the sft stage of this version; run "
                                 f"`dvc repro sft`)")

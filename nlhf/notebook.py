@@ -59,10 +59,10 @@ def setup(params_file: str = "params.yaml", profile: str | None = None):
 
 def stage_metrics(cfg, stage: str, run: Callable[[], dict], recompute: bool) -> dict:
     """``run()`` (the stage: trains, evaluates, writes results/) when ``recompute``; otherwise the metrics the stage
-    wrote last time (``results/metrics/<stage>.json``), so the notebook re-plots without training."""
+    wrote last time (:meth:`nlhf.artifacts.Layout.metrics`), so the notebook re-plots without training."""
     if recompute:
         return run()
-    path = Path(cfg.paths.results) / "metrics" / f"{stage}.json"
+    path = cfg.layout.metrics(stage)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the stage has not run here. Run it with `dvc repro`, or set "
                                 f"recompute = True in this notebook's parameters cell")

@@ -15,6 +15,7 @@ import keyword
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 from nlhf.config import ConfigError, check, from_dict, read_params
 from nlhf.evaluate import EvalConfig
@@ -26,6 +27,9 @@ from nlhf.training.exact_judges import AblationConfig
 from nlhf.training.methods import Method, table_policies
 from nlhf.training.policy_gradient import PGConfig
 from nlhf.training.supervised import SupervisedConfig
+
+if TYPE_CHECKING:
+    from nlhf.artifacts import Layout
 
 _SUPERVISED_RECIPE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "checkpoint_every", "seed")
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -175,6 +179,13 @@ class PipelineConfig:
         """The policies of the evaluation table: ``eval.policies``, or every policy the configured methods produce
         (SFT, each method's last iterate, then the averaged policies: :func:`nlhf.training.methods.table_policies`)."""
         return list(self.eval.policies or table_policies(self.methods))
+
+    @property
+    def layout(self) -> Layout:
+        """Every path the stages read and write, below ``paths`` (:class:`nlhf.artifacts.Layout`)."""
+        from nlhf.artifacts import Layout
+
+        return Layout(self.paths.artifacts, self.paths.results)
 
     def method(self, name: str) -> Method:
         """The config of a trained method; an unknown name stops with the list of known ones."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one script for the GPU machine: install what is missing from wheels copied there, run the GPU benchmark
 # (benchmarks/bench_gpu.py, anchor config, 32 and 128 new tokens) and the pipeline under the `gpu` profile within a
-# wall-clock budget, and put logs, metrics and tables into $OUT (a handful of files, listed below).
+# wall-clock budget (each stage in its own process: `python -m nlhf run <stage>`), and put logs, metrics and tables
+# into $OUT (a handful of files, listed below).
 #
 #   scripts/gpu_run.sh prepare     # on a machine with internet: wheels for the GPU machine's Python 3.12 into .wheels/
 #   scripts/gpu_run.sh             # on the GPU machine, in the repo root (with .wheels/ copied along), $OUT set
@@ -58,6 +59,7 @@ if [ -n "${SMOKE:-}" ]; then
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 fi
 PY=${PY:-python3}
+case $PY in /*) ;; */*) PY=$ROOT/$PY ;; esac   # a relative interpreter path: from the repo root (stages run elsewhere)
 BUDGET_S=${BUDGET_S:-480}
 BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-210}
 BENCH_ARGS=${BENCH_ARGS:-}
@@ -71,7 +73,7 @@ MIN_STAGE_S=20       # a stage with less time than this left is skipped
 mkdir -p "$OUT"
 PIPE_WORK=${PIPE_WORK:-$(mktemp -d /tmp/nlhf_gpu_run.XXXXXX)}
 WORK=$(mktemp -d /tmp/nlhf_gpu_out.XXXXXX)   # scratch for the bench's own files
-export PIPE_WORK PIPE_PROFILE PIPE_STEPS_SCALE
+export PIPE_PROFILE PIPE_STEPS_SCALE
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
     TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 MPLBACKEND=Agg
 T0=$(date +%s)
@@ -141,33 +143,43 @@ EOF
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 }
 
-# One pipeline stage in its own process: nlhf.stages on params.yaml + profile, writing under $PIPE_WORK.
-STAGE_PY='
-import json, os, sys
-from nlhf import stages
+# The params of this run, for `python -m nlhf run`: params.yaml with the profile overlay merged in, the step counts
+# scaled and, with EVAL_POLICIES set, eval.policies replaced and no ablation policies; written to $PIPE_WORK/<file>
+# beside an empty profiles/<profile>.yaml. Its paths (artifacts, results) are relative to $PIPE_WORK, where the
+# stages run.
+PARAMS_PY='
+import os, sys
+from pathlib import Path
+import yaml
+from nlhf.config import read_params
 from nlhf.params import load_config
-stage, arg = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "")
-cfg = load_config("params.yaml", os.environ["PIPE_PROFILE"])
-work = os.environ["PIPE_WORK"]
-cfg.paths.artifacts, cfg.paths.results = f"{work}/artifacts", f"{work}/results"
+out, profile = Path(sys.argv[1]), os.environ["PIPE_PROFILE"]
+raw = read_params("params.yaml", profile)
+raw["paths"] = {"artifacts": "artifacts", "results": "results"}
 scale = float(os.environ.get("PIPE_STEPS_SCALE", "1"))
 if scale != 1:
-    for sec in (cfg.sft, cfg.pm, cfg.rm, cfg.pg):
-        sec.steps = max(2, round(sec.steps * scale))
-if os.environ.get("PIPE_EVAL_POLICIES"):
-    cfg.eval.policies = os.environ["PIPE_EVAL_POLICIES"].split()
-print(f"[stage {stage} {arg}] profile {cfg.profile}, runtime {cfg.runtime}, policy {cfg.policy_model}, "
-      f"steps sft/pm/rm/pg {cfg.sft.steps}/{cfg.pm.steps}/{cfg.rm.steps}/{cfg.pg.steps}", flush=True)
-fn = {"data": stages.run_data, "sft": stages.run_sft, "eval": stages.run_eval,
-      "pm": lambda c: stages.run_preference(c, "pm"), "rm": lambda c: stages.run_preference(c, "rm"),
-      "policy": lambda c: stages.run_policy(c, arg)}[stage]
-print(json.dumps(fn(cfg), default=str)[:4000], flush=True)
+    for sec in ("sft", "pm", "rm", "pg"):
+        raw[sec]["steps"] = max(2, round(raw[sec]["steps"] * scale))
+if os.environ.get("EVAL_POLICIES"):  # eval of these policies only: no exact-judge or second-seed policies
+    raw["eval"]["policies"] = os.environ["EVAL_POLICIES"].split()
+    raw["ablation"]["methods"], raw["ablation"]["seed_methods"] = [], []
+(out.parent / "profiles").mkdir(parents=True, exist_ok=True)
+(out.parent / "profiles" / f"{profile}.yaml").write_text("")
+out.write_text(yaml.safe_dump(raw, sort_keys=False))
+cfg = load_config(out)
+print(f"[params {out.name}] profile {cfg.profile}, runtime {cfg.runtime}, policy {cfg.policy_model}, "
+      f"steps sft/pm/rm/pg {cfg.sft.steps}/{cfg.pm.steps}/{cfg.rm.steps}/{cfg.pg.steps}"
+      + (f", eval policies {cfg.eval.policies}" if os.environ.get("EVAL_POLICIES") else ""), flush=True)
 '
+write_params() {  # write_params FILE: the params file $PIPE_WORK/FILE (see PARAMS_PY), its summary in pipeline.log
+    "$PY" -c "$PARAMS_PY" "$PIPE_WORK/$1" >> "$OUT/pipeline.log" 2>&1
+}
 
 STATUS=$WORK/status.tsv
 : > "$STATUS"
-run_stage() {  # run_stage NAME ARGS... ; appends "NAME status rc seconds" to $STATUS
-    local name=$1; shift
+run_stage() {  # run_stage NAME STAGE PARAMS: `python -m nlhf run STAGE --params PARAMS` in $PIPE_WORK; appends
+    # "NAME status rc seconds" to $STATUS
+    local name=$1 stage=$2 params=$3
     local l; l=$(left)
     if [ "$l" -lt "$MIN_STAGE_S" ]; then
         echo "[pipeline] skip $name: ${l}s left"
@@ -175,8 +187,10 @@ run_stage() {  # run_stage NAME ARGS... ; appends "NAME status rc seconds" to $S
         return 1
     fi
     echo "[pipeline] $name (limit ${l}s) $(date -u +%H:%M:%S)"
+    echo "[stage $stage] python -m nlhf run $stage --params $params" >> "$OUT/pipeline.log"
     local t=$(date +%s) rc
-    timeout --kill-after=10 "$l" "$PY" -c "$STAGE_PY" "$@" >> "$OUT/pipeline.log" 2>&1
+    (cd "$PIPE_WORK" && exec timeout --kill-after=10 "$l" "$PY" -m nlhf run "$stage" --params "$params") \
+        >> "$OUT/pipeline.log" 2>&1
     rc=$?
     local dt=$(( $(date +%s) - t )) st=ok
     [ $rc -eq 124 ] || [ $rc -eq 137 ] && st=timeout
@@ -225,25 +239,28 @@ EOF
         fi
     fi
 
-    # -- the pipeline (gpu profile): data -> sft -> pm, rm -> policies -> eval, each stage within the deadline
+    # -- the pipeline (gpu profile): data -> sft -> pm, rm -> oracle -> policies -> eval, each stage within the
+    # deadline
     if [ -z "${SKIP_PIPE:-}" ]; then
         echo "[pipeline] profile $PIPE_PROFILE, methods: $PIPE_METHODS, steps x$PIPE_STEPS_SCALE, work $PIPE_WORK"
         : > "$OUT/pipeline.log"
         local trained=""
-        if run_stage data data && run_stage sft sft && run_stage pm pm && run_stage rm rm; then
+        if write_params params.yaml && run_stage data data params.yaml && run_stage sft sft params.yaml \
+            && run_stage pm preference@pm params.yaml && run_stage rm preference@rm params.yaml \
+            && run_stage oracle oracle params.yaml; then
             for m in $PIPE_METHODS; do
                 if [ $(( $(left) - EVAL_RESERVE_S )) -lt "$MIN_STAGE_S" ]; then
                     echo "[pipeline] skip policy@$m: $(left)s left, ${EVAL_RESERVE_S}s kept for eval"
                     printf 'policy@%s\tskipped\t-\t0\n' "$m" >> "$STATUS"
                     continue
                 fi
-                run_stage "policy@$m" policy "$m" && trained="$trained $m"
+                run_stage "policy@$m" "policy@$m" params.yaml && trained="$trained $m"
             done
             if [ -n "$trained" ]; then
                 local pols="SFT$trained"
                 case " $trained " in *" EMA1 "*) pols="$pols EMA1*";; esac
                 case " $trained " in *" EMA2 "*) pols="$pols EMA2*";; esac
-                PIPE_EVAL_POLICIES="$pols" run_stage eval eval
+                EVAL_POLICIES="$pols" write_params params_eval.yaml && run_stage eval eval params_eval.yaml
             fi
         fi
         [ -d "$PIPE_WORK/results" ] && tar czf "$OUT/results.tar.gz" -C "$PIPE_WORK" results
@@ -253,25 +270,26 @@ EOF
     "$PY" - "$STATUS" "$OUT" "$PIPE_WORK" <<'EOF'
 import json, sys
 from pathlib import Path
+from nlhf.artifacts import Layout
 status, out, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+layout = Layout(work / "artifacts", work / "results")
 rows = [dict(zip(("stage", "status", "rc", "seconds"), l.split("\t"))) for l in status.read_text().splitlines() if l]
 (out / "pipeline_status.json").write_text(json.dumps(rows, indent=1))
 md = ["# GPU run summary", ""]
 bench = out / "bench_gpu.md"
 md += [bench.read_text() if bench.exists() else "(no benchmark table: see bench.log)", ""]
 if rows:
-    md += ["## Pipeline stages", "", "| stage | status | seconds | runtime_s (metrics) |", "|---|---|---|---|"]
+    md += ["## Pipeline stages", "", "| stage | status | seconds | runtime_s (timings) |", "|---|---|---|---|"]
     for r in rows:
-        name = r["stage"].replace("policy@", "policy_")
-        m = work / "results" / "metrics" / f"{name}.json"
-        rt = json.loads(m.read_text()).get("runtime_s") if m.exists() else None
+        t = layout.timings(r["stage"])
+        rt = json.loads(t.read_text()).get("runtime_s") if t.exists() else None
         md.append(f"| {r['stage']} | {r['status']} | {r['seconds']} | {rt if rt is not None else ''} |")
     md.append("")
 for f in ("table_exact.md", "scorecard_exact.md", "table_pm.md"):
-    p = work / "results" / "eval" / f
+    p = layout.results("eval", f)
     if p.exists():
         md += [f"## eval/{f}", "", p.read_text(), ""]
-ev = work / "results" / "metrics" / "eval.json"
+ev = layout.metrics("eval")
 if ev.exists():
     md += ["## eval headline", "", "```", json.dumps(json.loads(ev.read_text()).get("headline"), indent=1), "```"]
 (out / "summary.md").write_text("\n".join(md) + "\n")

@@ -214,7 +214,7 @@ def test_missing_upstream_artifact_names_file_and_stage(tmp_path):
     for kind in ("pm", "rm"):
         with pytest.raises(FileNotFoundError, match=rf"nothing/models/{kind}.*stage 'preference@{kind}'.*"
                                                     rf"`dvc repro preference@{kind}`"):
-            artifacts.require(artifacts.artifact(cfg, "models", kind), kind)
+            artifacts.require(cfg.layout.model(kind), kind)
     # the SFT-sample comparisons the pm / rm stages read
     with pytest.raises(FileNotFoundError, match=r"nothing/sft_pairs.*stage 'sft'.*dvc repro sft"):
         load_sft_comparisons(cfg, "train")

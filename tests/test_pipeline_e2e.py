@@ -251,14 +251,14 @@ try:
 except Killed:
     pass
 del PreferenceModel.from_pretrained
-assert stages.resume_path(cfg, "policy_MD1").exists()
+assert cfg.layout.resume("policy_MD1").exists()
 cfg.pm.lr *= 3
 stages.run_preference(cfg, "pm")
 stages.run_policy(cfg, "MD1")
 from safetensors.torch import load_file
-after = load_file(str(stages.policy_dir(cfg, "MD1") / "policy" / "model.safetensors"))
+after = load_file(str(cfg.layout.policy("MD1") / "policy" / "model.safetensors"))
 stages.run_policy(cfg, "MD1")  # a clean run: no resume state left
-clean = load_file(str(stages.policy_dir(cfg, "MD1") / "policy" / "model.safetensors"))
+clean = load_file(str(cfg.layout.policy("MD1") / "policy" / "model.safetensors"))
 print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}}))
 """
     r = _run([sys.executable, "-c", code], tiny_repo)
@@ -268,21 +268,21 @@ print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_tables(tiny_repo, tmp_path):
-    """A second, independent run of every stage (in-process, other output paths) reproduces the table bitwise."""
-    code = f"""
-import sys
-from nlhf.params import load_config
-from nlhf import stages
-cfg = load_config("params.yaml", "tiny")
-cfg.paths.artifacts = {str(tmp_path / 'a')!r}; cfg.paths.results = {str(tmp_path / 'r')!r}
-stages.run_data(cfg); stages.run_sft(cfg); stages.run_preference(cfg, "pm"); stages.run_preference(cfg, "rm")
-stages.run_oracle(cfg)
-for m in cfg.methods: stages.run_policy(cfg, m)
-for m in cfg.ablation.methods: stages.run_policy(cfg, m, "exact")
-for m in cfg.ablation.seed_methods: stages.run_policy(cfg, m, "seed")
-stages.run_eval(cfg)
-"""
-    _run([sys.executable, "-c", code], tiny_repo)
+    """A second, independent run of every stage (`python -m nlhf run <stage>`, other output paths) reproduces the
+    table bitwise."""
+    from nlhf.artifacts import Layout
+    from nlhf.params import load_config
+
+    shutil.copytree(tiny_repo / "profiles", tmp_path / "profiles")
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    params["paths"] = {"artifacts": "a", "results": "r"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cfg = load_config(tmp_path / "params.yaml")
+    names = [("paper", cfg.methods), ("exact", cfg.ablation.methods), ("seed", cfg.ablation.seed_methods)]
+    for stage in ["data", "sft", "preference@pm", "preference@rm", "oracle",
+                  *(Layout.policy_stage(m, variant) for variant, methods in names for m in methods), "eval"]:
+        _run([sys.executable, "-m", "nlhf", "run", stage, "--params", "params.yaml"], tmp_path,
+             PYTHONPATH=os.pathsep.join([str(GUARD), str(tiny_repo)]))
     a = pd.read_csv(tiny_repo / "results" / "eval" / "table_exact_long.csv")
     b = pd.read_csv(tmp_path / "r" / "eval" / "table_exact_long.csv")
     pd.testing.assert_frame_equal(a, b)

@@ -149,14 +149,14 @@ def test_build_task_data(tmp_path, tiny_config):
     assert content_hash(tmp_path) == content_hash(tmp_path.parent / f"{tmp_path.name}_again")
     import datasets
 
-    from nlhf.tasks import DATA_LAYOUT
+    from nlhf.artifacts import Layout
 
-    data = {rel: datasets.load_from_disk(str(tmp_path / rel)) for rel in DATA_LAYOUT}
+    data = {f"{kind}/{split}": datasets.load_from_disk(str(tmp_path / kind / split)) for kind, split in Layout.DATASETS}
     assert data["prefs/test"].column_names == ["prompt", "y", "y_prime", "label", "p"]
     assert data["prompts/eval"]["reference"] == t.references(data["prompts/eval"]["prompt"])
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(tmp_path / Layout.TOKENIZER)
     ids = tok(data["sft/train"]["prompt"][0] + " " + data["sft/train"]["completion"][0])["input_ids"]
     assert tok.unk_token_id not in ids
 

@@ -61,32 +61,28 @@ def make_task(cfg: TaskConfig | SyntheticTaskConfig | TldrTaskConfig | dict | No
     raise TypeError(f"make_task: unsupported config {type(cfg).__name__}")
 
 
-DATA_LAYOUT = {"sft/train": ("sft", "train"), "sft/eval": ("sft", "eval"), "prefs/train": ("prefs", "train"),
-               "prefs/test": ("prefs", "test"), "prompts/train": ("prompts", "train"),
-               "prompts/eval": ("prompts", "eval")}
-
-
 def _mean_words(texts) -> float:
     return float(np.mean([len(t.split()) for t in texts])) if len(texts) else float("nan")
 
 
 def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500, analysis_samples: int = 8) -> dict:
-    """Write the task's datasets under ``out_dir`` and return data-stage metrics (plain Python types, so that
-    ``json.dumps`` writes them without a converter).
+    """Write the task's datasets under ``out_dir`` (the data folder, :meth:`nlhf.artifacts.Layout.data`) and return
+    data-stage metrics (plain Python types, so that ``json.dumps`` writes them without a converter).
 
-    Layout (``Dataset.save_to_disk``): ``sft/{train,eval}`` (prompt, completion), ``prefs/{train,test}``
-    (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt, reference); plus ``tokenizer/`` for
-    word-level tasks (``task.vocabulary()`` is not None) and ``metrics.json`` (the row counts, which the stages
-    check their inputs against).
+    Its content (``Dataset.save_to_disk``, named by :class:`~nlhf.artifacts.Layout`): ``sft/{train,eval}`` (prompt,
+    completion), ``prefs/{train,test}`` (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt,
+    reference) (``Layout.DATASETS``); plus ``tokenizer/`` for word-level tasks (``task.vocabulary()`` is not None)
+    and ``metrics.json`` (the row counts, which the stages check their inputs against).
     """
     import datasets
 
+    from nlhf.artifacts import Layout
     from nlhf.tasks import analysis
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m: dict = {"task": task.name}
-    for rel, (kind, split) in DATA_LAYOUT.items():
+    for kind, split in Layout.DATASETS:
         if kind == "sft":
             ds = task.sft_dataset(split)
             m[f"sft_{split}_rows"] = len(ds)
@@ -104,12 +100,12 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
             prompts = task.prompts(split)
             ds = datasets.Dataset.from_dict({"prompt": prompts, "reference": task.references(prompts)})
             m[f"prompts_{split}_rows"] = len(ds)
-        ds.save_to_disk(str(out / rel))
+        ds.save_to_disk(str(out / kind / split))
     vocab = task.vocabulary()
     if vocab is not None:
         from nlhf.tokenization import build_word_tokenizer
 
-        tok = build_word_tokenizer(vocab, out / "tokenizer")
+        tok = build_word_tokenizer(vocab, out / Layout.TOKENIZER)
         m["vocab_size"] = len(tok)
     if isinstance(task, SyntheticTask):
         rows = task.sft_rows("train")
@@ -125,5 +121,5 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
             m.update({f"style_{k}": v for k, v in analysis.bt_fit_agreement(mats).items()})
             m.update({f"style_{k}": v for k, v in analysis.nash_support(mats).items()})
     # no timings here: metrics.json is part of the DVC-hashed data artifact, which must not change between reruns
-    (out / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True))
+    (out / Layout.DATA_COUNTS).write_text(json.dumps(m, indent=2, sort_keys=True))
     return m
