@@ -129,9 +129,7 @@ class Layout:
 
     def oracle_target(self, name: str) -> Path:
         """The oracle policy of method ``name`` (``RLHF (RM)`` -> targets/RLHF_RM.json)."""
-        from nlhf.oracle import target_file_stem
-
-        return self.oracle("targets", f"{target_file_stem(name)}.json")
+        return self.oracle("targets", f"{name.replace(' (', '_').replace(')', '')}.json")
 
     def policies(self, variant: str = "paper") -> Path:
         """The folder of every policy of ``variant``."""
@@ -221,30 +219,6 @@ class Layout:
             raise KeyError(f"unknown stage {stage!r}")
         return [self.check_ok, *deps]
 
-
-# The module-level helpers below delegate to Layout; to be removed once the stage modules use Layout.
-POLICY_VARIANTS = Layout.POLICY_VARIANTS
-DVC_STAGES = Layout.DVC_STAGES
-
-
-def artifact(cfg: PipelineConfig, *parts: str) -> Path:
-    return cfg.layout.artifact(*parts)
-
-
-def policy_dir(cfg: PipelineConfig, name: str, variant: str = "paper") -> Path:
-    return cfg.layout.policy(name, variant)
-
-
-def policy_stage(name: str, variant: str = "paper") -> str:
-    return Layout.policy_stage(name, variant)
-
-
-def resume_path(cfg: PipelineConfig, name: str) -> Path:
-    return cfg.layout.resume(name)
-
-
-def metrics_path(cfg: PipelineConfig, stage: str) -> Path:
-    return cfg.layout.metrics(stage)
 
 
 class DamagedArtifactError(RuntimeError):

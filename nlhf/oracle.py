@@ -270,24 +270,19 @@ def mixture_gap(per_prompt: list[dict[str, np.ndarray]], pools: Sequence[Pool], 
     return pd.DataFrame(rows)
 
 
-def write_targets(out_dir, pools: Sequence[Pool], per_prompt: list[dict[str, np.ndarray]],
+def write_targets(pools_file, target_file, pools: Sequence[Pool], per_prompt: list[dict[str, np.ndarray]],
                   sft_references: Sequence[Sequence[str]]) -> None:
-    """Save what a training run measures itself against: ``pools.json`` (prompts, candidates, log μ̂ and fresh SFT
-    samples per prompt) and ``targets/<name>.json`` (one oracle policy per file, so that a change to one method's
+    """Save what a training run measures itself against: ``pools_file`` (prompts, candidates, log μ̂ and fresh SFT
+    samples per prompt) and one file per oracle policy, ``target_file(name)`` (so that a change to one method's
     params leaves the other files, and the runs that read them, unchanged)."""
     import json
     from pathlib import Path
 
-    out = Path(out_dir)
-    (out / "targets").mkdir(parents=True, exist_ok=True)
-    (out / "pools.json").write_text(json.dumps({
+    Path(pools_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(pools_file).write_text(json.dumps({
         "prompts": [p.prompt for p in pools], "candidates": [p.candidates for p in pools],
         "log_mu": [p.log_mu.round(10).tolist() for p in pools], "sft_references": [list(s) for s in sft_references]}))
     for name in per_prompt[0]:
-        (out / "targets" / f"{target_file_stem(name)}.json").write_text(
-            json.dumps([t[name].round(10).tolist() for t in per_prompt]))
-
-
-def target_file_stem(name: str) -> str:
-    """File name of an oracle policy: ``RLHF (RM)`` → ``RLHF_RM``."""
-    return name.replace(" (", "_").replace(")", "")
+        path = Path(target_file(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([t[name].round(10).tolist() for t in per_prompt]))

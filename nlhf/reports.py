@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nlhf.artifacts import metrics_path, require
+from nlhf.artifacts import require
 from nlhf.params import PipelineConfig
 from nlhf.sampling.texts import sample_texts
 from nlhf.runtime import accelerator_for, load_table_policies, sampling_kwargs
@@ -117,7 +117,7 @@ def pm_vs_rm_table(cfg: PipelineConfig) -> pd.DataFrame:
     """Held-out pairs of SFT samples: log-loss of each model next to the Bayes limit, and direction agreement."""
     rows = []
     for kind, name in (("pm", "preference model"), ("rm", "reward model (BT)")):
-        m = json.loads(require(metrics_path(cfg, kind), kind).read_text())
+        m = json.loads(require(cfg.layout.metrics(kind), kind).read_text())
         h = m.get("heldout_sft_pairs", m["test"])
         rows.append({"model": name, "log_loss": h["log_loss"], "bayes_log_loss": h.get("bayes_log_loss"),
                      "excess_log_loss": h.get("excess_log_loss"), "kl_to_true": h.get("kl_to_true"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 
-from nlhf.artifacts import artifact, policy_dir, policy_stage, require
+from nlhf.artifacts import require
 from nlhf.models import generation_config, load_policy
 from nlhf.params import PipelineConfig
 from nlhf.training.methods import table_policies
@@ -31,7 +31,7 @@ def policy_generation(cfg: PipelineConfig, tok):
 
 
 def load_sft(cfg: PipelineConfig, device=None):
-    model, tok = load_policy(require(artifact(cfg, "models", "sft"), "sft"))
+    model, tok = load_policy(require(cfg.layout.model("sft"), "sft"))
     tok.padding_side = "left"
     return model.to(device or "cpu").eval(), tok
 
@@ -44,9 +44,9 @@ def load_table_policies(cfg: PipelineConfig, names, variant: str = "paper") -> d
     for name in names:
         method, which = known[name]
         if method is None:
-            path, stage = artifact(cfg, "models", "sft"), "sft"
+            path, stage = cfg.layout.model("sft"), "sft"
         else:
-            path, stage = policy_dir(cfg, method, variant) / which, policy_stage(method, variant)
+            path, stage = cfg.layout.policy(method, variant) / which, cfg.layout.policy_stage(method, variant)
         model, _ = load_policy(require(path, stage))
         models[name] = model.eval()
     return models

@@ -2,7 +2,8 @@
 exact-judge ablation and a second seed) → eval. dvc.yaml holds the DAG; each notebook calls its stage's function.
 
 A stage reads its params section and its inputs from ``cfg.artifacts`` (checked: :mod:`nlhf.artifacts`), writes its
-models and datasets there (DVC outputs) and its metrics, tables and figures under ``cfg.results``. The pieces it is
+models and datasets there (DVC outputs) and its metrics, tables and figures under ``cfg.results``; every path is
+:class:`nlhf.artifacts.Layout`'s (``cfg.layout``). The pieces it is
 made of live in their own modules: paths and checks (:mod:`nlhf.artifacts`), the runtime and model loading
 (:mod:`nlhf.runtime`), the SFT comparisons (:mod:`nlhf.comparisons`), the evaluation's derived tables
 (:mod:`nlhf.reports`) and the random streams (:mod:`nlhf.seeds`).
@@ -18,8 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nlhf.artifacts import (DVC_STAGES, POLICY_VARIANTS, artifact, ensure_dir, fingerprint, load_dataset_dir,
-                            load_tokenizer, policy_dir, policy_stage, require, resume_path, write_metrics)
+from nlhf.artifacts import ensure_dir, fingerprint, load_dataset_dir, load_tokenizer, require, write_metrics
 from nlhf.comparisons import load_sft_comparisons, write_sft_comparisons
 from nlhf.evaluate import sft_checks
 from nlhf.models import (
@@ -53,7 +53,7 @@ def run_tabular(cfg: PipelineConfig) -> dict:
     """Stage ``tabular``: Nash-MD and the comparison algorithms on exact games (:mod:`nlhf.tabular.experiment`)."""
     from nlhf.tabular.experiment import run_tabular as run
 
-    metrics = run(cfg.tabular, cfg.results / "tabular")
+    metrics = run(cfg.tabular, cfg.layout.results("tabular"))
     write_metrics(cfg, "tabular", metrics)
     return metrics
 
@@ -67,7 +67,7 @@ def run_data(cfg: PipelineConfig) -> dict:
     datasets.disable_progress_bars()
     t0 = time.time()
     task = make_task(cfg.task)
-    out = artifact(cfg, "data")
+    out = cfg.layout.data()
     metrics = build_task_data(task, out, cfg.task.analysis_prompts, cfg.task.analysis_samples)
     if task.vocabulary() is not None:  # written by build_task_data
         tok = load_tokenizer(cfg)
@@ -112,9 +112,10 @@ def run_sft(cfg: PipelineConfig) -> dict:
             losses.append(sft_loss(model, b).item())
         return {"heldout_loss": float(np.mean(losses))}
 
-    log = fit(policy, loss_fn, len(examples), cfg.sft, resume_path(cfg, "sft"), accelerator, eval_fn, desc="sft",
+    layout = cfg.layout
+    log = fit(policy, loss_fn, len(examples), cfg.sft, layout.resume("sft"), accelerator, eval_fn, desc="sft",
               fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task, cfg.runtime,
-                                      inputs=[artifact(cfg, "data")]))
+                                      inputs=[layout.data()]))
     policy = accelerator.unwrap_model(policy).eval()
 
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
@@ -125,9 +126,9 @@ def run_sft(cfg: PipelineConfig) -> dict:
     metrics["sft_comparisons"] = write_sft_comparisons(cfg, task, policy, tok)
     metrics["runtime_s"] = round(time.time() - t0, 2)
 
-    save_policy(policy, tok, artifact(cfg, "models", "sft"), policy_generation(cfg, tok))
-    resume_path(cfg, "sft").unlink(missing_ok=True)
-    out = ensure_dir(cfg.results / "sft")
+    save_policy(policy, tok, layout.model("sft"), policy_generation(cfg, tok))
+    layout.resume("sft").unlink(missing_ok=True)
+    out = ensure_dir(layout.results("sft"))
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
     pd.DataFrame(log["eval"]).to_csv(out / "heldout.csv", index=False)
     pd.DataFrame({"prompt": prompts[:20], "summary": ys[:20]}).to_csv(out / "samples.csv", index=False)
@@ -170,9 +171,10 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
         q = predict_proba(m, test["prompt"], test["y"], test["y_prime"])
         return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
 
-    log = fit(model, loss_fn, len(prompts), train_cfg, resume_path(cfg, kind), accelerator, eval_fn, desc=kind,
+    layout = cfg.layout
+    log = fit(model, loss_fn, len(prompts), train_cfg, layout.resume(kind), accelerator, eval_fn, desc=kind,
               fingerprint=fingerprint(train_cfg, model_cfg, cfg.task, cfg.runtime,
-                                      inputs=[artifact(cfg, "data"), artifact(cfg, "sft_pairs")]))
+                                      inputs=[layout.data(), layout.sft_pairs()]))
     model = accelerator.unwrap_model(model).eval()
     metrics = {"n_train_pairs": len(prompts), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
                "train_loss_last": log["train"][-1]["loss"]}
@@ -181,9 +183,9 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
         q = predict_proba(model, list(pairs["prompt"]), list(pairs["y"]), list(pairs["y_prime"]))
         metrics["heldout_sft_pairs"] = pair_metrics(q, np.asarray(pairs["label"]), np.asarray(pairs["p"], float))
     metrics["runtime_s"] = round(time.time() - t0, 2)
-    model.save_pretrained(artifact(cfg, "models", kind))
-    resume_path(cfg, kind).unlink(missing_ok=True)
-    out = ensure_dir(cfg.results / kind)
+    model.save_pretrained(layout.model(kind))
+    layout.resume(kind).unlink(missing_ok=True)
+    out = ensure_dir(layout.results(kind))
     pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
     pd.DataFrame(log["eval"]).to_csv(out / "eval.csv", index=False)
     write_metrics(cfg, kind, metrics)
@@ -196,10 +198,10 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     ``variant``: ``paper`` trains against the trained PM (Nash) or RM (RLHF); ``exact`` against the task's exact
     judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts; ``seed`` like ``paper`` with the
     training seed pg.seed + 1."""
-    if variant not in POLICY_VARIANTS:
-        raise ValueError(f"variant: expected one of {sorted(POLICY_VARIANTS)}, got {variant!r}")
+    layout = cfg.layout
+    if variant not in layout.POLICY_VARIANTS:
+        raise ValueError(f"variant: expected one of {sorted(layout.POLICY_VARIANTS)}, got {variant!r}")
     method = cfg.method(name)
-    suffix = POLICY_VARIANTS[variant]
     pg_cfg = replace(cfg.pg, seed=cfg.pg.seed + 1) if variant == "seed" else cfg.pg
     t0 = time.time()
     seed_everything(pg_cfg.seed)
@@ -209,7 +211,7 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     task = make_task(cfg.task)
     prompts = task.prompts("train")
     judge = "rm" if method.JUDGE == "reward" else "pm"
-    judge_file = artifact(cfg, "models", judge)
+    judge_file = layout.model(judge)
     if variant == "exact":
         from nlhf import oracle
         from nlhf.training.exact_judges import ExactBTReward, ExactPreference
@@ -217,7 +219,7 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
         if not task.has_exact_judge:
             raise ValueError(f"the exact-judge ablation needs a task with an exact judge, got {cfg.task.name!r}")
         prompts = prompts[: cfg.ablation.train_prompts]
-        judge_file = artifact(cfg, "models", "sft")
+        judge_file = layout.model("sft")
         if method.JUDGE == "reward":
             k = cfg.ablation.pool_sft_samples
             flat = sample_texts(ref, tok, [x for x in prompts for _ in range(k)],
@@ -229,26 +231,27 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
             judge_model = ExactPreference(task, tok)
     else:
         judge_model = {"rm": RewardModel, "pm": PreferenceModel}[judge].from_pretrained(
-            require(judge_file, DVC_STAGES[judge]))
+            require(judge_file, layout.dvc_stage(judge)))
         check_same_tokenizer(judge_model.tokenizer, tok, f"{method.JUDGE} model ({judge_model.kind})", "policy (SFT)")
     probe = None
     if task.has_exact_judge:
-        probe = ConvergenceProbe.from_oracle(require(artifact(cfg, "oracle"), "oracle"), name, task, tok,
+        probe = ConvergenceProbe.from_oracle(require(layout.oracle_pools, "oracle"),
+                                             require(layout.oracle_target(name), "oracle"), task, tok,
                                              ref.to(accelerator.device), samples=pg_cfg.probe_samples,
                                              max_new_tokens=cfg.sampling.max_new_tokens,
-seed=seed_for(cfg.seed, "policy.probe"),
+                                             seed=seed_for(cfg.seed, "policy.probe"),
                                              confidence=cfg.eval.confidence)
-    state = resume_path(cfg, f"policy{suffix}_{name}")
+    state = layout.resume(layout.policy_key(name, variant))
     log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, pg_cfg,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
                             state_path=state, accelerator=accelerator,
                             fingerprint=fingerprint(method, pg_cfg, cfg.sampling, cfg.task, cfg.runtime, variant,
                                                     cfg.ablation if variant == "exact" else None, inputs=[
-                                                        artifact(cfg, "data"), artifact(cfg, "models", "sft"),
-                                                        judge_file, *([artifact(cfg, "oracle")] if probe else [])]),
-                            desc=policy_stage(name, variant), probe=probe)
+                                                        layout.data(), layout.model("sft"),
+                                                        judge_file, *([layout.oracle()] if probe else [])]),
+                            desc=layout.policy_stage(name, variant), probe=probe)
     policy = accelerator.unwrap_model(policy).eval()
-    out_dir = policy_dir(cfg, name, variant)
+    out_dir = layout.policy(name, variant)
     save_policy(policy, tok, out_dir / "policy", policy_generation(cfg, tok))
     if ema is not None:
         save_policy(ema, tok, out_dir / "average", policy_generation(cfg, tok))
@@ -264,12 +267,14 @@ seed=seed_for(cfg.seed, "policy.probe"),
                              seed=seed_for(cfg.seed, "policy.average_reference_samples"), **sampling)
         metrics["p_average_vs_sft_exact"] = float(np.mean(task.judge(prompts_e, y_avg, y_ref)))
     metrics["runtime_s"] = round(time.time() - t0, 2)
-    out = ensure_dir(cfg.results / f"policy{suffix}" / name)
+    out = ensure_dir(layout.policy_results(name, variant))
     pd.DataFrame(log["train"]).to_csv(out / "curve.csv", index=False)
     if log.get("probe"):
-        pd.DataFrame(log["probe"]).to_csv(ensure_dir(cfg.results / f"convergence{suffix}") / f"{name}.csv", index=False)
+        convergence = layout.convergence(name, variant)
+        ensure_dir(convergence.parent)
+        pd.DataFrame(log["probe"]).to_csv(convergence, index=False)
         metrics["probe"] = {**log["probe"][-1], **converged(log["probe"], pg_cfg.steps)}
-    write_metrics(cfg, f"policy{suffix}_{name}", metrics)
+    write_metrics(cfg, layout.policy_key(name, variant), metrics)
     return metrics
 
 
@@ -289,7 +294,8 @@ def run_eval(cfg: PipelineConfig) -> dict:
     for k, (name, model) in enumerate(load_table_policies(cfg, names).items()):
         samples[name] = sample_texts(model.to(accelerator.device), tok, prompts,
                                      seed=seed_for(cfg.eval.seed, "eval.samples", k), **sampling)
-    pm = PreferenceModel.from_pretrained(require(artifact(cfg, "models", "pm"), "pm")).to(accelerator.device).eval()
+    layout = cfg.layout
+    pm = PreferenceModel.from_pretrained(require(layout.model("pm"), "pm")).to(accelerator.device).eval()
     check_same_tokenizer(pm.tokenizer, tok, "preference model", "policies")
 
     def pm_judge(xs, ys, yps):
@@ -299,11 +305,11 @@ def run_eval(cfg: PipelineConfig) -> dict:
     judges = {"pm": pm_judge}
     if task.has_exact_judge:
         judges = {"exact": task.judge, **judges}
-    out = ensure_dir(cfg.results / "eval")
+    out = ensure_dir(layout.results("eval"))
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
     oracle_long = oracle_policy = None
     if task.has_exact_judge and hasattr(task.cfg, "population"):
-        odir = cfg.results / "oracle" / task.cfg.population
+        odir = layout.results("oracle", task.cfg.population)
         oracle_long = pd.read_csv(require(odir / "table_long.csv", "oracle"))
         oracle_policy = pd.read_csv(require(odir / "per_policy.csv", "oracle")).set_index("policy")["p_vs_sft"]
     tables = {}
@@ -339,7 +345,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
     if task.has_exact_judge:
         per_policy["well_formed"] = [float(np.mean([task.is_well_formed(x, y) for x, y in zip(prompts, samples[n])]))
                                      for n in names]
-    pools_file = artifact(cfg, "oracle", "pools.json")
+    pools_file = layout.oracle_pools
     if task.has_exact_judge and pools_file.exists():
         # how often a policy's samples fall inside the oracle's candidate pools (the oracle's prompts come first)
         cands = [set(c) for c in json.loads(pools_file.read_text())["candidates"]]
@@ -406,7 +412,8 @@ def run_oracle(cfg: PipelineConfig) -> dict:
     pools = oracle.build_pools(task, policy, tok, prompts, in_pool_samples, cfg.sampling.temperature)
     fresh = sft_samples(ocfg.coverage_samples, seed_for(ocfg.seed, "oracle.coverage_samples"))
     coverage = float(np.mean([y in set(p.candidates) for p, ys in zip(pools, fresh) for y in ys]))
-    rm = RewardModel.from_pretrained(require(artifact(cfg, "models", "rm"), "rm")).to(accelerator.device).eval()
+    layout = cfg.layout
+    rm = RewardModel.from_pretrained(require(layout.model("rm"), "rm")).to(accelerator.device).eval()
     with torch.no_grad():
         rm_scores = [rm.rewards([p.prompt] * len(p.candidates), p.candidates).double().cpu().numpy() for p in pools]
 
@@ -426,7 +433,7 @@ def run_oracle(cfg: PipelineConfig) -> dict:
                       for P, p, s in zip(Ps, pools, rm_scores)]
         names = list(per_prompt[0])
         long = oracle.table_long(per_prompt, Ps, names, cfg.eval.confidence)
-        out = ensure_dir(cfg.results / "oracle" / population)
+        out = ensure_dir(layout.results("oracle", population))
         long.to_csv(out / "table_long.csv", index=False)
         to_matrix(long, names).to_csv(out / "table.csv")
         (out / "table.md").write_text(to_markdown(long, names))
@@ -448,7 +455,7 @@ def run_oracle(cfg: PipelineConfig) -> dict:
         pm["token_vs_sequence_tv_max"] = float(gap["tv_mean"].max()) if len(gap) else None
         metrics["populations"][population] = pm
         if own:  # the targets the policy stages measure their convergence against
-            oracle.write_targets(artifact(cfg, "oracle"), pools, per_prompt, fresh)
+            oracle.write_targets(layout.oracle_pools, layout.oracle_target, pools, per_prompt, fresh)
     metrics["runtime_s"] = round(time.time() - t0, 2)
     write_metrics(cfg, "oracle", metrics)
     return metrics

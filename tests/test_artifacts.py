@@ -113,18 +113,6 @@ def test_layout_names():
         lay.outs("nope")
 
 
-def test_old_helpers_delegate_to_the_layout(tmp_path):
-    from nlhf import artifacts
-
-    cfg = load_config(ROOT / "params.yaml")
-    cfg.paths.artifacts, cfg.paths.results = "x/a", "x/r"
-    assert artifacts.artifact(cfg, "models", "pm") == cfg.layout.model("pm") == Path("x/a/models/pm")
-    assert artifacts.policy_dir(cfg, "SP", "seed") == cfg.layout.policy("SP", "seed")
-    assert artifacts.policy_stage("SP", "exact") == Layout.policy_stage("SP", "exact")
-    assert artifacts.resume_path(cfg, "pm") == cfg.layout.resume("pm")
-    assert artifacts.metrics_path(cfg, "eval") == cfg.layout.metrics("eval")
-
-
 def test_write_metrics_writes_the_layouts_files(tmp_path, monkeypatch):
     from nlhf.artifacts import write_metrics
 

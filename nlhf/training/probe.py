@@ -49,14 +49,12 @@ class ConvergenceProbe:
         self.target = [np.asarray(t, dtype=np.float64) for t in target]
 
     @classmethod
-    def from_oracle(cls, oracle_dir, target_name: str, task, tokenizer, ref, *, samples: int, max_new_tokens: int,
+    def from_oracle(cls, pools_file, target_file, task, tokenizer, ref, *, samples: int, max_new_tokens: int,
                     seed: int = 0, confidence: float = 0.95) -> "ConvergenceProbe":
-        """The probe for one method, from the oracle stage's ``pools.json`` and ``targets/<target_name>.json``."""
-        from nlhf.oracle import target_file_stem
-
-        oracle_dir = Path(oracle_dir)
-        pools = json.loads((oracle_dir / "pools.json").read_text())
-        target = json.loads((oracle_dir / "targets" / f"{target_file_stem(target_name)}.json").read_text())
+        """The probe for one method, from the oracle stage's pools and that method's target
+        (:func:`nlhf.oracle.write_targets`)."""
+        pools = json.loads(Path(pools_file).read_text())
+        target = json.loads(Path(target_file).read_text())
         return cls(task, tokenizer, ref, pools["prompts"], pools["sft_references"], pools["candidates"], target,
                    samples=samples, max_new_tokens=max_new_tokens, seed=seed, confidence=confidence)
 
