@@ -82,7 +82,7 @@ def _fresh(cfg) -> None:
 def stage_function(stage: str):
     """``(function, args)`` of the DVC stage named ``stage`` in :mod:`nlhf.stages`; KeyError for another name."""
     from nlhf import stages
-    from nlhf.artifacts import Layout
+    from nlhf.layout import Layout
 
     kind, _, item = stage.partition("@")
     simple = {"tabular": stages.run_tabular, "data": stages.run_data, "sft": stages.run_sft,
@@ -113,7 +113,9 @@ def _run_stage(stage: str, params: str) -> int:
     from nlhf.training.checkpoint import json_text
 
     quiet_libraries()
-    print(json_text(fn(cfg, *args)))
+    metrics = fn(cfg, *args)
+    if metrics:  # under `accelerate launch` only the main process returns the stage's metrics
+        print(json_text(metrics))
     return 0
 
 

@@ -59,7 +59,7 @@ def setup(params_file: str = "params.yaml", profile: str | None = None):
 
 def stage_metrics(cfg, stage: str, run: Callable[[], dict], recompute: bool) -> dict:
     """``run()`` (the stage: trains, evaluates, writes results/) when ``recompute``; otherwise the metrics the stage
-    wrote last time (:meth:`nlhf.artifacts.Layout.metrics`), so the notebook re-plots without training."""
+    wrote last time (:meth:`nlhf.layout.Layout.metrics`), so the notebook re-plots without training."""
     if recompute:
         return run()
     path = cfg.layout.metrics(stage)

@@ -29,7 +29,7 @@ from nlhf.training.policy_gradient import PGConfig
 from nlhf.training.supervised import SupervisedConfig
 
 if TYPE_CHECKING:
-    from nlhf.artifacts import Layout
+    from nlhf.layout import Layout
 
 _SUPERVISED_RECIPE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "checkpoint_every", "seed")
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -182,8 +182,8 @@ class PipelineConfig:
 
     @property
     def layout(self) -> Layout:
-        """Every path the stages read and write, below ``paths`` (:class:`nlhf.artifacts.Layout`)."""
-        from nlhf.artifacts import Layout
+        """Every path the stages read and write, below ``paths`` (:class:`nlhf.layout.Layout`)."""
+        from nlhf.layout import Layout
 
         return Layout(self.paths.artifacts, self.paths.results)
 

@@ -1,4 +1,4 @@
-"""``nlhf.artifacts.Layout`` names every path, and dvc.yaml declares exactly those paths for each stage."""
+"""``nlhf.layout.Layout`` names every path, and dvc.yaml declares exactly those paths for each stage."""
 
 import re
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlhf.artifacts import Layout
+from nlhf.layout import Layout
 from nlhf.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,10 +126,8 @@ def test_write_metrics_writes_the_layouts_files(tmp_path, monkeypatch):
 
 
 def test_no_path_spelled_outside_the_layout():
-    """The package and notebooks join no results/artifacts folder names themselves (the stage modules still use
-    the old helpers of nlhf.artifacts, which delegate to Layout)."""
-    pat = re.compile(r"cfg\.(results|artifacts) /|paths\.(results|artifacts)\)? /")
+    """The package and notebooks join no results/artifacts folder names themselves: every path is the Layout's."""
+    pat = re.compile(r"cfg\.(results|artifacts) /|paths\.(results|artifacts)\)? /|artifacts_root /|results_root /")
     files = [*ROOT.glob("nlhf/**/*.py"), *ROOT.glob("notebooks/*.ipynb"), ROOT / "scripts/gpu_run.sh"]
-    allowed = {"stages.py", "reports.py", "runtime.py"}  # stage modules that join result folders themselves
-    hits = [f"{f.relative_to(ROOT)}" for f in files if f.name not in allowed and pat.search(f.read_text())]
+    hits = [f"{f.relative_to(ROOT)}" for f in files if f.name != "layout.py" and pat.search(f.read_text())]
     assert not hits, hits

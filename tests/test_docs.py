@@ -311,7 +311,8 @@ def test_glossary_matches_params():
     methods = params()["methods"]
     md_betas = ", ".join(f"{methods[f'MD{i}']['beta']:g}" for i in range(1, 7))
     assert f"β = {md_betas}" in README, f"the glossary should give MD1–MD6 as β = {md_betas}"
-    assert f"β = {methods['EMA1']['beta']:g} and {methods['EMA2']['beta']:g}" in README
+    assert f"β = {methods['EMA1']['ema_beta']:g} and {methods['EMA2']['ema_beta']:g}" in README
+    assert f"τ = {methods['IPO']['tau']:g}" in README
     assert f"τ = {methods['RLHF']['tau']:g}" in README and f"τ = {methods['SP']['tau']:g}" in README
     assert methods["SP"]["beta"] == 0 and methods["BR"]["beta"] == 1
 

@@ -270,7 +270,7 @@ print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}
 def test_same_seed_gives_identical_tables(tiny_repo, tmp_path):
     """A second, independent run of every stage (`python -m nlhf run <stage>`, other output paths) reproduces the
     table bitwise."""
-    from nlhf.artifacts import Layout
+    from nlhf.layout import Layout
     from nlhf.params import load_config
 
     shutil.copytree(tiny_repo / "profiles", tmp_path / "profiles")

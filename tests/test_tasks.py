@@ -149,7 +149,7 @@ def test_build_task_data(tmp_path, tiny_config):
     assert content_hash(tmp_path) == content_hash(tmp_path.parent / f"{tmp_path.name}_again")
     import datasets
 
-    from nlhf.artifacts import Layout
+    from nlhf.layout import Layout
 
     data = {f"{kind}/{split}": datasets.load_from_disk(str(tmp_path / kind / split)) for kind, split in Layout.DATASETS}
     assert data["prefs/test"].column_names == ["prompt", "y", "y_prime", "label", "p"]

@@ -234,7 +234,7 @@ def test_resume_state_round_trips_with_weights_only(tmp_path):
 def test_fingerprint_covers_upstream_content(tmp_path):
     """The resume fingerprint of a stage changes when an upstream artifact's bytes change (a retrained PM), not
     only when params change."""
-    from nlhf.stages import fingerprint
+    from nlhf.artifacts import fingerprint
     from nlhf.training.policy_gradient import PGConfig as PG
 
     pm = tmp_path / "models" / "pm"

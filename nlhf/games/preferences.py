@@ -67,15 +67,20 @@ def check_policy(p, n: int, name: str = "mu", contexts: int | None = None, full_
     return p
 
 
+def check_positive(value, name: str) -> float:
+    """``value`` as a float, which must be a finite number > 0 (ValueError naming ``name`` otherwise)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number > 0: got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be > 0: got {value!r}")
+    return v
+
+
 def check_tau(tau) -> float:
     """τ must be a finite number > 0."""
-    try:
-        t = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"tau must be a number > 0: got {tau!r}") from None
-    if not np.isfinite(t) or t <= 0:
-        raise ValueError(f"tau must be > 0: got {tau!r}")
-    return t
+    return check_positive(tau, "tau")
 
 
 def uniform(n: int, contexts: int | None = None) -> np.ndarray:

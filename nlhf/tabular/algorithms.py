@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from nlhf.games.nash import regularized_nash
-from nlhf.games.preferences import _broadcast_mu, check_policy, check_preference, check_rho, check_tau
+from nlhf.games.preferences import _broadcast_mu, check_policy, check_positive, check_preference, check_rho, check_tau
 from nlhf.progress import Progress
 
 METHODS = ("nash_md", "omd", "nash_ema", "fictitious_play", "best_response_to_mu")
@@ -99,12 +99,7 @@ def _check_steps(steps) -> int:
 def _check_eta(eta, tau: float) -> float | None:
     if eta is None:
         return None
-    try:
-        e = float(eta)
-    except (TypeError, ValueError):
-        raise ValueError(f"eta must be None or a number > 0: got {eta!r}") from None
-    if not np.isfinite(e) or e <= 0:
-        raise ValueError(f"eta must be > 0: got {eta!r}")
+    e = check_positive(eta, "eta")
     if e * tau > 1 + 1e-12:
         raise ValueError(f"eta * tau must be <= 1 (mixture weight): got {e * tau:.6g}, above by {e * tau - 1:.3g}")
     return e

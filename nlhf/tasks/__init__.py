@@ -66,17 +66,17 @@ def _mean_words(texts) -> float:
 
 
 def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500, analysis_samples: int = 8) -> dict:
-    """Write the task's datasets under ``out_dir`` (the data folder, :meth:`nlhf.artifacts.Layout.data`) and return
+    """Write the task's datasets under ``out_dir`` (the data folder, :meth:`nlhf.layout.Layout.data`) and return
     data-stage metrics (plain Python types, so that ``json.dumps`` writes them without a converter).
 
-    Its content (``Dataset.save_to_disk``, named by :class:`~nlhf.artifacts.Layout`): ``sft/{train,eval}`` (prompt,
+    Its content (``Dataset.save_to_disk``, named by :class:`~nlhf.layout.Layout`): ``sft/{train,eval}`` (prompt,
     completion), ``prefs/{train,test}`` (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt,
     reference) (``Layout.DATASETS``); plus ``tokenizer/`` for word-level tasks (``task.vocabulary()`` is not None)
     and ``metrics.json`` (the row counts, which the stages check their inputs against).
     """
     import datasets
 
-    from nlhf.artifacts import Layout
+    from nlhf.layout import Layout
     from nlhf.tasks import analysis
 
     out = Path(out_dir)

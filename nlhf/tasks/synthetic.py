@@ -117,19 +117,30 @@ class SyntheticTask(Task):
         n = self.cfg.n_prompts_train if split == "train" else self.cfg.n_prompts_eval
         return [d.prompt for d in self._documents("prompts/" + split, n)]
 
+    def _size(self, kind: str, split: str) -> int:
+        """Rows of a dataset split (params ``task.synthetic.n_*``)."""
+        return {("sft", "train"): self.cfg.n_sft, ("sft", "eval"): self.cfg.n_sft_eval,
+                ("pref", "train"): self.cfg.n_pref_train, ("pref", "test"): self.cfg.n_pref_test}[(kind, split)]
+
+    def _rows(self, kind: str, split: str, build) -> dict[str, list]:
+        """The columns of a dataset split, built once per task object (``build()``) and then reused."""
+        if (kind, split) not in self._cache:
+            self._cache[(kind, split)] = build()
+        return self._cache[(kind, split)]
+
     def sft_rows(self, split: str) -> dict[str, list]:
         """SFT columns plus the style of each row (``style``)."""
         check_split(split, SFT_SPLITS, "sft_dataset")
-        key = ("sft", split)
-        if key not in self._cache:
-            n = self.cfg.n_sft if split == "train" else self.cfg.n_sft_eval
+
+        def build():
+            n = self._size("sft", split)
             docs = self._documents("sft/" + split, n)
             rng = self._rng("sft-summaries/" + split)
             styles = self.sample_styles(rng, n)
             comps = [self.reference_summary(d, STYLES[s], rng) for d, s in zip(docs, styles)]
-            self._cache[key] = {"prompt": [d.prompt for d in docs], "completion": comps,
-                                "style": [STYLES[s] for s in styles]}
-        return self._cache[key]
+            return {"prompt": [d.prompt for d in docs], "completion": comps, "style": [STYLES[s] for s in styles]}
+
+        return self._rows("sft", split, build)
 
     def sft_dataset(self, split: str):
         import datasets
@@ -139,10 +150,9 @@ class SyntheticTask(Task):
 
     def preference_rows(self, split: str) -> dict[str, list]:
         check_split(split, PREF_SPLITS, "preference_dataset")
-        key = ("pref", split)
-        if key not in self._cache:
-            n = self.cfg.n_pref_train if split == "train" else self.cfg.n_pref_test
-            docs = self._documents("prefs/" + split, n)
+
+        def build():
+            docs = self._documents("prefs/" + split, self._size("pref", split))
             rng = self._rng("prefs-summaries/" + split)
             ys, yps = [], []
             for d in docs:
@@ -156,9 +166,9 @@ class SyntheticTask(Task):
             prompts = [d.prompt for d in docs]
             p = self.judge(prompts, ys, yps)
             label = self.draw_labels(p, self._rng("prefs-labels/" + split))
-            self._cache[key] = {"prompt": prompts, "y": ys, "y_prime": yps, "label": label.tolist(),
-                                "p": p.tolist()}
-        return self._cache[key]
+            return {"prompt": prompts, "y": ys, "y_prime": yps, "label": label.tolist(), "p": p.tolist()}
+
+        return self._rows("pref", split, build)
 
     def draw_labels(self, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Human labels: ``labels_per_pair`` raters drawn from the population each say whether y ≻ y'

@@ -1,0 +1,126 @@
+"""Stage ``eval``: the paper's Table 1 under the exact judge and the trained PM, ROUGE-L, exploitability, the
+scorecard, and the derived tables of :mod:`nlhf.reports`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from nlhf.artifacts import ensure_dir, load_tokenizer, require, write_metrics
+from nlhf.models import PreferenceModel, check_same_tokenizer
+from nlhf.params import PipelineConfig
+from nlhf.reports import beta_sweep_table, exact_judge_tables, pm_vs_rm_table
+from nlhf.sampling.texts import sample_texts
+from nlhf.runtime import accelerator_for, load_table_policies, sampling_kwargs
+from nlhf.seeds import seed_for
+from nlhf.tasks import make_task
+from nlhf.training.methods import policy_targets
+
+
+def run_eval(cfg: PipelineConfig) -> dict:
+    """Stage ``eval``: Table 1 under the exact judge P* and under the trained PM, ROUGE-L, exploitability, scorecard."""
+    from nlhf.evaluate import (exploitability_on_pool, paired_bootstrap_ci, pairwise_table, rouge_l, scorecard,
+                               to_markdown, to_matrix)
+
+    t0 = time.time()
+    accelerator = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    task = make_task(cfg.task)
+    names = cfg.table
+    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    sampling = sampling_kwargs(cfg)
+    samples = {}
+    for k, (name, model) in enumerate(load_table_policies(cfg, names).items()):
+        samples[name] = sample_texts(model.to(accelerator.device), tok, prompts,
+                                     seed=seed_for(cfg.eval.seed, "eval.samples", k), **sampling)
+    layout = cfg.layout
+    pm = PreferenceModel.from_pretrained(require(layout.model("pm"), "pm")).to(accelerator.device).eval()
+    check_same_tokenizer(pm.tokenizer, tok, "preference model", "policies")
+
+    def pm_judge(xs, ys, yps):
+        from nlhf.training.preference import predict_proba
+        return predict_proba(pm, list(xs), list(ys), list(yps))
+
+    judges = {"pm": pm_judge}
+    if task.has_exact_judge:
+        judges = {"exact": task.judge, **judges}
+    out = ensure_dir(layout.results("eval"))
+    metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
+    oracle_long = oracle_policy = None
+    if task.has_exact_judge and hasattr(task.cfg, "population"):
+        odir = layout.results("oracle", task.cfg.population)
+        oracle_long = pd.read_csv(require(odir / "table_long.csv", "oracle"))
+        oracle_policy = pd.read_csv(require(odir / "per_policy.csv", "oracle")).set_index("policy")["p_vs_sft"]
+    tables = {}
+    for jname, judge in judges.items():
+        long = pairwise_table(judge, prompts, samples, cfg.eval.confidence)
+        tables[jname] = long
+        long.to_csv(out / f"table_{jname}_long.csv", index=False)
+        to_matrix(long, names).to_csv(out / f"table_{jname}.csv")
+        (out / f"table_{jname}.md").write_text(to_markdown(long, names))
+        card = scorecard(long, oracle_long, cfg.eval.confidence, policy_targets(cfg.methods))
+        card.to_csv(out / f"scorecard_{jname}.csv", index=False)
+        (out / f"scorecard_{jname}.md").write_text(card.to_markdown(index=False) + "\n")
+        metrics[f"scorecard_{jname}"] = {o: int((card["outcome"] == o).sum()) for o in
+                                         ("agrees", "inconclusive", "disagrees")}
+    main = "exact" if "exact" in judges else "pm"
+    refs = task.references(prompts)
+    expl = {n: None for n in names}
+    if hasattr(task, "candidates") and task.has_exact_judge:  # the adversary's pool needs an enumerable task
+        k, ex_prompts = cfg.eval.exploitability_samples, prompts[: cfg.eval.exploitability_prompts]
+        pools = [task.candidates(x) for x in ex_prompts]
+        for j, (name, model) in enumerate(load_table_policies(cfg, names).items()):
+            flat = sample_texts(model.to(accelerator.device), tok, [x for x in ex_prompts for _ in range(k)],
+                                seed=seed_for(cfg.eval.seed, "eval.exploitability_samples", j), **sampling)
+            expl[name] = exploitability_on_pool(task.judge, ex_prompts, pools,
+                                                [flat[i * k: (i + 1) * k] for i in range(len(ex_prompts))])
+    per_policy = pd.DataFrame({
+        "policy": names,
+        "p_vs_sft": [float(to_matrix(tables[main], names).loc["SFT", n]) for n in names],
+        "rouge_l": [rouge_l(samples[n], refs) for n in names],
+        "exploitability": [expl[n] for n in names],
+        "mean_words": [float(np.mean([len(y.split()) for y in samples[n]])) for n in names],
+    })
+    if task.has_exact_judge:
+        per_policy["well_formed"] = [float(np.mean([task.is_well_formed(x, y) for x, y in zip(prompts, samples[n])]))
+                                     for n in names]
+    pools_file = layout.oracle_pools
+    if task.has_exact_judge and pools_file.exists():
+        # how often a policy's samples fall inside the oracle's candidate pools (the oracle's prompts come first)
+        cands = [set(c) for c in json.loads(pools_file.read_text())["candidates"]]
+        per_policy["in_oracle_pool"] = [float(np.mean([y in c for y, c in zip(samples[n], cands)])) for n in names]
+    if oracle_policy is not None:
+        # normalised margin: how much of its method's oracle margin over SFT a trained policy reaches
+        target = policy_targets(cfg.methods)
+        ceiling = [float(oracle_policy.get(target[n], np.nan)) for n in names]
+        per_policy["oracle_target_vs_sft"] = ceiling
+        per_policy["normalized_margin"] = [(p - 0.5) / (c - 0.5) if c - 0.5 > 1e-3 else np.nan
+                                           for p, c in zip(per_policy["p_vs_sft"], ceiling)]
+        if "RLHF" in names and "SFT" in names:
+            # the paper's "RLHF is the best against SFT": paired difference with the best other policy
+            vs_sft = {n: np.asarray(task.judge(prompts, samples[n], samples["SFT"])) for n in names if n != "SFT"}
+            rival = max((n for n in vs_sft if n != "RLHF"), key=lambda n: vs_sft[n].mean())
+            d, lo, hi = paired_bootstrap_ci(vs_sft["RLHF"], vs_sft[rival], cfg.eval.confidence)
+            metrics["rlhf_best_vs_sft"] = {"best_other": rival, "difference": round(d, 4),
+                                           "ci": [round(lo, 4), round(hi, 4)]}
+    per_policy.to_csv(out / "per_policy.csv", index=False)
+    beta_sweep_table(cfg, tables[main], names, oracle_long).to_csv(out / "beta_sweep.csv", index=False)
+    if task.has_exact_judge and oracle_long is not None and cfg.ablation.methods:
+        metrics["exact_judge_training"] = exact_judge_tables(cfg, task, tok, prompts, samples["SFT"], oracle_long,
+                                                             oracle_policy, tables["exact"], out)
+    pd.DataFrame({"prompt": prompts[:10], **{n: samples[n][:10] for n in names}}).to_csv(out / "samples.csv",
+                                                                                          index=False)
+    pm_vs_rm_table(cfg).to_csv(out / "pm_vs_rm.csv", index=False)
+    m = to_matrix(tables[main], names)
+    headline = {}
+    for a, b in (("MD1", "RLHF"), ("MD1", "SP"), ("BR", "RLHF"), ("RLHF", "SFT")):
+        if a in names and b in names:
+            ci = to_matrix(tables[main], names, "ci").loc[b, a]
+            headline[f"{a}_vs_{b}"] = {"p": round(float(m.loc[b, a]), 4), "ci95": round(float(ci), 4)}
+    metrics["headline"] = headline
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    write_metrics(cfg, "eval", metrics)
+    return metrics

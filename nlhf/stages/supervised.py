@@ -1,0 +1,156 @@
+"""Stages ``data`` → ``sft`` → ``preference@{pm,rm}``: the task's datasets and tokenizer, the SFT policy μ (and its
+checks and comparisons), the pairwise preference model and the Bradley–Terry reward model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nlhf.artifacts import ensure_dir, fingerprint, load_dataset_dir, load_tokenizer, write_metrics
+from nlhf.comparisons import load_sft_comparisons, write_sft_comparisons
+from nlhf.evaluate import sft_checks
+from nlhf.models import build_policy, build_preference_model, build_reward_model, check_same_tokenizer, save_policy
+from nlhf.params import PipelineConfig
+from nlhf.runtime import accelerator_for, policy_generation, sampling_kwargs
+from nlhf.tasks import make_task
+from nlhf.training.checkpoint import seed_everything
+from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
+from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
+from nlhf.training.supervised import fit
+
+
+def run_data(cfg: PipelineConfig) -> dict:
+    """Stage ``data``: prompts, SFT pairs, labelled preference pairs and the tokenizer (artifacts/data)."""
+    import datasets
+
+    from nlhf.tasks import build_task_data
+
+    datasets.disable_progress_bars()
+    t0 = time.time()
+    task = make_task(cfg.task)
+    out = cfg.layout.data()
+    metrics = build_task_data(task, out, cfg.task.analysis_prompts, cfg.task.analysis_samples)
+    if task.vocabulary() is not None:  # written by build_task_data
+        tok = load_tokenizer(cfg)
+    else:  # open-text task: the policy's own tokenizer (e.g. a Hub model in the gpu profile)
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(cfg.policy_model.name_or_path)
+        tok.save_pretrained(out / "tokenizer")
+    metrics.update({"vocab_size": len(tok), "runtime_s": round(time.time() - t0, 2)})
+    write_metrics(cfg, "data", metrics)
+    return metrics
+
+
+def run_sft(cfg: PipelineConfig) -> dict:
+    """Stage ``sft``: fit μ on reference summaries; check well-formedness, P(SFT ≻ init) and non-transitivity."""
+    t0 = time.time()
+    seed_everything(cfg.sft.seed)
+    accelerator = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    task = make_task(cfg.task)
+    train = load_dataset_dir(cfg, "sft", "train")
+    heldout = load_dataset_dir(cfg, "sft", "eval")
+    examples = tokenize_sft(tok, list(train["prompt"]), list(train["completion"]))
+    heldout_ex = tokenize_sft(tok, list(heldout["prompt"]), list(heldout["completion"]))
+    policy = build_policy(cfg.policy_model, tok, seed=cfg.sft.seed)
+    init = build_policy(cfg.policy_model, tok, seed=cfg.sft.seed).eval()  # the untrained initial policy
+    max_len = max(len(ids) for ids, _ in examples + heldout_ex)
+    n_pos = getattr(policy.config, "n_positions", None) or getattr(policy.config, "max_position_embeddings", 10**9)
+    if max_len + cfg.sampling.max_new_tokens > n_pos:
+        raise ValueError(f"policy_model.n_positions={n_pos} is too small for prompt+summary ({max_len} tokens) "
+                         f"+ sampling.max_new_tokens")
+
+    def loss_fn(model, idx):
+        batch = sft_batch([examples[i] for i in idx], tok.pad_token_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        return sft_loss(model, batch)
+
+    def eval_fn(model):
+        losses = []
+        for i in range(0, len(heldout_ex), 256):
+            b = {k: v.to(accelerator.device) for k, v in sft_batch(heldout_ex[i: i + 256], tok.pad_token_id).items()}
+            losses.append(sft_loss(model, b).item())
+        return {"heldout_loss": float(np.mean(losses))}
+
+    layout = cfg.layout
+    log = fit(policy, loss_fn, len(examples), cfg.sft, layout.resume("sft"), accelerator, eval_fn, desc="sft",
+              fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task, cfg.runtime,
+                                      inputs=[layout.data()]))
+    policy = accelerator.unwrap_model(policy).eval()
+
+    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    checks, ys = sft_checks(task, policy, init.to(accelerator.device), tok, prompts, sampling_kwargs(cfg), cfg.seed,
+                            cfg.eval.nontransitivity_prompts, cfg.eval.nontransitivity_samples)
+    metrics = {"train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"],
+               "heldout_loss": log["eval"][-1]["heldout_loss"], **checks}
+    metrics["sft_comparisons"] = write_sft_comparisons(cfg, task, policy, tok)
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+
+    save_policy(policy, tok, layout.model("sft"), policy_generation(cfg, tok))
+    layout.resume("sft").unlink(missing_ok=True)
+    out = ensure_dir(layout.results("sft"))
+    pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
+    pd.DataFrame(log["eval"]).to_csv(out / "heldout.csv", index=False)
+    pd.DataFrame({"prompt": prompts[:20], "summary": ys[:20]}).to_csv(out / "samples.csv", index=False)
+    write_metrics(cfg, "sft", metrics)
+    return metrics
+
+
+def run_preference(cfg: PipelineConfig, kind: str) -> dict:
+    """Stage ``pm`` (pairwise preference model) or ``rm`` (Bradley–Terry reward model) on the labelled pairs."""
+    if kind not in ("pm", "rm"):
+        raise ValueError(f"kind: expected 'pm' or 'rm', got {kind!r}")
+    t0 = time.time()
+    train_cfg = cfg.pm if kind == "pm" else cfg.rm
+    model_cfg = cfg.preference_model if kind == "pm" else cfg.reward_model
+    seed_everything(train_cfg.seed)
+    accelerator = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    train = load_dataset_dir(cfg, "prefs", "train")
+    test = load_dataset_dir(cfg, "prefs", "test")
+    build = build_preference_model if kind == "pm" else build_reward_model
+    model = build(model_cfg, tok, seed=train_cfg.seed)
+    check_same_tokenizer(model.tokenizer, tok, f"{kind} model", "data tokenizer")
+    prompts, ys, y_primes = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
+    labels = list(train["label"])
+    extra = load_sft_comparisons(cfg, "train")
+    if extra is not None:
+        prompts, ys = prompts + list(extra["prompt"]), ys + list(extra["y"])
+        y_primes = y_primes + list(extra["y_prime"])
+        labels = labels + list(extra["label"])
+    labels = torch.tensor(labels, dtype=torch.float32)
+    # tokenize once (not at every step): the scorer builds the same rows from token ids as from the strings
+    prompts, ys = model.token_ids(prompts), model.token_ids(ys, response=True)
+    y_primes = model.token_ids(y_primes, response=True)
+    test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
+
+    def loss_fn(m, idx):
+        return pair_loss(m, [prompts[i] for i in idx], [ys[i] for i in idx], [y_primes[i] for i in idx], labels[idx])
+
+    def eval_fn(m):
+        q = predict_proba(m, test["prompt"], test["y"], test["y_prime"])
+        return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
+
+    layout = cfg.layout
+    log = fit(model, loss_fn, len(prompts), train_cfg, layout.resume(kind), accelerator, eval_fn, desc=kind,
+              fingerprint=fingerprint(train_cfg, model_cfg, cfg.task, cfg.runtime,
+                                      inputs=[layout.data(), layout.sft_pairs()]))
+    model = accelerator.unwrap_model(model).eval()
+    metrics = {"n_train_pairs": len(prompts), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
+               "train_loss_last": log["train"][-1]["loss"]}
+    pairs = load_sft_comparisons(cfg, "heldout")
+    if pairs is not None:
+        q = predict_proba(model, list(pairs["prompt"]), list(pairs["y"]), list(pairs["y_prime"]))
+        metrics["heldout_sft_pairs"] = pair_metrics(q, np.asarray(pairs["label"]), np.asarray(pairs["p"], float))
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    model.save_pretrained(layout.model(kind))
+    layout.resume(kind).unlink(missing_ok=True)
+    out = ensure_dir(layout.results(kind))
+    pd.DataFrame(log["train"]).to_csv(out / "loss.csv", index=False)
+    pd.DataFrame(log["eval"]).to_csv(out / "eval.csv", index=False)
+    write_metrics(cfg, kind, metrics)
+    return metrics
