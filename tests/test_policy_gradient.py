@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nlhf.config import ConfigError, from_dict
-from nlhf.training.methods import Judged, Method, NashEMA, NashMD, OnlineIPO
+from nlhf.training.methods import RLHF, Judged, Method, NashEMA, NashMD, OnlineIPO, Rollout
 from nlhf.training.policy_gradient import (
     effective_ema_beta,
     ema_update,
@@ -142,3 +142,82 @@ def test_online_ipo_expected_gradient_is_a_multiple_of_the_self_play_gradient(ta
     ipo = torch.autograd.grad(expected, [theta0, theta1])
     for a, b in zip(ipo, self_play):
         torch.testing.assert_close(a, -(4 / tau) * b, atol=1e-9, rtol=1e-7)
+
+
+class _TableJudge:
+    """A judge on 2-token responses given as tables over the enumerated sequences: P[i, j] and r[i]."""
+
+    def __init__(self, V, P=None, r=None):
+        self.V, self.P, self.r = V, P, r
+
+    def _index(self, y):
+        return y[:, 0] * self.V + y[:, 1]
+
+    def logits_from_ids(self, ids, prompt_mask, y, y_mask, yp, yp_mask):
+        return torch.logit(self.P[self._index(y), self._index(yp)])
+
+    def rewards_from_ids(self, ids, prompt_mask, y, y_mask):
+        return self.r[self._index(y)]
+
+
+def _group_setup(seed, V):
+    g = torch.Generator().manual_seed(seed)
+    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))
+    theta0 = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
+    theta1 = torch.randn(V, V, generator=g, dtype=torch.float64, requires_grad=True)
+    mu_lp = _seq_logprobs(torch.randn(V, generator=g, dtype=torch.float64),
+                          torch.randn(V, V, generator=g, dtype=torch.float64), seqs)
+    A = torch.randn(len(seqs), len(seqs), generator=g, dtype=torch.float64)
+    return g, seqs, theta0, theta1, mu_lp, torch.sigmoid(A - A.T)
+
+
+def _expected_group_surrogate(method, judge, seqs, lp, mu_lp, pi_y, pi_opp, k, tau):
+    """Σ over every group (y_1..y_k ~ π, y′_1..y′_k ~ π′) of its probability times the method's loss on the group,
+    with the signal computed by ``method.judge`` on the group's rows."""
+    n = len(seqs)
+    total = 0.0
+    ids = torch.zeros(k, 1, dtype=torch.long)
+    for combo in itertools.product(range(n), repeat=2 * k):
+        ys, yps = list(combo[:k]), list(combo[k:])
+        w = torch.prod(pi_y[ys]) * torch.prod(pi_opp[yps])
+        roll = Rollout(seqs[ys], ids, torch.ones(k, 2), seqs[ys], torch.ones(k, 2), seqs[yps], torch.ones(k, 2))
+        judged = method.judge(judge, ids, ids, roll, k)
+        total = total + w * method.loss(lp[ys], mu_lp[ys], torch.ones(k, 2, dtype=torch.float64), judged)
+    return total
+
+
+def test_nash_signal_against_every_opponent_of_the_group_is_unbiased():
+    """k = 2 responses per prompt, each compared with both opponents: E[ĝ] = ∇_θ[P(π_θ ≻ π′) − τ KL(π_θ‖μ)]."""
+    tau, k, V = 0.1, 2, 2
+    g, seqs, theta0, theta1, mu_lp, P = _group_setup(2, V)
+    opp = torch.softmax(torch.randn(len(seqs), generator=g, dtype=torch.float64), 0)
+    lp = _seq_logprobs(theta0, theta1, seqs)
+    pi = lp.sum(1).exp()
+    J = pi @ P @ opp - tau * (pi * (lp.sum(1) - mu_lp.sum(1))).sum()
+    exact = torch.autograd.grad(J, [theta0, theta1], retain_graph=True)
+    method = NashMD(kind="nash_md", tau=tau, beta=0.5)
+    surrogate = _expected_group_surrogate(method, _TableJudge(V, P=P), seqs, lp, mu_lp, pi.detach(), opp, k, tau)
+    est = torch.autograd.grad(-surrogate, [theta0, theta1])
+    for e, x in zip(est, exact):
+        torch.testing.assert_close(e, x, atol=1e-7, rtol=1e-6)  # the judge's output is float32
+
+
+def test_rlhf_leave_one_out_baseline_is_unbiased():
+    """k = 3 responses per prompt, baseline = mean reward of the other two: E[ĝ] = ∇_θ[E_π r − τ KL(π_θ‖μ)]."""
+    tau, k, V = 0.1, 3, 2
+    g, seqs, theta0, theta1, mu_lp, _ = _group_setup(3, V)
+    r = torch.randn(len(seqs), generator=g, dtype=torch.float64)
+    lp = _seq_logprobs(theta0, theta1, seqs)
+    pi = lp.sum(1).exp()
+    J = pi @ r - tau * (pi * (lp.sum(1) - mu_lp.sum(1))).sum()
+    exact = torch.autograd.grad(J, [theta0, theta1], retain_graph=True)
+    method = RLHF(kind="rlhf", tau=tau)
+    # RLHF draws no opponents: sum over the opponents' half of the combos with weight 1/n^k each (uniform, unused)
+    uniform = torch.full((len(seqs),), 1.0 / len(seqs), dtype=torch.float64)
+    surrogate = _expected_group_surrogate(method, _TableJudge(V, r=r), seqs, lp, mu_lp, pi.detach(), uniform, k, tau)
+    est = torch.autograd.grad(-surrogate, [theta0, theta1])
+    for e, x in zip(est, exact):
+        torch.testing.assert_close(e, x, atol=1e-7, rtol=1e-6)  # the judge's output is float32
+    # the leave-one-out signals of a group sum to zero (the baseline removes the prompt's reward level)
+    roll = Rollout(seqs[:k], None, None, seqs[:k], torch.ones(k, 2))
+    assert abs(method.judge(_TableJudge(V, r=r), None, None, roll, k).signal.sum().item()) < 1e-6

@@ -101,7 +101,9 @@ class Method:
     def rollout(self, sample: Sampler, policy, ref, average, ids: torch.Tensor, prompt_mask: torch.Tensor) -> Rollout:
         raise NotImplementedError
 
-    def judge(self, judge_model, ids: torch.Tensor, prompt_mask: torch.Tensor, roll: Rollout) -> Judged:
+    def judge(self, judge_model, ids: torch.Tensor, prompt_mask: torch.Tensor, roll: Rollout, group: int = 1
+              ) -> Judged:
+        """The signal of each response; rows come in groups of ``group`` responses to the same prompt."""
         raise NotImplementedError
 
     def loss(self, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, judged: Judged) -> torch.Tensor:
@@ -124,17 +126,32 @@ def _single(sample: Sampler, policy, ids, prompt_mask) -> Rollout:
 
 
 def _preference(judge_model, ids, prompt_mask, roll: Rollout) -> torch.Tensor:
-    """P(y ≻ y′ | x) per prompt from the judge's logits on token ids."""
+    """P(y ≻ y′ | x) per row from the judge's logits on token ids: each response against its own opponent."""
     return torch.sigmoid(judge_model.logits_from_ids(ids, prompt_mask, roll.response, roll.response_y_mask,
                                                      roll.opponent, roll.opponent_mask).float())
 
 
-class _PreferenceSignal:
-    """The Nash methods' signal P(y ≻ y′ | x) − ½ (½ = P(y ≻ y) is a baseline: lower variance, no bias)."""
+def group_preference(judge_model, ids, prompt_mask, roll: Rollout, group: int) -> torch.Tensor:
+    """[R, k] P(y_i ≻ y′_j | x): each of the R = B·k responses against every opponent drawn for its prompt (rows
+    come in groups of k = ``group``); k = 1 is :func:`_preference`."""
+    if group == 1:
+        return _preference(judge_model, ids, prompt_mask, roll)[:, None]
+    R = ids.shape[0]
+    rows = torch.arange(R, device=ids.device).repeat_interleave(group)
+    cols = (rows // group) * group + torch.arange(group, device=ids.device).repeat(R)
+    logits = judge_model.logits_from_ids(ids[rows], prompt_mask[rows], roll.response[rows],
+                                         roll.response_y_mask[rows], roll.opponent[cols], roll.opponent_mask[cols])
+    return torch.sigmoid(logits.float()).view(R, group)
 
-    def judge(self, judge_model, ids, prompt_mask, roll: Rollout) -> Judged:
-        p = _preference(judge_model, ids, prompt_mask, roll)
-        signal = p - 0.5
+
+class _PreferenceSignal:
+    """The Nash methods' signal (1/k) Σ_j P(y ≻ y′_j | x) − ½ over the k opponents drawn for the prompt: its
+    expectation over independent y′_j is P(y ≻ π′) − ½ whatever k, so averaging lowers the variance and adds no
+    bias (½ = P(y ≻ y) is a baseline)."""
+
+    def judge(self, judge_model, ids, prompt_mask, roll: Rollout, group: int = 1) -> Judged:
+        p = group_preference(judge_model, ids, prompt_mask, roll, group)
+        signal = p.mean(-1) - 0.5
         return Judged(signal, signal.mean().item(), p.mean().item())
 
 
@@ -149,9 +166,15 @@ class RLHF(Method):
     def rollout(self, sample, policy, ref, average, ids, prompt_mask):
         return _single(sample, policy, ids, prompt_mask)
 
-    def judge(self, judge_model, ids, prompt_mask, roll):
+    def judge(self, judge_model, ids, prompt_mask, roll, group=1):
+        """r(x, y) minus a baseline: the batch mean (k = 1) or, with k responses per prompt, the mean of the other
+        k − 1 (leave-one-out: independent of y, so unbiased, and it removes the prompt's own reward level)."""
         r = judge_model.rewards_from_ids(ids, prompt_mask, roll.response, roll.response_y_mask).float()
-        return Judged(r - r.mean(), r.mean().item())
+        if group == 1:
+            return Judged(r - r.mean(), r.mean().item())
+        g = r.view(-1, group)
+        baseline = (g.sum(-1, keepdim=True) - g) / (group - 1)
+        return Judged((g - baseline).reshape(-1), r.mean().item())
 
     def oracle_targets(self, name, game):
         out = {name: game.reward_maximiser(game.bt_reward, self.tau)}
@@ -241,6 +264,10 @@ class OnlineIPO(_PreferenceSignal, Method):
         both = sample(policy, ids.repeat(2, 1), prompt_mask.repeat(2, 1))
         return Rollout(both.sequences, prompt_mask.repeat(2, 1), both.response_mask, both.response[:B],
                        both.response_mask[:B], both.response[B:], both.response_mask[B:])
+
+    def judge(self, judge_model, ids, prompt_mask, roll, group=1):
+        """P(y ≻ y′) − ½ of each pair (y, y′) the loss is on (a group only adds pairs of the same prompt)."""
+        return super().judge(judge_model, ids, prompt_mask, roll, 1)
 
     def loss(self, logp, ref_logp, mask, judged):
         log_ratio = ((logp - ref_logp) * mask).sum(-1)

@@ -50,10 +50,14 @@ class PGConfig:
     ema_reference_steps: int = 10_000  # run length the EMA β values are quoted for (see module docstring)
     probe_every: int = 0  # steps between convergence probes (nlhf.training.probe); 0: every 5% of the run
     probe_samples: int = 4  # responses per probe prompt
+    group_size: int = 1  # responses per prompt per step, k (a step has batch_size·k rows): with k > 1 RLHF's baseline
+    # is the other k−1 responses' mean reward (leave-one-out) and a Nash method compares each response with the k
+    # opponents drawn for its prompt (nlhf.training.methods); both stay unbiased and lower the variance
 
     def __post_init__(self):
         check(self.probe_every >= 0, "probe_every", f"must be >= 0 (got {self.probe_every})")
-        for f in ("steps", "batch_size", "log_every", "checkpoint_every", "ema_reference_steps", "probe_samples"):
+        for f in ("steps", "batch_size", "log_every", "checkpoint_every", "ema_reference_steps", "probe_samples",
+                  "group_size"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
         check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
@@ -169,7 +173,7 @@ def train_policy(
     progress = Progress(desc, cfg.steps, start, enabled=accelerator.is_local_main_process)
     for step in range(start, cfg.steps):
         idx = torch.randint(len(prompts), (B,), generator=prompt_gen).tolist()
-        batch_prompts = [prompts[i] for i in idx]
+        batch_prompts = [prompts[i] for i in idx for _ in range(cfg.group_size)]
         enc = tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         ids, pmask = enc["input_ids"], enc["attention_mask"]
         plen = ids.shape[1]
@@ -184,7 +188,7 @@ def train_policy(
             ref_logp = response_logprobs(ref, seq, attn, plen).float()
             # the judge reads the sampler's token ids directly (special ids dropped): the same input as decoding to
             # text and re-tokenizing (tested), without the round trip
-            judged = method.judge(judge_model, ids, pmask, roll)
+            judged = method.judge(judge_model, ids, pmask, roll, cfg.group_size)
         with accelerator.autocast():
             logp = response_logprobs(policy, seq, attn, plen).float()
             m = rmask.to(logp.dtype)
