@@ -22,19 +22,24 @@ def _seq_logprobs(theta0, theta1, seqs):
     return torch.stack([lp0, lp1], dim=1)
 
 
-@pytest.mark.parametrize("tau", [0.0 + 1e-9, 0.1, 1.0])
-def test_nash_md_pg_estimator_expectation_is_exact_gradient(tau):
-    """E_{y~π_θ, y'~π'}[ĝ] = ∇_θ P_τ(π_θ ≻ π') with π' fixed, by enumerating all (y, y') of a 2-token policy."""
-    g = torch.Generator().manual_seed(0)
-    V = 3
-    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))  # all 9 sequences
-    n = len(seqs)
+def _setup(seed, V):
+    """Every 2-token sequence over V tokens, a policy θ (with grad), μ's log-probs and an antisymmetric P."""
+    g = torch.Generator().manual_seed(seed)
+    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))
     theta0 = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
     theta1 = torch.randn(V, V, generator=g, dtype=torch.float64, requires_grad=True)
     mu_lp = _seq_logprobs(torch.randn(V, generator=g, dtype=torch.float64),
                           torch.randn(V, V, generator=g, dtype=torch.float64), seqs)
-    A = torch.randn(n, n, generator=g, dtype=torch.float64)
-    P = torch.sigmoid(A - A.T)  # antisymmetric preference over sequences
+    A = torch.randn(len(seqs), len(seqs), generator=g, dtype=torch.float64)
+    return g, seqs, theta0, theta1, mu_lp, torch.sigmoid(A - A.T)
+
+
+
+@pytest.mark.parametrize("tau", [0.0 + 1e-9, 0.1, 1.0])
+def test_nash_md_pg_estimator_expectation_is_exact_gradient(tau):
+    """E_{y~π_θ, y'~π'}[ĝ] = ∇_θ P_τ(π_θ ≻ π') with π' fixed, by enumerating all (y, y') of a 2-token policy."""
+    g, seqs, theta0, theta1, mu_lp, P = _setup(0, 3)  # all 9 sequences
+    n = len(seqs)
     opp = torch.softmax(torch.randn(n, generator=g, dtype=torch.float64), 0)  # π' fixed
 
     # exact objective: P(π_θ ≻ π') − τ KL(π_θ ‖ μ)
@@ -111,16 +116,8 @@ def test_method_config_picks_the_class_of_its_kind():
 def test_online_ipo_expected_gradient_is_a_multiple_of_the_self_play_gradient(tau):
     """E_{y,y′~π_θ}[∇ (h_θ(y,y′) − (P(y≻y′) − ½)/τ)²] = −(4/τ) ∇_θ[P(π_θ ≻ π′) − τ KL(π_θ‖μ)] at π′ = π_θ, by
     enumerating every pair of a 2-token policy, through :meth:`OnlineIPO.loss` (so its fixed point is π*_τ, SP's)."""
-    g = torch.Generator().manual_seed(1)
-    V = 3
-    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))
+    _, seqs, theta0, theta1, mu_lp, P = _setup(1, 3)
     n = len(seqs)
-    theta0 = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
-    theta1 = torch.randn(V, V, generator=g, dtype=torch.float64, requires_grad=True)
-    mu_lp = _seq_logprobs(torch.randn(V, generator=g, dtype=torch.float64),
-                          torch.randn(V, V, generator=g, dtype=torch.float64), seqs)
-    A = torch.randn(n, n, generator=g, dtype=torch.float64)
-    P = torch.sigmoid(A - A.T)
 
     lp = _seq_logprobs(theta0, theta1, seqs)
     pi = lp.sum(1).exp()
@@ -160,17 +157,6 @@ class _TableJudge:
         return self.r[self._index(y)]
 
 
-def _group_setup(seed, V):
-    g = torch.Generator().manual_seed(seed)
-    seqs = torch.tensor(list(itertools.product(range(V), repeat=2)))
-    theta0 = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
-    theta1 = torch.randn(V, V, generator=g, dtype=torch.float64, requires_grad=True)
-    mu_lp = _seq_logprobs(torch.randn(V, generator=g, dtype=torch.float64),
-                          torch.randn(V, V, generator=g, dtype=torch.float64), seqs)
-    A = torch.randn(len(seqs), len(seqs), generator=g, dtype=torch.float64)
-    return g, seqs, theta0, theta1, mu_lp, torch.sigmoid(A - A.T)
-
-
 def _expected_group_surrogate(method, judge, seqs, lp, mu_lp, pi_y, pi_opp, k, tau):
     """Σ over every group (y_1..y_k ~ π, y′_1..y′_k ~ π′) of its probability times the method's loss on the group,
     with the signal computed by ``method.judge`` on the group's rows."""
@@ -189,7 +175,7 @@ def _expected_group_surrogate(method, judge, seqs, lp, mu_lp, pi_y, pi_opp, k, t
 def test_nash_signal_against_every_opponent_of_the_group_is_unbiased():
     """k = 2 responses per prompt, each compared with both opponents: E[ĝ] = ∇_θ[P(π_θ ≻ π′) − τ KL(π_θ‖μ)]."""
     tau, k, V = 0.1, 2, 2
-    g, seqs, theta0, theta1, mu_lp, P = _group_setup(2, V)
+    g, seqs, theta0, theta1, mu_lp, P = _setup(2, V)
     opp = torch.softmax(torch.randn(len(seqs), generator=g, dtype=torch.float64), 0)
     lp = _seq_logprobs(theta0, theta1, seqs)
     pi = lp.sum(1).exp()
@@ -205,7 +191,7 @@ def test_nash_signal_against_every_opponent_of_the_group_is_unbiased():
 def test_rlhf_leave_one_out_baseline_is_unbiased():
     """k = 3 responses per prompt, baseline = mean reward of the other two: E[ĝ] = ∇_θ[E_π r − τ KL(π_θ‖μ)]."""
     tau, k, V = 0.1, 3, 2
-    g, seqs, theta0, theta1, mu_lp, _ = _group_setup(3, V)
+    g, seqs, theta0, theta1, mu_lp, _ = _setup(3, V)
     r = torch.randn(len(seqs), generator=g, dtype=torch.float64)
     lp = _seq_logprobs(theta0, theta1, seqs)
     pi = lp.sum(1).exp()
