@@ -3,12 +3,13 @@
 For every evaluation prompt x the synthetic task enumerates a *candidate pool* Y(x): every summary its grammar
 makes likely (``SyntheticTask.candidates``) plus the distinct summaries the SFT policy samples. On the pool the
 exact judge gives a preference matrix P_x, and the SFT policy gives μ̂(·|x), its exact sequence probabilities
-renormalised on the pool. Each method's target is then a small tabular problem, solved with the solvers of
-:mod:`nlhf.games` (the same code as the tabular half):
+renormalised on the pool. Each method's target (:meth:`nlhf.training.methods.Method.oracle_targets`) is then a
+small tabular problem, solved with the solvers of :mod:`nlhf.games` (the same code as the tabular half):
 
 * NE: a maximin strategy of P_x − ½ (the unregularised Nash equilibrium, §1).
 * SP (β = 0): π*_τ, the unique fixed point π = softmax(log μ̂ + Pπ/τ) of the τ-regularised game (Prop. 1).
-  Nash-EMA-PG has the same fixed point: when θ stops moving, its EMA θ̄ equals θ, so the opponent is π itself.
+  Nash-EMA-PG has the same fixed point: when θ stops moving, its EMA θ̄ equals θ, so the opponent is π itself;
+  so does online IPO, whose expected gradient is a multiple of self-play's (:class:`nlhf.training.methods.OnlineIPO`).
 * MD_β (Nash-MD-PG, §7): the fixed point π_β = argmax_π P(π ≻ π^β) − τ KL(π‖μ̂) with the opponent
   π^β ∝ π^{1−β} μ̂^β. Writing π = softmax(log μ̂ + P m/τ) with m = π^β gives
   m ∝ μ̂^β μ̂^{1−β} exp((1−β) P m/τ), i.e. m = π*_{τ/(1−β)}: so
