@@ -7,7 +7,7 @@ import torch
 
 from nlhf.config import ConfigError, from_dict
 from nlhf.training.methods import RLHF, Judged, Method, NashEMA, NashMD, OnlineIPO, Rollout
-from nlhf.training.policy_gradient import (
+from nlhf.training.reinforce import (
     effective_ema_beta,
     ema_update,
     kl_to_go,

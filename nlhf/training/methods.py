@@ -15,7 +15,7 @@ online_ipo   preference  a second sample of π_θ                             (h
 ===========  ==========  ===============================================  ===============================================
 
 The REINFORCE methods add the per-token KL penalty −τ·Σ_{m≥n} log(π_θ/μ)(y_m) in reward-to-go form
-(:func:`nlhf.training.policy_gradient.pg_loss`). Online IPO's h_θ(y, y′) = log(π_θ(y)/μ(y)) − log(π_θ(y′)/μ(y′))
+(:func:`nlhf.training.reinforce.pg_loss`). Online IPO's h_θ(y, y′) = log(π_θ(y)/μ(y)) − log(π_θ(y′)/μ(y′))
 carries the regularisation itself.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from nlhf.config import ConfigError, check
-from nlhf.training.policy_gradient import effective_ema_beta, ema_update, pg_loss
+from nlhf.training.reinforce import effective_ema_beta, ema_update, pg_loss
 
 
 @dataclass
@@ -107,7 +107,7 @@ class Method:
         raise NotImplementedError
 
     def loss(self, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, judged: Judged) -> torch.Tensor:
-        """REINFORCE with the reward-to-go KL penalty (:func:`nlhf.training.policy_gradient.pg_loss`)."""
+        """REINFORCE with the reward-to-go KL penalty (:func:`nlhf.training.reinforce.pg_loss`)."""
         return pg_loss(logp, ref_logp, mask, judged.signal.to(logp.device), self.tau)
 
     # -- what it converges to --------------------------------------------------------------------------------
