@@ -41,7 +41,8 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "sft": _SUPERVISED_RECIPE,
     "pm": _SUPERVISED_RECIPE,
     "rm": _SUPERVISED_RECIPE,
-    "pg": ("steps", "batch_size", "lr"),
+    "pg": ("steps", "batch_size", "lr", "final_lr_fraction"),
+    "ablation": ("lr",),
     "eval": ("n_prompts", "nontransitivity_prompts"),
     "oracle": ("populations",),
 }

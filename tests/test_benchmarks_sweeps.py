@@ -49,5 +49,7 @@ def test_scorer_sweep_rows_apply_to_the_package_config():
 
 def test_pg_sweep_run_applies_to_the_package_config():
     sweep = _load("benchmarks/pg_recipe/sweep.py")
-    cfg = _applies(sweep.stage_run("MD1", "paper", 3e-4, 40, 8, 4))
-    assert (cfg.pg.lr, cfg.pg.steps, cfg.pg.batch_size, cfg.pg.group_size) == (3e-4, 40, 8, 4)
+    cfg = _applies(sweep.stage_run("MD1", "paper", 3e-4, 40, 8, 4, 0.1))
+    assert (cfg.pg.lr, cfg.pg.steps, cfg.pg.batch_size, cfg.pg.group_size, cfg.pg.final_lr_fraction) == (
+        3e-4, 40, 8, 4, 0.1)
+    assert cfg.ablation.lr is None  # the swept lr reaches the exact-judge stages too

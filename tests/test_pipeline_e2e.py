@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from nlhf.paper import PAPER_POLICIES
+from nlhf.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = Path(__file__).resolve().parent / "netguard"
@@ -95,6 +96,13 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
         probe = pd.read_csv(r / folder / f"{name}.csv")
         assert list(probe["step"]) == [0, 1, 2, 3, 4], folder
         assert probe[["p_vs_sft", "p_vs_target", "kl"]].notna().all().all()
+    # each variant's learning rate: pg.lr (ablation.lr for the exact judges), cosine-decayed to pg.final_lr_fraction
+    cfg = load_config(tiny_repo / "params.yaml")
+    for variant, name, lr in (("paper", "MD1", cfg.pg.lr), ("exact", "SP", cfg.ablation.lr or cfg.pg.lr)):
+        curve = pd.read_csv(r / "policy" / name / "curve.csv" if variant == "paper" else
+                            r / "policy_exact" / name / "curve.csv")
+        assert curve["lr"].iloc[-1] == pytest.approx(lr * cfg.pg.final_lr_fraction), variant
+    assert cfg.ablation.lr != cfg.pg.lr  # the default params keep the two rates apart, so this checks the routing
     # the exact-judge ablation's table, its signs against the oracle, the second seed, the side-by-side scorecard
     ablation = pd.read_csv(r / "eval" / "table_exact_judge_training_long.csv")
     assert set(ablation["row"]) == {"SFT", "RLHF", "SP", "EMA1", "IPO", "EMA1*"}  # profiles/tiny.yaml

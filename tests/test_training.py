@@ -2,6 +2,7 @@
 state written for the same params and upstream inputs, and never from a file that cannot be read safely."""
 
 import copy
+import math
 import pickle
 
 import re
@@ -269,7 +270,9 @@ def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
     prompts = task.prompts("train")
-    cfg = PGConfig(steps=8, batch_size=4, lr=1e-3, checkpoint_every=3, log_every=1, ema_reference_steps=20)
+    # a decaying learning rate: the resumed run must restore the schedule's position too
+    cfg = PGConfig(steps=8, batch_size=4, lr=1e-3, final_lr_fraction=0.1, checkpoint_every=3, log_every=1,
+                   ema_reference_steps=20)
     kw = dict(max_new_tokens=6, temperature=1.0, fingerprint="x")
     a = copy.deepcopy(ref).train()
     _, ema_a = train_policy(a, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "a.pt", **kw)
@@ -279,6 +282,9 @@ def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
     b = copy.deepcopy(ref).train()
     log, ema_b = train_policy(b, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "b.pt", **kw)
     assert log["train"][-1]["step"] == 8
+    # cosine from 1e-3 (step 0) to 1e-4 after the last step; the resumed half continues the same curve
+    lrs = [row["lr"] for row in log["train"]]
+    assert lrs == pytest.approx([1e-4 + 9e-4 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(1, 9)])
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
     if ema_a is not None:

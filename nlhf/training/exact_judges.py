@@ -43,10 +43,13 @@ class AblationConfig:
     pool_sft_samples: int = 16
     seed_methods: list[str] = field(default_factory=lambda: ["RLHF", "SP", "MD1", "BR"])  # retrained with the
     # paper's judges at seed pg.seed + 1: the spread of the headline comparisons over training seeds
+    lr: float | None = None  # the exact-judge stages' learning rate (None: pg.lr). An exact judge has no errors
+    # for a faster policy to exploit, so its best rate can be higher than the trained judges' (benchmarks/pg_recipe/)
 
     def __post_init__(self):
         for f in ("train_prompts", "pool_sft_samples"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
+        check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null (got {self.lr})")
 
 
 class _ExactJudge(torch.nn.Module):

@@ -20,6 +20,7 @@ from nlhf.sampling.decode import generate
 from nlhf.sampling.logprobs import response_logprobs
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 from nlhf.training.methods import Method
+from nlhf.training.supervised import warmup_cosine
 
 
 @dataclass
@@ -29,6 +30,8 @@ class PGConfig:
     steps: int = 300  # optimizer steps (paper: 10,000)
     batch_size: int = 32  # prompts per step (paper's sibling work: 32)
     lr: float = 1e-4  # Adam learning rate unless the method sets its own
+    final_lr_fraction: float = 1.0  # cosine decay of the learning rate from lr to lr × this at the last step
+    # (1: constant); a decayed rate lets the last quarter settle, which the convergence rule reads
     grad_clip: float = 1.0  # max global gradient norm
     log_every: int = 10  # steps between logged points
     checkpoint_every: int = 50  # steps between resumable checkpoints
@@ -46,6 +49,7 @@ class PGConfig:
                   "group_size"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        check(0 < self.final_lr_fraction <= 1, "final_lr_fraction", f"must be in (0, 1] (got {self.final_lr_fraction})")
         check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
 
 
@@ -86,6 +90,7 @@ def train_policy(
     lr = method.lr or cfg.lr
     policy.requires_grad_(True)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, 0, cfg.final_lr_fraction))
     average, decay = method.start_average(policy, cfg.steps, cfg.ema_reference_steps)
     policy, opt = accelerator.prepare(policy, opt)
     ref = ref.to(device).eval().requires_grad_(False)
@@ -102,6 +107,7 @@ def train_policy(
     if state is not None:
         accelerator.unwrap_model(policy).load_state_dict(state["policy"])
         opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
         if average is not None:
             average.load_state_dict(state["ema"])
         # each rank draws its own prompts and samples: it resumes its own generator states (a checkpoint written
@@ -155,6 +161,7 @@ def train_policy(
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
         if average is not None:
             method.update_average(average, accelerator.unwrap_model(policy), decay)
@@ -170,6 +177,7 @@ def train_policy(
                     "kl_to_ref": kl_seq.mean().item(),
                     "entropy": (-(logp.detach() * m).sum(-1)).mean().item(),
                     "length": m.sum(-1).mean().item(),
+                    "lr": sched.get_last_lr()[0],
                 }
             log["train"].append(row)
         if done % probe_every == 0 or done == cfg.steps:
@@ -183,7 +191,7 @@ def train_policy(
             if accelerator.is_main_process:
                 save_state(state_path, {
                     "policy": accelerator.unwrap_model(policy).state_dict(), "optimizer": opt.state_dict(),
-                    "ema": None if average is None else average.state_dict(), "prompt_gen": prompt_gen.get_state(),
+                    "scheduler": sched.state_dict(), "ema": None if average is None else average.state_dict(), "prompt_gen": prompt_gen.get_state(),
                     "sample_gen": sample_gen.get_state(), "rng": rng_state(), "rank_states": rank_states,
                     "log": log, "step": done, "fingerprint": fingerprint,
                 })

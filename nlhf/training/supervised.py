@@ -46,16 +46,22 @@ class SupervisedConfig:
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
 
 
-def lr_lambda(cfg: SupervisedConfig) -> Callable[[int], float]:
-    """Linear warm-up to 1, then cosine decay to 0.1 at the last step."""
+def warmup_cosine(steps: int, warmup_steps: int = 0, final: float = 0.1) -> Callable[[int], float]:
+    """Learning-rate factor at a step: linear warm-up to 1 over ``warmup_steps``, then cosine decay to ``final`` at
+    the last step (``final`` = 1: constant after the warm-up)."""
 
     def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        frac = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     return f
+
+
+def lr_lambda(cfg: SupervisedConfig) -> Callable[[int], float]:
+    """The supervised fits' schedule: linear warm-up, then cosine decay to 0.1 of the peak at the last step."""
+    return warmup_cosine(cfg.steps, cfg.warmup_steps, 0.1)
 
 
 def fit(
