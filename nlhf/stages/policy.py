@@ -26,8 +26,8 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     method has one: Nash-EMA-PG's EMA*).
 
     ``variant``: ``paper`` trains against the trained PM (Nash) or RM (RLHF); ``exact`` against the task's exact
-    judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts (at ``ablation.lr`` if set); ``seed`` like ``paper`` with the
-    training seed pg.seed + 1."""
+    judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts, at ``ablation.lr`` if set;
+    ``seed`` like ``paper`` with the training seed pg.seed + 1."""
     layout = cfg.layout
     if variant not in layout.POLICY_VARIANTS:
         raise ValueError(f"variant: expected one of {sorted(layout.POLICY_VARIANTS)}, got {variant!r}")
@@ -92,7 +92,8 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
         save_policy(ema, tok, out_dir / "average", policy_generation(cfg, tok))
     state.unlink(missing_ok=True)
 
-    metrics = {"method": name, "variant": variant, **asdict(method), "seed": pg_cfg.seed, "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
+    metrics = {"method": name, "variant": variant, **asdict(method), "seed": pg_cfg.seed,
+               "ema_beta_effective": log.get("ema_beta_effective"), "final": log["train"][-1]}
     if ema is not None and task.has_exact_judge:
         # the averaged policy against SFT (the last iterate's numbers are the probe's)
         prompts_e = task.prompts("eval")[: cfg.eval.n_prompts]

@@ -49,7 +49,8 @@ class PGConfig:
                   "group_size"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
-        check(0 < self.final_lr_fraction <= 1, "final_lr_fraction", f"must be in (0, 1] (got {self.final_lr_fraction})")
+        check(0 < self.final_lr_fraction <= 1, "final_lr_fraction",
+              f"must be in (0, 1] (got {self.final_lr_fraction})")
         check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
 
 
@@ -191,7 +192,8 @@ def train_policy(
             if accelerator.is_main_process:
                 save_state(state_path, {
                     "policy": accelerator.unwrap_model(policy).state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "ema": None if average is None else average.state_dict(), "prompt_gen": prompt_gen.get_state(),
+                    "scheduler": sched.state_dict(), "ema": None if average is None else average.state_dict(),
+                    "prompt_gen": prompt_gen.get_state(),
                     "sample_gen": sample_gen.get_state(), "rng": rng_state(), "rank_states": rank_states,
                     "log": log, "step": done, "fingerprint": fingerprint,
                 })
