@@ -8,7 +8,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from nlhf.params import load_config
 
@@ -53,3 +55,13 @@ def test_pg_sweep_run_applies_to_the_package_config():
     assert (cfg.pg.lr, cfg.pg.steps, cfg.pg.batch_size, cfg.pg.group_size, cfg.pg.final_lr_fraction) == (
         3e-4, 40, 8, 4, 0.1)
     assert cfg.ablation.lr is None  # the swept lr reaches the exact-judge stages too
+
+
+def test_target_distance_measures_kl_mode_and_its_presence_in_sft_samples():
+    td = _load("benchmarks/pg_recipe/target_distance.py")
+    half = float(np.log(0.5))
+    # two pools: the target sits on one of two equally likely candidates, then spreads evenly
+    kl, top, mode_log_mu = td.kl_to_mu([[1.0, 0.0], [0.5, 0.5]], [[half, half], [half, half]])
+    assert kl == pytest.approx(np.log(2) / 2) and top == pytest.approx(0.75) and mode_log_mu == pytest.approx(half)
+    pools = {"candidates": [["a", "b"], ["c", "d"]], "sft_references": [["b", "b"], ["c"]]}
+    assert td.mode_in_sft_samples([[1.0, 0.0], [0.9, 0.1]], pools) == pytest.approx(0.5)  # "a" never sampled, "c" is
