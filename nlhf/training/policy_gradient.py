@@ -20,7 +20,7 @@ from nlhf.sampling.decode import generate
 from nlhf.sampling.logprobs import response_logprobs
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
 from nlhf.training.methods import Method
-from nlhf.training.supervised import warmup_cosine
+from nlhf.training.optim import take_step, warmup_cosine
 
 
 @dataclass
@@ -157,13 +157,7 @@ def train_policy(
             logp = response_logprobs(policy, seq, attn, plen).float()
             m = rmask.to(logp.dtype)
             loss = method.loss(logp, ref_logp, m, judged)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"[{desc}] non-finite loss {loss.item()} at step {step}")
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        take_step(loss, policy, opt, sched, accelerator, cfg.grad_clip, desc, step)
         if average is not None:
             method.update_average(average, accelerator.unwrap_model(policy), decay)
         done = step + 1

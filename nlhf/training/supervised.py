@@ -7,7 +7,6 @@ device, mixed precision and (under ``accelerate launch``) data-parallel gradient
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ from accelerate import Accelerator
 from nlhf.config import check
 from nlhf.progress import Progress
 from nlhf.training.checkpoint import load_state, rng_state, save_state, set_rng_state
+from nlhf.training.optim import take_step, warmup_cosine
 
 
 @dataclass
@@ -44,19 +44,6 @@ class SupervisedConfig:
         check(self.grad_clip > 0, "grad_clip", f"must be > 0 (got {self.grad_clip})")
         for f in ("log_every", "eval_every", "checkpoint_every"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
-
-
-def warmup_cosine(steps: int, warmup_steps: int = 0, final: float = 0.1) -> Callable[[int], float]:
-    """Learning-rate factor at a step: linear warm-up to 1 over ``warmup_steps``, then cosine decay to ``final`` at
-    the last step (``final`` = 1: constant after the warm-up)."""
-
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        frac = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
-
-    return f
 
 
 def lr_lambda(cfg: SupervisedConfig) -> Callable[[int], float]:
@@ -116,13 +103,7 @@ def fit(
         idx = idx[rank::world]
         with accelerator.autocast():
             loss = loss_fn(model, idx)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"[{desc}] non-finite loss {loss.item()} at step {step}")
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        take_step(loss, model, opt, sched, accelerator, cfg.grad_clip, desc, step)
         running += loss.item()
         n_running += 1
         done = step + 1
