@@ -1,5 +1,6 @@
 """``python -m nlhf check [STAGE ...]``: validate params.yaml (and a stage's upstream inputs) before running anything;
-``python -m nlhf run STAGE``: run one stage's function (what its notebook calls) from the command line.
+``python -m nlhf run STAGE [STAGE ...]``: run stages' functions (what their notebooks call) from the command line, in
+the order given, in one process.
 
 DVC runs ``python -m nlhf check --fresh --out artifacts/check.ok`` as the first stage of the DAG (dvc.yaml), so a
 bad param stops ``dvc repro`` before any stage has deleted its outputs or papermill has overwritten an executed
@@ -98,14 +99,15 @@ def stage_function(stage: str):
                    f"policy@<method>, policy_exact@<method>, policy_seed@<method>, eval")
 
 
-def _run_stage(stage: str, params: str) -> int:
-    """``python -m nlhf run <stage>``: the stage's function, as its notebook calls it (no figures, no notebook)."""
+def _run_stages(names: list[str], params: str) -> int:
+    """``python -m nlhf run <stage> ...``: each stage's function, as its notebook calls it (no figures, no notebook),
+    in the order given. Every name and the params are checked before the first stage starts."""
     from nlhf.config import ConfigError
     from nlhf.params import load_config
 
     try:
         cfg = load_config(params)
-        fn, args = stage_function(stage)
+        calls = [stage_function(stage) for stage in names]
     except (ConfigError, FileNotFoundError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
@@ -113,9 +115,10 @@ def _run_stage(stage: str, params: str) -> int:
     from nlhf.training.checkpoint import json_text
 
     quiet_libraries()
-    metrics = fn(cfg, *args)
-    if metrics:  # under `accelerate launch` only the main process returns the stage's metrics
-        print(json_text(metrics))
+    for fn, args in calls:
+        metrics = fn(cfg, *args)
+        if metrics:  # under `accelerate launch` only the main process returns the stage's metrics
+            print(json_text(metrics))
     return 0
 
 
@@ -127,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     chk.add_argument("--out", help="write a fixed marker file here when everything is valid (the DVC output)")
     chk.add_argument("--fresh", action="store_true", help="delete resumable training states (<artifacts>/.resume)")
-    run = sub.add_parser("run", help="run one stage's function without its notebook (e.g. policy@MD1, eval)")
-    run.add_argument("stage", help="a DVC stage name: tabular, data, sft, preference@pm|rm, oracle, policy@<method>, "
-                                   "policy_exact@<method>, policy_seed@<method>, eval")
+    run = sub.add_parser("run", help="run stages' functions without their notebooks, in order (e.g. policy@MD1 eval)")
+    run.add_argument("stages", nargs="+", help="DVC stage names: tabular, data, sft, preference@pm|rm, oracle, "
+                                               "policy@<method>, policy_exact@<method>, policy_seed@<method>, eval")
     run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _run_stage(args.stage, args.params)
+        return _run_stages(args.stages, args.params)
 
     from nlhf.config import ConfigError, shadowed_edits
     from nlhf.params import load_config

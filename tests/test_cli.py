@@ -1,4 +1,4 @@
-"""``python -m nlhf run <stage>``: a DVC stage name runs that stage's function (as its notebook does)."""
+"""``python -m nlhf run <stage> ...``: DVC stage names run those stages' functions (as their notebooks do), in order."""
 
 import json
 import shutil
@@ -33,6 +33,9 @@ def test_run_executes_the_stage(tmp_path, monkeypatch, capsys):
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     monkeypatch.chdir(tmp_path)
     assert main(["run", "nope"]) == 1 and "unknown stage 'nope'" in capsys.readouterr().err
+    # every name is checked before the first stage starts: nothing ran
+    assert main(["run", "tabular", "nope"]) == 1 and "unknown stage 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
     assert main(["run", "tabular"]) == 0
     metrics = json.loads((tmp_path / "results" / "metrics" / "tabular.json").read_text())
     assert metrics["theorem1_holds"] and metrics["steps"] == 300  # the tiny profile's recipe

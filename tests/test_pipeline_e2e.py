@@ -276,8 +276,8 @@ print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_tables(tiny_repo, tmp_path):
-    """A second, independent run of every stage (`python -m nlhf run <stage>`, other output paths) reproduces the
-    table bitwise."""
+    """A second, independent run of every stage (`python -m nlhf run <stage> ...`: one process, other output paths)
+    reproduces the table bitwise: a stage's result does not depend on what ran before it in the process."""
     from nlhf.layout import Layout
     from nlhf.params import load_config
 
@@ -287,10 +287,10 @@ def test_same_seed_gives_identical_tables(tiny_repo, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cfg = load_config(tmp_path / "params.yaml")
     names = [("paper", cfg.methods), ("exact", cfg.ablation.methods), ("seed", cfg.ablation.seed_methods)]
-    for stage in ["data", "sft", "preference@pm", "preference@rm", "oracle",
-                  *(Layout.policy_stage(m, variant) for variant, methods in names for m in methods), "eval"]:
-        _run([sys.executable, "-m", "nlhf", "run", stage, "--params", "params.yaml"], tmp_path,
-             PYTHONPATH=os.pathsep.join([str(GUARD), str(tiny_repo)]))
+    stages = ["data", "sft", "preference@pm", "preference@rm", "oracle",
+              *(Layout.policy_stage(m, variant) for variant, methods in names for m in methods), "eval"]
+    _run([sys.executable, "-m", "nlhf", "run", *stages, "--params", "params.yaml"], tmp_path,
+         PYTHONPATH=os.pathsep.join([str(GUARD), str(tiny_repo)]))
     a = pd.read_csv(tiny_repo / "results" / "eval" / "table_exact_long.csv")
     b = pd.read_csv(tmp_path / "r" / "eval" / "table_exact_long.csv")
     pd.testing.assert_frame_equal(a, b)
