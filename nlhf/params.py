@@ -42,7 +42,7 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "pm": _SUPERVISED_RECIPE,
     "rm": _SUPERVISED_RECIPE,
     "pg": ("steps", "batch_size", "lr", "final_lr_fraction"),
-    "ablation": ("lr",),
+    "ablation": ("lr", "steps"),
     "eval": ("n_prompts", "nontransitivity_prompts"),
     "oracle": ("populations",),
 }

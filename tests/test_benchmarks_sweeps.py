@@ -54,7 +54,7 @@ def test_pg_sweep_run_applies_to_the_package_config():
     cfg = _applies(sweep.stage_run("MD1", "paper", 3e-4, 40, 8, 4, 0.1))
     assert (cfg.pg.lr, cfg.pg.steps, cfg.pg.batch_size, cfg.pg.group_size, cfg.pg.final_lr_fraction) == (
         3e-4, 40, 8, 4, 0.1)
-    assert cfg.ablation.lr is None  # the swept lr reaches the exact-judge stages too
+    assert (cfg.ablation.lr, cfg.ablation.steps) == (None, None)  # the swept lr and steps reach the exact stages too
 
 
 def test_target_distance_measures_kl_mode_and_its_presence_in_sft_samples():

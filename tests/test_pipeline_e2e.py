@@ -92,12 +92,15 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
         assert (opiv.loc[:, "NE"] >= 0.5 - 1e-9).all()  # nothing beats the Nash equilibrium
     assert {"normalized_margin", "in_oracle_pool"} <= set(pd.read_csv(r / "eval" / "per_policy.csv"))
     # convergence probes: the start and every 5% of the 4 tiny steps, for each set of policies
-    for folder, name in (("convergence", "MD1"), ("convergence_exact", "RLHF"), ("convergence_seed", "BR")):
-        probe = pd.read_csv(r / folder / f"{name}.csv")
-        assert list(probe["step"]) == [0, 1, 2, 3, 4], folder
-        assert probe[["p_vs_sft", "p_vs_target", "kl"]].notna().all().all()
-    # each variant's learning rate: pg.lr (ablation.lr for the exact judges), cosine-decayed to pg.final_lr_fraction
+    # each variant's step count: pg.steps (ablation.steps for the exact judges), the probe at every step here
     cfg = load_config(tiny_repo / "params.yaml")
+    for folder, name, steps in (("convergence", "MD1", cfg.pg.steps), ("convergence_exact", "RLHF", cfg.ablation.steps),
+                                ("convergence_seed", "BR", cfg.pg.steps)):
+        probe = pd.read_csv(r / folder / f"{name}.csv")
+        assert list(probe["step"]) == list(range(steps + 1)), folder
+        assert probe[["p_vs_sft", "p_vs_target", "kl"]].notna().all().all()
+    assert cfg.ablation.steps != cfg.pg.steps  # profiles/tiny.yaml keeps them apart, so this checks the routing
+    # each variant's learning rate: pg.lr (ablation.lr for the exact judges), cosine-decayed to pg.final_lr_fraction
     for variant, name, lr in (("paper", "MD1", cfg.pg.lr), ("exact", "SP", cfg.ablation.lr or cfg.pg.lr)):
         curve = pd.read_csv(r / "policy" / name / "curve.csv" if variant == "paper" else
                             r / "policy_exact" / name / "curve.csv")

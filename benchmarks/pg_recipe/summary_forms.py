@@ -4,7 +4,11 @@ The completist raters judge a summary by its form (``nlhf.tasks.synthetic_raters
 summary is the Nash target's, the embellished one (the complete summary followed by an invented word) is RLHF's and
 BR's. This samples one response per evaluation prompt from SFT and from each listed policy of the committed run and
 prints the share of every form (and of malformed samples), so a policy's place in the tables can be read as what it
-writes: whether it found its target's form, and how much of its mass is still on other forms.
+writes: whether it found its target's form, and how much of its mass is still on other forms. The last three columns
+are the one step that separates the two targets: given the prompt and the complete summary, the policy's probability
+of stopping (EOS), of appending an invented word (the embellished form) or a document word (a repeat), averaged over
+the prompts. A policy gradient raises a next word's probability at a rate proportional to that probability, so a
+target form the SFT policy rarely reaches is found slowly.
 
     python benchmarks/pg_recipe/summary_forms.py            # the exact-judge ablation's methods, both settings
     python benchmarks/pg_recipe/summary_forms.py --methods MD1 --prompts 2000
@@ -42,6 +46,27 @@ def form_shares(model, tok, prompts: list[str], cfg, seed: int) -> dict[str, flo
     return {k: counts[k] / len(prompts) for k in (*FORMS, "malformed")}
 
 
+@torch.no_grad()
+def after_complete(model, tok, prompts: list[str], fact_words: list[str]) -> dict[str, float]:
+    """Mean next-word probabilities after prompt + complete summary: stop, invented word, document word."""
+    vocab = tok.get_vocab()
+    totals = collections.Counter()
+    for x in prompts:
+        doc = parse_prompt(x)
+        ids = tok(x + " " + " ".join(doc.facts), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        p = torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+        in_doc = [vocab[w] for w in doc.facts]
+        invented = [vocab[w] for w in fact_words if w not in doc.facts]
+        totals["next: EOS"] += p[tok.eos_token_id].item()
+        totals["next: invented"] += p[invented].sum().item()
+        totals["next: document word"] += p[in_doc].sum().item()
+    return {k: v / len(prompts) for k, v in totals.items()}
+
+
+def describe(model, tok, task, prompts: list[str], cfg, seed: int) -> dict[str, float]:
+    return {**form_shares(model, tok, prompts, cfg, seed), **after_complete(model, tok, prompts, task.fact_words)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="+", default=["RLHF", "SP", "MD1", "MD4", "BR", "EMA1", "IPO"])
@@ -52,14 +77,15 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = load_config(ROOT / "params.yaml")
     layout = cfg.layout
-    prompts = make_task(cfg.task).prompts("eval")[: args.prompts]
+    task = make_task(cfg.task)
+    prompts = task.prompts("eval")[: args.prompts]
     sft, tok = load_sft(cfg)
-    rows = {"SFT": form_shares(sft, tok, prompts, cfg, args.seed)}
+    rows = {"SFT": describe(sft, tok, task, prompts, cfg, args.seed)}
     for variant in args.variants:
         for name in args.methods:
             folder = ROOT / layout.policy(name, variant) / "policy"
             if folder.is_dir():
-                rows[f"{name} ({variant})"] = form_shares(load_policy(folder)[0].eval(), tok, prompts, cfg, args.seed)
+                rows[f"{name} ({variant})"] = describe(load_policy(folder)[0].eval(), tok, task, prompts, cfg, args.seed)
     print(pd.DataFrame(rows).T.round(3).to_markdown())
 
 

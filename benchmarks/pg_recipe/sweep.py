@@ -36,7 +36,7 @@ def stage_run(method: str, variant: str, lr: float, steps: int, batch: int, grou
         tag=f"{method}_{variant}_lr{lr:g}_{steps}_b{batch}_k{group}_f{final:g}",
         setup=(f"cfg.pg = dataclasses.replace(cfg.pg, lr={lr}, steps={steps}, batch_size={batch}, group_size={group}, "
                f"final_lr_fraction={final}, checkpoint_every=10**6); "
-               f"cfg.ablation = dataclasses.replace(cfg.ablation, lr=None)"),  # pg.lr for both variants
+               f"cfg.ablation = dataclasses.replace(cfg.ablation, lr=None, steps=None)"),  # pg.lr, pg.steps for both
         call=f"stages.run_policy(cfg, {method!r}, {variant!r})",
     )
 

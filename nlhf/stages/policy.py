@@ -26,15 +26,16 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     method has one: Nash-EMA-PG's EMA*).
 
     ``variant``: ``paper`` trains against the trained PM (Nash) or RM (RLHF); ``exact`` against the task's exact
-    judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts, at ``ablation.lr`` if set;
+    judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts, for ``ablation.steps`` at
+    ``ablation.lr`` where set;
     ``seed`` like ``paper`` with the training seed pg.seed + 1."""
     layout = cfg.layout
     if variant not in layout.POLICY_VARIANTS:
         raise ValueError(f"variant: expected one of {sorted(layout.POLICY_VARIANTS)}, got {variant!r}")
     method = cfg.method(name)
     pg_cfg = replace(cfg.pg, seed=cfg.pg.seed + 1) if variant == "seed" else cfg.pg
-    if variant == "exact" and cfg.ablation.lr is not None:
-        pg_cfg = replace(pg_cfg, lr=cfg.ablation.lr)
+    if variant == "exact":
+        pg_cfg = replace(pg_cfg, lr=cfg.ablation.lr or pg_cfg.lr, steps=cfg.ablation.steps or pg_cfg.steps)
     t0 = time.time()
     seed_everything(pg_cfg.seed)
     accelerator = accelerator_for(cfg)

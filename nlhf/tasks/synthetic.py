@@ -74,8 +74,7 @@ class SyntheticTask(Task):
             out = _derange(out, rng)
         elif style == "complete_invented":
             pool = [w for w in self.fact_words if w not in doc.facts]
-            out = list(facts)
-            out.insert(int(rng.integers(len(out) + 1)), pool[int(rng.integers(len(pool)))])
+            out = list(facts) + [pool[int(rng.integers(len(pool)))]]  # the embellished form (``summary_form``)
         elif style == "complete_reordered":
             out = _derange(facts, rng)
         elif style == "top_fact":
@@ -240,9 +239,11 @@ class SyntheticTask(Task):
 
         Every non-empty subset of the document's facts in document order (this holds complete, key_only,
         top_fact, lead and every partial summary); up to ``max_orders`` other orders of the key facts and of all
-        facts (the reordered styles); and each of complete, key_only, lead and top_fact with one invented word
-        inserted at every position, or one word repeated. The invented words are drawn with a generator seeded by
-        the prompt, so the pool of a prompt never changes.
+        facts (the reordered styles); each of complete, key_only, lead and top_fact with one invented word
+        inserted at every position, or one word repeated; and the complete summary followed by each word that is
+        not in the document (every one-word embellished summary, so that the pool holds that form's whole mass, not
+        one variant of it). The other invented words are drawn with a generator seeded by the prompt, so the pool of
+        a prompt never changes.
         """
         import itertools
 
@@ -264,6 +265,8 @@ class SyntheticTask(Task):
             for j in range(len(base)):
                 if len(base) < self.cfg.max_summary_words:
                     out.add(" ".join(base[: j + 1] + [base[j]] + base[j + 1:]))
+        if len(facts) < self.cfg.max_summary_words:
+            out.update(" ".join(facts + [w]) for w in pool)
         return sorted(out)
 
     def condorcet_example(self, doc: Document | None = None) -> tuple[str, str, str, str]:

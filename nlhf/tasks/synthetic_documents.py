@@ -32,7 +32,7 @@ STYLES: tuple[str, ...] = (
     "complete",            # all facts, document order
     "key_only",            # key facts, document order
     "key_reordered",       # key facts (+ the best other fact if only one key), not in document order
-    "complete_invented",   # all facts in order + one invented fact word at a random position
+    "complete_invented",   # all facts in order followed by one invented fact word (the embellished form)
     "complete_reordered",  # all facts, not in document order
     "top_fact",            # the first key fact alone
     "partial",             # a random non-empty proper subset, document order

@@ -45,11 +45,14 @@ class AblationConfig:
     # paper's judges at seed pg.seed + 1: the spread of the headline comparisons over training seeds
     lr: float | None = None  # the exact-judge stages' learning rate (None: pg.lr). An exact judge has no errors
     # for a faster policy to exploit, so its best rate can be higher than the trained judges' (benchmarks/pg_recipe/)
+    steps: int | None = None  # the exact-judge stages' step count (None: pg.steps); more steps let a policy reach
+    # a target further from μ, where a trained judge would only be exploited longer
 
     def __post_init__(self):
         for f in ("train_prompts", "pool_sft_samples"):
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null (got {self.lr})")
+        check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1 or null (got {self.steps})")
 
 
 class _ExactJudge(torch.nn.Module):
