@@ -93,6 +93,8 @@ def _del(section, key=None):
     # a recipe key deleted whose code default is not the recipe
     (_del("pg", "lr"), r"pg\.lr: required key missing"),
     (_del("sft", "steps"), r"sft\.steps: required key missing"),
+    (_del("ablation", "steps"), r"ablation\.steps: required key missing"),
+    (lambda p: p["ablation"].update(steps=0), r"ablation\.steps: must be >= 1 or null \(got 0\)"),
     # a method without a required field, or null: the key path, not a TypeError
     (lambda p: p["methods"]["MD1"].pop("tau"), r"methods\.MD1\.tau: required key missing"),
     (lambda p: p["methods"].update(MD1=None), r"methods\.MD1: expected a mapping of Method keys"),

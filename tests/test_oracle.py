@@ -113,9 +113,14 @@ def test_candidate_pool_holds_every_style_and_is_stable():
     pool = task.candidates(x)
     assert pool == task.candidates(x) == sorted(set(pool))
     rng = np.random.default_rng(0)
-    for style in ("complete", "key_only", "top_fact", "lead", "key_reordered"):
+    for style in ("complete", "key_only", "top_fact", "lead", "key_reordered", "complete_invented"):
         assert task.reference_summary(parse_prompt(x), style, rng) in pool
     assert all(task.is_well_formed(x, y) for y in pool)
+    # the embellished form with its whole mass: the complete summary followed by every word not in the document
+    doc = parse_prompt(x)
+    invented = [w for w in task.fact_words if w not in doc.facts]
+    embellished = [y for y in pool if summary_features(doc, y, task.cfg.max_summary_words)["form_embellished"]]
+    assert sorted(embellished) == sorted(" ".join(list(doc.facts) + [w]) for w in invented)
 
 
 def test_populations_keep_raters_consistent_and_condorcet_unchanged():

@@ -15,6 +15,7 @@ from nlhf.tasks import (SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask
                         build_task_data, make_task)
 from nlhf.tasks import analysis
 from nlhf.tasks.synthetic_documents import FACT_WORDS, STYLES, parse_prompt
+from nlhf.tasks.synthetic_raters import summary_features
 from nlhf.tasks.tldr import TldrDataError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -119,6 +120,17 @@ def test_datasets_schema_and_labels(task):
     assert set(lab.tolist()) <= {0, 1}
     assert abs(lab.mean() - p.mean()) < 4 * math.sqrt(0.25 / len(p))  # labels ~ Bernoulli(p)
     assert np.mean([a != b for a, b in zip(prefs["y"], prefs["y_prime"])]) > 0.99
+
+
+def test_the_invented_style_is_the_embellished_form(task):
+    """SFT's ``complete_invented`` references are exactly the form RLHF's target sits on (the complete summary
+    followed by one word not in the document), so SFT reaches it in one step from the complete summary."""
+    rng = np.random.default_rng(0)
+    for x in task.prompts("eval")[:50]:
+        doc = parse_prompt(x)
+        y = task.reference_summary(doc, "complete_invented", rng)
+        assert summary_features(doc, y, task.cfg.max_summary_words)["form_embellished"] == 1.0
+        assert y.split()[:-1] == list(doc.facts) and y.split()[-1] not in doc.facts
 
 
 def test_references_and_prompts(task):
