@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 CHECK_OK = "params validated by `python -m nlhf check`\n"
 
@@ -43,6 +44,7 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
             artifacts.load_dataset_dir(cfg, "prefs", split)
         for part in ("train", "heldout"):
             load_sft_comparisons(cfg, part)
+        artifacts.check_comparison_counts(cfg)
         return rel(layout.tokenizer, layout.data("prefs"), layout.sft_pairs())
     if stage.split("@")[0] in ("policy", "policy_exact", "policy_seed") and "@" in stage:
         kind, name = stage.split("@", 1)
@@ -70,6 +72,23 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
         return rel(layout.model("sft"), layout.model("rm"))
     raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
                    f"policy@<method> ({', '.join(cfg.methods)}), policy_exact@<method>, policy_seed@<method>, eval")
+
+
+def _dvc_paths(cfg) -> None:
+    """``paths`` must be the folders dvc.yaml spells (:class:`nlhf.layout.Layout`'s defaults, checked against
+    dvc.yaml by tests/test_artifacts.py): DVC declares, caches and deletes those, so a stage writing elsewhere would
+    write outside every declared output (into the source package, for ``paths.artifacts: nlhf``). Only this command,
+    the DVC pipeline's first stage, refuses other paths: a stage run outside DVC (``python -m nlhf run``, the tests)
+    may write to any folder inside the repository."""
+    from nlhf.config import ConfigError
+    from nlhf.layout import Layout
+
+    dvc = Layout()
+    for key, root in (("artifacts", dvc.artifacts_root), ("results", dvc.results_root)):
+        value = getattr(cfg.paths, key)
+        if Path(value) != root:
+            raise ConfigError(f"paths.{key}: dvc.yaml declares the stages' outputs under {root}/, got {value!r}; "
+                              f"set paths.{key}: {root} (another folder needs dvc.yaml's outs changed with it)")
 
 
 def _fresh(cfg) -> None:
@@ -143,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.params)
+        _dvc_paths(cfg)
         shadowed = shadowed_edits(args.params)
         if shadowed:
             raise ConfigError("\n".join(shadowed))

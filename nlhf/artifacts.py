@@ -8,13 +8,13 @@ upstream artifact the training reads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from nlhf.layout import Layout
-from nlhf.params import PipelineConfig
+from nlhf.params import PipelineConfig, stage_config
 from nlhf.summary import summarize
 from nlhf.training.checkpoint import content_hash, damaged, write_json
 
@@ -41,13 +41,35 @@ def require(path: Path, stage: str) -> Path:
     return Path(path)
 
 
+def _plain(obj):
+    """``obj`` as JSON-ready values; a dataclass keeps its type's name (two method kinds can share their fields)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": type(obj).__qualname__,
+                **{f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
 def fingerprint(*objs, inputs=()) -> str:
     """A short hash of configs and of the content of the upstream artifacts ``inputs`` (files or folders); a
     resumable checkpoint is reused only if it matches, i.e. only by a run with the same params and inputs."""
-    text = json.dumps([asdict(o) if hasattr(o, "__dataclass_fields__") else o for o in objs], sort_keys=True,
-                      default=str)
+    text = json.dumps([_plain(o) for o in objs], sort_keys=True, default=str)
     text += "".join(f"|{Path(p).name}:{content_hash(p)}" for p in inputs)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    """The resume fingerprint of DVC stage ``stage``: every param it reads (:func:`nlhf.params.stage_config`, its
+    dvc.yaml ``params``) and the content of every upstream artifact it reads (:meth:`Layout.deps`, its dvc.yaml
+    ``deps``), so a state is resumed only by a run that DVC itself would not tell apart."""
+    layout = cfg.layout
+    inputs = [p for p in layout.deps(stage) if p != layout.check_ok]
+    if layout.sft_pairs() in inputs:  # before its content enters the hash, the count it holds must be the params'
+        check_comparison_counts(cfg)
+    return fingerprint(stage, stage_config(cfg, stage), inputs=inputs)
 
 
 def write_metrics(cfg: PipelineConfig, stage: str, metrics: dict) -> None:
@@ -91,8 +113,23 @@ def _load_counted(path: Path, n_expected: int, stage: str, record: Path):
     return ds
 
 
+# The synthetic task's datasets and the params that size them (the data stage writes exactly that many rows).
+DATASET_PARAMS = {("sft", "train"): "n_sft", ("sft", "eval"): "n_sft_eval", ("prefs", "train"): "n_pref_train",
+                  ("prefs", "test"): "n_pref_test", ("prompts", "train"): "n_prompts_train",
+                  ("prompts", "eval"): "n_prompts_eval"}
+
+
+def _against_params(path: Path, n: int, key: str, expected: int, stage: str) -> None:
+    """A count an upstream stage recorded must be the one its params ask for: a consistent shrink of an artifact
+    (rows and record alike) or an artifact built with other params stops the reader, naming the file and the key."""
+    if n != expected:
+        raise DamagedArtifactError(f"{path} holds {n} rows but params {key} is {expected}: it was built with "
+                                   f"other params or changed since; {_rerun_hint(path, Layout.dvc_stage(stage))}")
+
+
 def load_dataset_dir(cfg: PipelineConfig, *parts: str):
-    """A dataset of the data stage (e.g. ``"sft", "train"``), checked against the row count in data/metrics.json."""
+    """A dataset of the data stage (e.g. ``"sft", "train"``), checked against the row count in data/metrics.json
+    and, for the synthetic task, against the param that sizes it (:data:`DATASET_PARAMS`)."""
     path = require(cfg.layout.data(*parts), "data")
     info = require(cfg.layout.data_counts, "data")
     key = "_".join(parts) + "_rows"
@@ -100,7 +137,27 @@ def load_dataset_dir(cfg: PipelineConfig, *parts: str):
     if not isinstance(counts.get(key), int):
         raise DamagedArtifactError(f"{info} has no row count {key!r} (not written by this version's data stage); "
                                    f"{_rerun_hint(cfg.layout.data(), 'data')}")
-    return _load_counted(path, counts[key], "data", info)
+    ds = _load_counted(path, counts[key], "data", info)
+    param = DATASET_PARAMS.get(tuple(parts))
+    if cfg.task.name == "synthetic" and param is not None:
+        _against_params(path, len(ds), f"task.synthetic.{param}", getattr(cfg.task.synthetic, param), "data")
+    return ds
+
+
+def check_comparison_counts(cfg: PipelineConfig) -> None:
+    """The counts of the comparisons of SFT samples (``sft_pairs/info.json``, which their loader checks the rows
+    against) are the params': ``preference_data.sft_pairs`` training pairs and ``eval.n_heldout_pairs`` held-out
+    ones on the synthetic task, none on a task without an exact judge."""
+    path = require(cfg.layout.sft_pairs("info.json"), "sft")
+    info = json.loads(path.read_text())
+    synthetic = cfg.task.name == "synthetic"
+    for part, key, expected in (("train", "preference_data.sft_pairs", cfg.preference_data.sft_pairs),
+                                ("heldout", "eval.n_heldout_pairs", cfg.eval.n_heldout_pairs)):
+        n = info.get(part)
+        if not isinstance(n, int):
+            raise DamagedArtifactError(f"{path} has no count for {part!r}; {_rerun_hint(path.parent, 'sft')}")
+        _against_params(path.parent / part, n, key if synthetic else f"task.name ({cfg.task.name}: no exact judge)",
+                        expected if synthetic else 0, "sft")
 
 
 def ensure_dir(p: Path) -> Path:

@@ -144,16 +144,21 @@ PROFILE_ENV = "NLHF_PROFILE"
 
 
 class YAML12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 booleans: only true/false (in any case) are booleans, so ``no``, ``yes``,
-    ``on`` and ``off`` stay strings. DVC writes params.yaml as YAML 1.2 (``dvc exp run -S`` rewrites the file and
-    drops the quotes of ``mixed_precision: "no"``); read as YAML 1.1 that would become ``False``."""
+    """PyYAML's safe loader with YAML 1.2 booleans and floats. Only true/false (in any case) are booleans, so ``no``,
+    ``yes``, ``on`` and ``off`` stay strings: DVC writes params.yaml as YAML 1.2 (``dvc exp run -S`` rewrites the
+    file and drops the quotes of ``mixed_precision: "no"``); read as YAML 1.1 that would become ``False``. A float
+    needs no dot (``lr: 1e-4`` is 0.0001, as in YAML 1.2 and in DVC; YAML 1.1 reads it as the string "1e-4")."""
 
 
+_YAML_BOOL, _YAML_FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 YAML12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_YAML_BOOL, _YAML_FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-YAML12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                   list("tTfF"))
+YAML12Loader.add_implicit_resolver(_YAML_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+# the YAML 1.2 core schema's floats: digits with an optional fraction and exponent, and .inf / .nan
+YAML12Loader.add_implicit_resolver(
+    _YAML_FLOAT, re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+                            |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def load_yaml(text: str):
@@ -194,11 +199,18 @@ def read_params(params_path: str | os.PathLike = "params.yaml", profile: str | N
                           f"({'the profile argument' if profile is not None else params_path.name}). The profile "
                           f"is selected in params.yaml only (DVC records it there): set `profile: {env}` in "
                           f"{params_path.name} or run `dvc exp run -S profile={env}`, and unset {PROFILE_ENV}")
+    base, overlay = read_params_parts(params_path, name)
+    return deep_merge(base, overlay)
+
+
+def read_params_parts(params_path: str | os.PathLike, name: str) -> tuple[dict, dict]:
+    """The params file (its ``profile`` set to ``name``) and profile ``name``'s overlay, unmerged."""
+    raw = _read_yaml(Path(params_path))
     raw["profile"] = name
     overlay = profile_file(params_path, name)
     if not overlay.exists():
         raise ConfigError(f"profile: unknown profile {name!r}; no file {overlay}")
-    return deep_merge(raw, _read_yaml(overlay))
+    return raw, _read_yaml(overlay)
 
 
 def profile_file(params_path: str | os.PathLike, name: str) -> Path:

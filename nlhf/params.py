@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
-from nlhf.config import ConfigError, check, from_dict, read_params
+from nlhf.config import ConfigError, check, from_dict, read_params, read_params_parts
 from nlhf.evaluate import EvalConfig
 from nlhf.models import ModelConfig, looks_local
 from nlhf.oracle import OracleConfig
@@ -42,11 +42,33 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "pm": _SUPERVISED_RECIPE,
     "rm": _SUPERVISED_RECIPE,
     "pg": ("steps", "batch_size", "lr", "final_lr_fraction"),
-    "ablation": ("lr", "steps"),
+    "ablation": ("methods", "seed_methods", "lr", "steps"),  # the lists DVC's foreach reads from params.yaml
     "eval": ("n_prompts", "nontransitivity_prompts"),
     "oracle": ("populations",),
 }
 """Keys params.yaml must state (beyond every section): a missing one is a ConfigError, not a code default."""
+
+FOREACH_KEYS = ("methods", "ablation.methods", "ablation.seed_methods")
+"""The params dvc.yaml expands its ``foreach`` stages over. DVC reads them from params.yaml alone (a profile overlay
+is invisible to it), so a profile may not add to them (tests/test_reliability.py checks this list against
+dvc.yaml)."""
+
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "tabular": ("tabular",),
+    "data": ("task",),
+    "sft": ("seed", "runtime", "task", "policy_model", "sampling", "sft", "eval", "preference_data"),
+    "preference": ("seed", "runtime", "task", "preference_model", "reward_model", "{item}"),
+    "policy": ("seed", "runtime", "task", "sampling", "pg", "eval", "methods.{item}"),
+    "policy_exact": ("seed", "runtime", "task", "sampling", "pg", "eval", "ablation", "methods.{item}"),
+    "policy_seed": ("seed", "runtime", "task", "sampling", "pg", "eval", "methods.{item}"),
+    "oracle": ("seed", "runtime", "task", "sampling", "methods", "eval.confidence", "oracle"),
+    "eval": ("seed", "runtime", "task", "sampling", "eval", "ablation"),
+}
+"""The params each DVC stage kind reads (``{item}``: the stage's foreach item): its ``params`` in dvc.yaml, less
+``profile`` (a name; the values it selects are in the sections) and ``paths`` (where a stage writes, not what it
+computes). :func:`stage_config` resolves them; a resume fingerprint hashes them (:func:`nlhf.artifacts.
+stage_fingerprint`), so a state is resumed only under the same values of everything the stage reads
+(tests/test_reliability.py checks the lists against dvc.yaml)."""
 
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -167,6 +189,34 @@ class PipelineConfig:
                   f"would not be pinned to a revision): run `hf download {name} --revision <commit> --local-dir "
                   f"<folder>` and set name_or_path to that folder (starting with ./ or /)")
 
+        for section in ("sft", "pm", "rm"):
+            recipe = getattr(self, section)
+            check(recipe.warmup_steps <= recipe.steps, f"{section}.warmup_steps",
+                  f"must be <= {section}.steps ({recipe.steps}), got {recipe.warmup_steps}: the learning rate "
+                  f"would never reach its peak")
+        for name, method in self.methods.items():
+            # β = 1 keeps the average at its start (the SFT policy) for the whole run
+            beta = getattr(method, "ema_beta", None)
+            check(beta is None or 0.0 <= beta < 1.0, f"methods.{name}.ema_beta",
+                  f"must be in [0, 1) (got {beta}): 1 freezes the averaged policy at SFT")
+        self._check_context()
+
+    def _check_context(self) -> None:
+        """The longest prompt plus ``sampling.max_new_tokens`` fits the policy's context (``n_positions``), for a
+        policy built from config on a task whose prompt length the params fix (the synthetic task). Otherwise the
+        sft stage checks it on the data it loads."""
+        if self.policy_model.name_or_path is not None or self.task.name != "synthetic":
+            return
+        from nlhf.tasks.synthetic_documents import PROMPT_HEAD, PROMPT_TAIL
+
+        # a prompt is "document :", an importance word and a fact word per fact, ". summary :" (one token a word)
+        longest = len(PROMPT_HEAD.split()) + 2 * self.task.synthetic.facts_max + len(PROMPT_TAIL.split())
+        n = self.policy_model.n_positions
+        check(longest + self.sampling.max_new_tokens <= n, "sampling.max_new_tokens",
+              f"{self.sampling.max_new_tokens} new tokens after the longest prompt ({longest} tokens: "
+              f"task.synthetic.facts_max = {self.task.synthetic.facts_max}) exceed policy_model.n_positions = {n}; "
+              f"lower sampling.max_new_tokens to at most {n - longest} or raise policy_model.n_positions")
+
     @property
     def artifacts(self) -> Path:
         return Path(self.paths.artifacts)
@@ -195,13 +245,31 @@ class PipelineConfig:
         return self.methods[name]
 
 
-def check_required(raw: dict) -> None:
-    """Every section of :class:`PipelineConfig` and every key of :data:`REQUIRED_KEYS` is in ``raw``."""
+def stage_config(cfg: PipelineConfig, stage: str) -> dict:
+    """The params DVC stage ``stage`` (``sft``, ``preference@pm``, ``policy_exact@MD1``) reads, by key
+    (:data:`STAGE_PARAMS`): ``{"seed": 0, "pg": PGConfig(...), "methods.MD1": NashMD(...), ...}``."""
+    kind, _, item = stage.partition("@")
+    if kind not in STAGE_PARAMS:
+        raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_PARAMS)}")
+    out = {}
+    for key in STAGE_PARAMS[kind]:
+        key = key.format(item=item)
+        node = cfg
+        for part in key.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        out[key] = node
+    return out
+
+
+def check_required(raw: dict, source: str = "") -> None:
+    """Every section of :class:`PipelineConfig` and every key of :data:`REQUIRED_KEYS` is in ``raw``; ``source``
+    (e.g. " in params.yaml") ends the message."""
     for f in fields(PipelineConfig):
         if raw.get(f.name) is None:
             what = "key" if f.type in ("int", "str", int, str) else "section"
-            raise ConfigError(f"{f.name}: required {what} missing (params.yaml states the whole recipe; the code "
-                              f"defaults of a section are not the recipe)")
+            raise ConfigError(f"{f.name}: required {what} missing{source} (params.yaml states the whole recipe; "
+                              f"the code defaults of a section are not the recipe, and a profile only overrides "
+                              f"it)")
     task = raw.get("task") if isinstance(raw.get("task"), dict) else {}
     for path, keys in REQUIRED_KEYS.items():
         if path == "task.synthetic" and task.get("name", "synthetic") != "synthetic":
@@ -210,18 +278,48 @@ def check_required(raw: dict) -> None:
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else {}
         if node is None:
-            raise ConfigError(f"{path}: required section missing")
+            raise ConfigError(f"{path}: required section missing{source}")
         if not isinstance(node, dict):
             continue  # from_dict names the wrong type
         for k in keys:
             if k not in node:
-                raise ConfigError(f"{path}.{k}: required key missing (its code default is not the recipe's value)")
+                raise ConfigError(f"{path}.{k}: required key missing{source} (its code default is not the "
+                                  f"recipe's value)")
+
+
+def check_foreach(base: dict, overlay: dict, profile: str) -> None:
+    """The profile ``overlay`` leaves the items of every ``foreach`` list (:data:`FOREACH_KEYS`) to ``base`` (the
+    params file): DVC builds those stages from the params file alone, so an item a profile adds gets no stage and
+    one it drops is still trained and never read. A method's fields (``methods.MD1.tau``) may be overridden."""
+    for key in FOREACH_KEYS:
+        node, here = overlay, base
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            here = here.get(part) if isinstance(here, dict) else None
+        if node is None:
+            continue
+        if isinstance(node, dict) and isinstance(here, dict):
+            extra = [k for k in node if k not in here]
+            if not extra:
+                continue
+            what = f"adds {extra}"
+        else:
+            what = f"sets {node!r}"
+        raise ConfigError(f"{key}: profile {profile!r} {what}, but DVC builds one stage per entry of {key} from "
+                          f"params.yaml only (dvc.yaml foreach), never from profiles/{profile}.yaml; set the list "
+                          f"in params.yaml (or a copy of it for that run), not in the profile")
 
 
 def load_config(params_file: str | Path = "params.yaml", profile: str | None = None) -> PipelineConfig:
-    """Read, overlay the profile, and validate. Errors name the offending key (``params.yaml: sft.lr: ...``)."""
+    """Read, overlay the profile, and validate. Errors name the offending key (``params.yaml: sft.lr: ...``).
+
+    Every section and required key must be in the params file itself, not only in the profile's overlay (the
+    params file states the recipe); the overlay may not change a list DVC expands stages over."""
     raw = read_params(params_file, profile)
     try:
+        base, overlay = read_params_parts(params_file, raw["profile"])
+        check_required(base, f" in {Path(params_file).name}")
+        check_foreach(base, overlay, raw["profile"])
         check_required(raw)
         return from_dict(PipelineConfig, raw, "")
     except ConfigError as e:

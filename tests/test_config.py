@@ -121,6 +121,21 @@ def _del(section, key=None):
     (lambda p: p["task"].update(name="tldr"), r"task\.tldr\.sft_revision: sft_path 'trl-lib/tldr' is a Hub dataset"),
     (lambda p: p["task"].update(name="tldr", tldr={"sft_revision": "main"}),
      r"task\.tldr\.sft_revision: must be a 40-hex-digit commit id"),
+    # the longest synthetic prompt (2 * facts_max + 5 = 17 tokens) and the response must fit the policy's context
+    (lambda p: p["sampling"].update(max_new_tokens=48),
+     r"sampling\.max_new_tokens: 48 new tokens after the longest prompt \(17 tokens: task\.synthetic\.facts_max = "
+     r"6\) exceed policy_model\.n_positions = 64; lower sampling\.max_new_tokens to at most 47"),
+    (lambda p: p["task"]["synthetic"].update(facts_max=30, n_fact_words=60, max_summary_words=40),
+     r"sampling\.max_new_tokens: .*longest prompt \(65 tokens.*policy_model\.n_positions = 64"),
+    # a warm-up longer than the run never reaches the peak learning rate
+    (lambda p: p["sft"].update(warmup_steps=3000), r"sft\.warmup_steps: must be <= sft\.steps \(2000\), got 3000"),
+    (lambda p: p["pm"].update(warmup_steps=1801), r"pm\.warmup_steps: must be <= pm\.steps"),
+    (lambda p: p["rm"].update(warmup_steps=901), r"rm\.warmup_steps: must be <= rm\.steps"),
+    # an EMA coefficient of 1 keeps the averaged policy at SFT
+    (lambda p: p["methods"]["EMA1"].update(ema_beta=1.0), r"methods\.EMA1\.ema_beta: must be in \[0, 1\)"),
+    # the lists DVC expands stages over are the recipe's, not a code default
+    (_del("ablation", "methods"), r"ablation\.methods: required key missing"),
+    (_del("ablation", "seed_methods"), r"ablation\.seed_methods: required key missing"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, match):
     with pytest.raises(ConfigError, match=match):
@@ -263,6 +278,7 @@ def test_data_datasets_must_match_their_recorded_counts(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data/metrics\.json.*stage 'data'"):
         artifacts.load_dataset_dir(cfg, "sft", "train")
     (data / "metrics.json").write_text(json.dumps({"sft_train_rows": 3}))
+    cfg.task.synthetic.n_sft = 3  # the params asked for 3 rows (tests/test_reliability.py: when they did not)
     assert len(artifacts.load_dataset_dir(cfg, "sft", "train")) == 3
     (data / "metrics.json").write_text(json.dumps({"sft_train_rows": 4}))
     with pytest.raises(artifacts.DamagedArtifactError, match=r"sft/train holds 3 rows but .*metrics\.json records 4.*"
@@ -393,3 +409,75 @@ def test_params_read_as_dvc_writes_them(tmp_path):
         'mixed_precision: "no"', "mixed_precision: no"))
     cfg = load_config(path)
     assert cfg.runtime.mixed_precision == "no" and cfg.runtime.cpu is True
+
+
+@pytest.mark.parametrize("section", ["eval", "tabular", "preference_data", "ablation"])
+def test_every_section_is_required_in_params_yaml_itself(tmp_path, section):
+    """The tiny profile sets keys of these sections; that does not make a section deleted from params.yaml optional
+    (params.yaml states the whole recipe; a profile only overrides part of it)."""
+    with pytest.raises(ConfigError, match=rf"{section}: required section missing in params\.yaml"):
+        load_config(write_params(tmp_path, lambda p: (p.update(profile="tiny"), p.pop(section))))
+
+
+def test_required_keys_are_required_in_params_yaml_itself(tmp_path):
+    """sft.steps deleted from params.yaml while the tiny profile sets it: still an error."""
+    with pytest.raises(ConfigError, match=r"sft\.steps: required key missing in params\.yaml"):
+        load_config(write_params(tmp_path, lambda p: (p.update(profile="tiny"), p["sft"].pop("steps"))))
+
+
+def test_floats_need_no_dot(tmp_path):
+    """`lr: 1e-4` is the float 0.0001 (YAML 1.2, as DVC reads it), in params.yaml and in a profile alike."""
+    path = write_params(tmp_path)
+    path.write_text(path.read_text().replace("lr: 0.0002", "lr: 2e-4", 1))
+    assert "lr: 2e-4" in path.read_text()
+    (tmp_path / "profiles" / "cpu.yaml").write_text("sft: {lr: 1e-3}\npm: {lr: 5E-4}\n")
+    cfg = load_config(path)
+    assert (cfg.pg.lr, cfg.sft.lr, cfg.pm.lr) == (2e-4, 1e-3, 5e-4)
+    assert load_config(path).runtime.mixed_precision == "no"  # the YAML 1.2 booleans are unchanged
+
+
+def test_longest_synthetic_prompt_is_what_check_assumes(completist_tok):
+    """The check's longest prompt, 2 * facts_max + 5 tokens, is the length of the task's longest prompts."""
+    from nlhf.tasks import SyntheticTask
+
+    from conftest import tiny_task_config
+
+    task = SyntheticTask(tiny_task_config(population="completist", facts_min=6, facts_max=6, n_prompts_eval=50))
+    lengths = {len(completist_tok(x, add_special_tokens=False)["input_ids"]) for x in task.prompts("eval")}
+    assert lengths == {2 * 6 + 5}
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda p: p.update(ablation={"methods": ["RLHF", "SP"]}), "ablation.methods"),
+    (lambda p: p.update(ablation={"seed_methods": ["RLHF"]}), "ablation.seed_methods"),
+    (lambda p: p.update(methods={"NEW": {"kind": "rlhf", "tau": 0.1}}), "methods"),
+])
+def test_a_profile_may_not_change_a_list_dvc_expands_stages_over(tmp_path, edit, key):
+    """DVC builds the policy, policy_exact and policy_seed stages from params.yaml's lists only: a list in a profile
+    would train stages nobody reads or read policies nobody trains. Overriding a method's fields stays possible."""
+    path = write_params(tmp_path)
+    overlay = {}
+    edit(overlay)
+    (tmp_path / "profiles" / "cpu.yaml").write_text(yaml.safe_dump(overlay))
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: profile 'cpu' (sets|adds) .*set the list in "
+                                          rf"params\.yaml"):
+        load_config(path)
+    (tmp_path / "profiles" / "cpu.yaml").write_text(yaml.safe_dump({"methods": {"MD1": {"tau": 0.02}}}))
+    assert load_config(path).methods["MD1"].tau == 0.02
+
+
+@pytest.mark.parametrize("key, value", [("artifacts", "nlhf"), ("results", "out"), ("artifacts", "artifacts/x")])
+def test_check_refuses_paths_dvc_yaml_does_not_declare(tmp_path, monkeypatch, capsys, key, value):
+    """`python -m nlhf check` (the DVC pipeline's first stage) stops when paths are not the folders dvc.yaml
+    declares; the same params still load for a stage run outside DVC (`python -m nlhf run`, tests)."""
+    from nlhf.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    path = write_params(tmp_path, lambda p: p["paths"].update({key: value}))
+    assert main(["check", "--out", "artifacts/check.ok"]) == 1
+    err = capsys.readouterr().err
+    assert f"paths.{key}: dvc.yaml declares the stages' outputs under {key}/, got {value!r}" in err, err
+    assert not (tmp_path / "artifacts" / "check.ok").exists()
+    assert getattr(load_config(path).paths, key) == value
+    write_params(tmp_path, lambda p: p["paths"].update(artifacts="./artifacts", results="results/"))
+    assert main(["check"]) == 0

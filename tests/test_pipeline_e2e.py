@@ -21,6 +21,7 @@ from nlhf.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = Path(__file__).resolve().parent / "netguard"
+TINY_ABLATION = ("RLHF", "SP", "EMA1", "IPO")  # the exact-judge stages of the tiny run
 
 
 def _env():
@@ -58,6 +59,9 @@ def tiny_repo(tmp_path_factory):
             shutil.copy2(src, dst / f)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["profile"] = "tiny"
+    # the exact-judge ablation on one method of each kind (reward judge, mixture opponent, averaged policy, pairwise
+    # loss); set in params.yaml, where DVC's foreach reads it (a profile may not change the list)
+    params["ablation"]["methods"] = list(TINY_ABLATION)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dst)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
@@ -108,7 +112,10 @@ def test_dvc_repro_runs_the_whole_dag(tiny_repo):
     assert cfg.ablation.lr != cfg.pg.lr  # the default params keep the two rates apart, so this checks the routing
     # the exact-judge ablation's table, its signs against the oracle, the second seed, the side-by-side scorecard
     ablation = pd.read_csv(r / "eval" / "table_exact_judge_training_long.csv")
-    assert set(ablation["row"]) == {"SFT", "RLHF", "SP", "EMA1", "IPO", "EMA1*"}  # profiles/tiny.yaml
+    assert set(ablation["row"]) == {"SFT", *TINY_ABLATION, "EMA1*"}
+    # DVC built exactly those exact-judge stages, and eval read what they trained
+    assert sorted(p.name for p in (tiny_repo / "artifacts" / "policies_exact").iterdir()) == sorted(TINY_ABLATION)
+    assert cfg.ablation.methods == list(TINY_ABLATION)
     assert set(pd.read_csv(r / "eval" / "seeds.csv")["comparison"]) == {"P(MD1 ≻ RLHF)", "P(MD1 ≻ SP)", "P(BR ≻ RLHF)"}
     side = pd.read_csv(r / "eval" / "scorecard_side_by_side.csv")
     assert {"oracle outcome", "exact-judge outcome", "paper-setting outcome", "paper"} <= set(side.columns)
@@ -230,7 +237,9 @@ def test_importing_the_package_leaves_dvc_status_clean(tiny_repo):
 @pytest.mark.slow
 def test_resume_state_is_not_used_against_a_retrained_preference_model(tiny_repo, tmp_path):
     """policy@MD1 killed after its step-2 checkpoint, then the PM retrained with another lr: the rerun ignores the
-    checkpoint (its fingerprint holds the old PM's content hash) and equals a clean run against the new PM."""
+    checkpoint (its fingerprint holds the old PM's content hash) and equals a clean run against the new PM. Killed
+    again and rerun with another top-level seed: the checkpoint is ignored too (the fingerprint holds every param
+    the stage reads)."""
     shutil.copytree(tiny_repo / "artifacts", tmp_path / "a")
     code = f"""
 import json, torch
@@ -270,10 +279,24 @@ from safetensors.torch import load_file
 after = load_file(str(cfg.layout.policy("MD1") / "policy" / "model.safetensors"))
 stages.run_policy(cfg, "MD1")  # a clean run: no resume state left
 clean = load_file(str(cfg.layout.policy("MD1") / "policy" / "model.safetensors"))
-print(json.dumps({{"equal": all(torch.equal(after[k], clean[k]) for k in clean)}}))
+equal = all(torch.equal(after[k], clean[k]) for k in clean)
+# killed again, then rerun with another top-level seed (the probe's and the averaged policy's samples)
+PreferenceModel.from_pretrained = staticmethod(killing)
+try:
+    stages.run_policy(cfg, "MD1")
+except Killed:
+    pass
+del PreferenceModel.from_pretrained
+assert cfg.layout.resume("policy_MD1").exists()
+cfg.seed += 1
+print("SEED CHANGED")
+stages.run_policy(cfg, "MD1")
+print(json.dumps({{"equal": equal}}))
 """
     r = _run([sys.executable, "-c", code], tiny_repo)
-    assert "[policy@MD1] ignoring checkpoint" in r.stdout and "starting fresh" in r.stdout, r.stdout[-3000:]
+    first, seed = r.stdout.split("SEED CHANGED")
+    assert "[policy@MD1] ignoring checkpoint" in first and "starting fresh" in first, r.stdout[-3000:]
+    assert "[policy@MD1] ignoring checkpoint" in seed and "resumed" not in seed, seed[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"equal": True}
 
 

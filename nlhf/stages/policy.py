@@ -9,7 +9,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import pandas as pd
 
-from nlhf.artifacts import ensure_dir, fingerprint, require, write_metrics
+from nlhf.artifacts import ensure_dir, require, stage_fingerprint, write_metrics
 from nlhf.models import PreferenceModel, RewardModel, check_same_tokenizer, save_policy
 from nlhf.params import PipelineConfig
 from nlhf.sampling.texts import sample_texts
@@ -78,10 +78,7 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     log, ema = train_policy(policy, ref, judge_model, tok, prompts, method, pg_cfg,
                             max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
                             state_path=state, accelerator=accelerator,
-                            fingerprint=fingerprint(method, pg_cfg, cfg.sampling, cfg.task, cfg.runtime, variant,
-                                                    cfg.ablation if variant == "exact" else None, inputs=[
-                                                        layout.data(), layout.model("sft"),
-                                                        judge_file, *([layout.oracle()] if probe else [])]),
+                            fingerprint=stage_fingerprint(cfg, layout.policy_stage(name, variant)),
                             desc=layout.policy_stage(name, variant), probe=probe)
     policy = accelerator.unwrap_model(policy).eval()
     accelerator.wait_for_everyone()

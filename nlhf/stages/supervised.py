@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nlhf.artifacts import ensure_dir, fingerprint, load_dataset_dir, load_tokenizer, write_metrics
+from nlhf.artifacts import ensure_dir, load_dataset_dir, load_tokenizer, stage_fingerprint, write_metrics
 from nlhf.comparisons import load_sft_comparisons, write_sft_comparisons
 from nlhf.evaluate import sft_checks
 from nlhf.models import build_policy, build_preference_model, build_reward_model, check_same_tokenizer, save_policy
@@ -78,8 +78,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
 
     layout = cfg.layout
     log = fit(policy, loss_fn, len(examples), cfg.sft, layout.resume("sft"), accelerator, eval_fn, desc="sft",
-              fingerprint=fingerprint(cfg.sft, cfg.policy_model, cfg.task, cfg.runtime,
-                                      inputs=[layout.data()]))
+              fingerprint=stage_fingerprint(cfg, "sft"))
     policy = accelerator.unwrap_model(policy).eval()
 
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
@@ -137,8 +136,7 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
 
     layout = cfg.layout
     log = fit(model, loss_fn, len(prompts), train_cfg, layout.resume(kind), accelerator, eval_fn, desc=kind,
-              fingerprint=fingerprint(train_cfg, model_cfg, cfg.task, cfg.runtime,
-                                      inputs=[layout.data(), layout.sft_pairs()]))
+              fingerprint=stage_fingerprint(cfg, layout.dvc_stage(kind)))
     model = accelerator.unwrap_model(model).eval()
     metrics = {"n_train_pairs": len(prompts), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
                "train_loss_last": log["train"][-1]["loss"]}
