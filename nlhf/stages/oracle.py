@@ -20,9 +20,12 @@ from nlhf.tasks import make_task
 from nlhf.training.methods import RLHF, NashMD
 
 
-def run_oracle(cfg: PipelineConfig) -> dict:
+def run_oracle(cfg: PipelineConfig, with_rm: bool = True) -> dict:
     """Stage ``oracle``: each method's target on candidate pools of the evaluation prompts, under the exact judge of
-    every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts."""
+    every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts.
+
+    ``with_rm=False`` leaves out the targets computed with the trained reward model (``RLHF (RM)``), so that the
+    predictions exist before any judge is trained (:mod:`nlhf.sweep`); the DVC stage uses the default."""
 
     from nlhf import oracle
     from nlhf.evaluate import to_markdown, to_matrix
@@ -49,9 +52,12 @@ def run_oracle(cfg: PipelineConfig) -> dict:
     fresh = sft_samples(ocfg.coverage_samples, seed_for(ocfg.seed, "oracle.coverage_samples"))
     coverage = float(np.mean([y in set(p.candidates) for p, ys in zip(pools, fresh) for y in ys]))
     layout = cfg.layout
-    rm = RewardModel.from_pretrained(require(layout.model("rm"), "rm")).to(accelerator.device).eval()
-    with torch.no_grad():
-        rm_scores = [rm.rewards([p.prompt] * len(p.candidates), p.candidates).double().cpu().numpy() for p in pools]
+    rm_scores: list = [None] * len(pools)
+    if with_rm:
+        rm = RewardModel.from_pretrained(require(layout.model("rm"), "rm")).to(accelerator.device).eval()
+        with torch.no_grad():
+            rm_scores = [rm.rewards([p.prompt] * len(p.candidates), p.candidates).double().cpu().numpy()
+                         for p in pools]
 
     methods = cfg.methods
     nash = [n for n, m in methods.items() if isinstance(m, NashMD) and m.beta == 0.0]

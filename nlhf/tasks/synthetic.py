@@ -22,8 +22,8 @@ import numpy as np
 from nlhf.tasks.base import PREF_SPLITS, PROMPT_SPLITS, SFT_SPLITS, Task, check_split
 from nlhf.tasks.synthetic_config import SyntheticTaskConfig
 from nlhf.tasks.synthetic_documents import FACT_WORDS, IMPORTANCE, STRUCTURE_WORDS, STYLES, Document, parse_prompt
-from nlhf.tasks.synthetic_raters import (FEATURES, MALFORMED_UTILITY, preference_from_utilities, rater_coefficients,
-                                         summary_features)
+from nlhf.tasks.synthetic_raters import (FEATURES, FORMS, MALFORMED_UTILITY, preference_from_utilities,
+                                         rater_coefficients, summary_features)
 
 
 class SyntheticTask(Task):
@@ -220,6 +220,15 @@ class SyntheticTask(Task):
 
     def is_well_formed(self, prompt: str, y: str) -> bool:
         return summary_features(parse_prompt(prompt), y, self.cfg.max_summary_words) is not None
+
+    def forms(self, prompts: Sequence[str], ys: Sequence[str]) -> list[str]:
+        """The form of each summary (:func:`nlhf.tasks.synthetic_raters.summary_form`: complete, embellished, ...),
+        or ``malformed``: what the completist raters judge."""
+        out = []
+        for x, y in zip(prompts, ys):
+            f = summary_features(parse_prompt(x), y, self.cfg.max_summary_words)
+            out.append("malformed" if f is None else next(k for k in FORMS if f[f"form_{k}"]))
+        return out
 
     def vocabulary(self) -> list[str]:
         """Every word a prompt or summary can contain (special tokens excluded)."""

@@ -1,0 +1,362 @@
+"""Sweeps: the whole chain rerun over the values of one param and over whole-chain seeds, outside the default DAG.
+
+A sweep file (``sweeps/<name>.yaml``) names one dotted key of params.yaml (e.g. ``task.synthetic.rater_weights``),
+its values (the *points*), the seeds, and the methods trained at every point. A *run* is one (point, seed): the
+default recipe of params.yaml with the point's value, the seed written into every seed key (``seed_keys``: the
+data, SFT, comparisons, PM, RM, policy, oracle and evaluation seeds, so a seed re-draws the whole chain, not only the
+policy) and the sweep's ``overrides``. Its artifacts live in ``artifacts/sweeps/<name>/<point>/seed<k>/`` and its
+results in ``results/sweeps/<name>/<point>/seed<k>/``, laid out as the default run's (:class:`nlhf.layout.Layout`).
+
+A run has two phases, so that a prediction is on disk (and committed) before the result it predicts exists:
+
+* ``predict``: data → SFT → oracle (without the reward model): each method's target on the evaluation prompts'
+  candidate pools, and the targets' pairwise table under the exact judge P* (:mod:`nlhf.oracle`).
+* ``train``: the exact-judge policies (every point), the PM, RM and the paper-setting policies (``paper_points``),
+  then :func:`evaluate_run`: one sample per evaluation prompt of SFT and of every trained policy, judged pairwise
+  by P*.
+
+The SFT policy depends only on the SFT rows and the SFT recipe; runs of one seed whose SFT data and tokenizer have
+the same content hash share one trained SFT model (copied, the comparisons of SFT samples are still labelled by each
+point's raters). Every step is skipped when its marker (``<artifacts>/.sweep/<step>.json``) records the same
+config; training states resume as in the pipeline, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
+from nlhf.params import PipelineConfig, check_required
+
+SEED_KEYS = ("seed", "task.synthetic.seed", "sft.seed", "preference_data.seed", "pm.seed", "rm.seed", "pg.seed",
+             "oracle.seed", "eval.seed")
+"""The keys a whole-chain seed sets: data, SFT, SFT comparisons, PM, RM, policy, oracle and evaluation draws."""
+
+
+@dataclass
+class SweepSpec:
+    """One sweep (``sweeps/<name>.yaml``); every field is a key of that file."""
+
+    name: str  # names the sweep's folders under artifacts/sweeps/ and results/sweeps/
+    key: str  # the dotted params.yaml key the sweep moves
+    points: dict[str, Any]  # point label → the key's value there
+    seeds: list[int]  # whole-chain seeds (each sets every key of seed_keys)
+    exact_methods: list[str]  # trained against the exact judges at every point (methods of params.yaml)
+    paper_methods: list[str] = field(default_factory=list)  # trained against the PM / RM at paper_points
+    paper_points: list[str] = field(default_factory=list)  # points where the paper setting is trained too
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted key → value, for every run
+    seed_keys: list[str] = field(default_factory=lambda: list(SEED_KEYS))
+    description: str = ""  # what the sweep asks, for the report
+
+    def __post_init__(self):
+        check(self.name.replace("_", "").isalnum(), "name", f"letters, digits and _ only, got {self.name!r}")
+        check(len(self.points) >= 1, "points", "needs at least one point")
+        for p in self.points:
+            check(str(p).replace("_", "").replace(".", "").isalnum(), "points",
+                  f"point labels are letters, digits, . and _ (a folder name), got {p!r}")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds",
+              f"needs distinct seeds, got {self.seeds}")
+        check(len(self.exact_methods) >= 1, "exact_methods", "needs at least one method")
+        unknown = [p for p in self.paper_points if p not in self.points]
+        check(not unknown, "paper_points", f"{unknown} are not points of the sweep ({list(self.points)})")
+        check(not self.paper_points or self.paper_methods, "paper_methods", "needed when paper_points is set")
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    raw = load_yaml(path.read_text())
+    try:
+        return from_dict(SweepSpec, raw, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _set(raw: dict, dotted: str, value: Any, source: str) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"{source}: {'.'.join(parents[: i + 1])} is not a section of params.yaml")
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(f"{source}: {dotted} is not a key of params.yaml")
+    node[leaf] = copy.deepcopy(value)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (point, seed) of a sweep."""
+
+    sweep: str
+    point: str
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.point}/seed{self.seed}"
+
+    def artifacts(self) -> str:
+        return f"artifacts/sweeps/{self.sweep}/{self.point}/seed{self.seed}"
+
+    def results(self) -> str:
+        return f"results/sweeps/{self.sweep}/{self.point}/seed{self.seed}"
+
+
+def runs(spec: SweepSpec, points=None, seeds=None) -> list[Run]:
+    """The sweep's runs (optionally only some points and seeds), point by point."""
+    for p in points or ():
+        if p not in spec.points:
+            raise ConfigError(f"--points: {p!r} is not a point of sweep {spec.name} ({list(spec.points)})")
+    return [Run(spec.name, p, s) for p in spec.points if not points or p in points
+            for s in spec.seeds if seeds is None or s in seeds]
+
+
+def run_config(spec: SweepSpec, run: Run, params: str | Path = "params.yaml") -> PipelineConfig:
+    """The run's validated config: params.yaml (+ profile), the point's value, the seed, the overrides; the methods
+    reduced to the ones the sweep trains."""
+    raw = read_params(params)
+    _set(raw, spec.key, spec.points[run.point], f"sweep {spec.name}: key")
+    for k in spec.seed_keys:
+        _set(raw, k, run.seed, f"sweep {spec.name}: seed_keys")
+    for k, v in spec.overrides.items():
+        _set(raw, k, v, f"sweep {spec.name}: overrides")
+    trained = list(dict.fromkeys(spec.exact_methods + spec.paper_methods))
+    missing = [m for m in trained if m not in raw["methods"]]
+    if missing:
+        raise ConfigError(f"sweep {spec.name}: methods {missing} are not in params.yaml methods")
+    raw["methods"] = {m: raw["methods"][m] for m in trained}
+    raw["ablation"]["methods"] = list(spec.exact_methods)
+    raw["ablation"]["seed_methods"] = []
+    raw["oracle"]["populations"] = None  # the run's own population only
+    try:
+        check_required(raw)
+        cfg = from_dict(PipelineConfig, raw, "")
+    except ConfigError as e:
+        raise ConfigError(f"sweep {spec.name}, run {run.tag}: {e}") from None
+    cfg.paths.artifacts, cfg.paths.results = run.artifacts(), run.results()
+    return cfg
+
+
+def _config_hash(cfg: PipelineConfig) -> str:
+    d = asdict(cfg)
+    d.pop("paths")
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Steps:
+    """Markers of a run's finished steps (``<artifacts>/.sweep/<step>.json``): a step is done when its marker holds
+    the run's config hash. Models are git-ignored artifacts, so a fresh clone redoes every step."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.dir = Path(cfg.paths.artifacts) / ".sweep"
+        self.hash = _config_hash(cfg)
+
+    def done(self, step: str) -> bool:
+        f = self.dir / f"{step}.json"
+        return f.is_file() and json.loads(f.read_text()).get("config") == self.hash
+
+    def mark(self, step: str, seconds: float) -> None:
+        from nlhf.training.checkpoint import write_json
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.dir / f"{step}.json", {"config": self.hash, "seconds": round(seconds, 1)})
+
+
+def _step(steps: Steps, name: str, fn, log) -> None:
+    if steps.done(name):
+        log(f"{name}: done")
+        return
+    t = time.time()
+    log(f"{name}: running")
+    fn()
+    steps.mark(name, time.time() - t)
+    log(f"{name}: finished in {time.time() - t:.0f} s")
+
+
+def _share_sft(cfg: PipelineConfig, donor: PipelineConfig | None) -> bool:
+    """Copy the SFT model of an earlier run of the same seed when the SFT data, tokenizer and SFT recipe are the
+    same (content hash): it would train to the same weights. Returns whether it copied."""
+    from nlhf.training.checkpoint import content_hash
+
+    if donor is None or not donor.layout.model("sft").exists():
+        return False
+    same = (content_hash(cfg.layout.data("sft"), cfg.layout.tokenizer)
+            == content_hash(donor.layout.data("sft"), donor.layout.tokenizer)
+            and asdict(cfg.sft) == asdict(donor.sft) and asdict(cfg.policy_model) == asdict(donor.policy_model))
+    if not same:
+        return False
+    dst = cfg.layout.model("sft")
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(donor.layout.model("sft"), dst)
+    return True
+
+
+def _sft_or_share(cfg: PipelineConfig, donor: PipelineConfig | None, log) -> None:
+    """Stage ``sft``, or (SFT shared) only the rater-labelled comparisons of SFT samples that PM and RM read."""
+    from nlhf import stages
+    from nlhf.comparisons import write_sft_comparisons
+    from nlhf.runtime import load_sft
+    from nlhf.tasks import make_task
+
+    if _share_sft(cfg, donor):
+        log(f"sft: the SFT model of {donor.paths.artifacts} (same SFT data and recipe)")
+        policy, tok = load_sft(cfg)
+        write_sft_comparisons(cfg, make_task(cfg.task), policy, tok)
+    else:
+        stages.run_sft(cfg)
+
+
+def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", donor: Run | None = None,
+            log=print) -> None:
+    """Phase ``predict`` of one run: data, SFT (shared with ``donor`` when identical), the oracle without RM."""
+    from nlhf import stages
+
+    cfg = run_config(spec, run, params)
+    steps = Steps(cfg)
+    say = lambda msg: log(f"[{spec.name} {run.tag}] {msg}")  # noqa: E731
+    donor_cfg = run_config(spec, donor, params) if donor is not None and Steps(
+        run_config(spec, donor, params)).done("sft") else None
+    _step(steps, "data", lambda: stages.run_data(cfg), say)
+    _step(steps, "sft", lambda: _sft_or_share(cfg, donor_cfg, say), say)
+    _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False), say)
+
+
+def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
+    """Phase ``train`` of one run: exact-judge policies; at paper points PM, RM and paper-setting policies; then
+    :func:`evaluate_run`. The run's predictions must exist (phase ``predict``)."""
+    from nlhf import stages
+
+    cfg = run_config(spec, run, params)
+    steps = Steps(cfg)
+    say = lambda msg: log(f"[{spec.name} {run.tag}] {msg}")  # noqa: E731
+    if not steps.done("oracle"):
+        raise RuntimeError(f"sweep {spec.name}, run {run.tag}: no prediction yet; run the predict phase (and commit "
+                           f"its results) before training")
+    for m in spec.exact_methods:
+        _step(steps, f"policy_exact@{m}", lambda m=m: stages.run_policy(cfg, m, "exact"), say)
+    if run.point in spec.paper_points:
+        for kind in ("pm", "rm"):
+            _step(steps, kind, lambda kind=kind: stages.run_preference(cfg, kind), say)
+        for m in spec.paper_methods:
+            _step(steps, f"policy@{m}", lambda m=m: stages.run_policy(cfg, m, "paper"), say)
+    _step(steps, "evaluate", lambda: evaluate_run(cfg, spec.exact_methods,
+                                                  spec.paper_methods if run.point in spec.paper_points else []), say)
+
+
+def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFrame:
+    """One sample per evaluation prompt (``eval.n_prompts``) of SFT and of each trained policy, the pairwise table
+    P*(column ≻ row) with its CI (:func:`nlhf.evaluate.pairwise_table`), and the form of every sample
+    (``<results>/sweep/table_long.csv``, ``samples.csv``). Exact-judge policies are named ``<METHOD>``, the paper
+    setting's ``<METHOD> (PM/RM)``."""
+    import torch
+
+    from nlhf.evaluate import pairwise_table
+    from nlhf.models.policy import load_policy
+    from nlhf.runtime import accelerator_for, load_sft, sampling_kwargs
+    from nlhf.sampling.texts import sample_texts
+    from nlhf.seeds import seed_for
+    from nlhf.tasks import make_task
+
+    layout = cfg.layout
+    accelerator = accelerator_for(cfg)
+    task = make_task(cfg.task)
+    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    sft, tok = load_sft(cfg, accelerator.device)
+    policies = {"SFT": sft}
+    for variant, names in (("exact", exact_methods), ("paper", paper_methods)):
+        for m in names:
+            model, _ = load_policy(layout.policy(m, variant) / "policy")
+            policies[m if variant == "exact" else f"{m} (PM/RM)"] = model.to(accelerator.device).eval()
+    samples = {}
+    with torch.no_grad():
+        for k, (name, model) in enumerate(policies.items()):
+            samples[name] = sample_texts(model, tok, prompts, seed=seed_for(cfg.eval.seed, "sweep.samples", k),
+                                         **sampling_kwargs(cfg))
+    long = pairwise_table(task.judge, prompts, samples, cfg.eval.confidence)
+    out = layout.results("sweep")
+    out.mkdir(parents=True, exist_ok=True)
+    long.to_csv(out / "table_long.csv", index=False)
+    forms = {n: task.forms(prompts, ys) for n, ys in samples.items()}
+    pd.DataFrame({"prompt": prompts, **{n: samples[n] for n in samples},
+                  **{f"form: {n}": forms[n] for n in samples}}).to_csv(out / "samples.csv", index=False)
+    return long
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m nlhf.sweep", description=__doc__.split("\n\n")[0])
+    ap.add_argument("phase", choices=["predict", "train", "report"])
+    ap.add_argument("sweep", help="sweep file, e.g. sweeps/embellisher_share.yaml")
+    ap.add_argument("--points", nargs="+", help="only these points (default: all)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: all)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (predict: one "
+                                                        "process per seed, so that a seed's points share its SFT)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # "k/N": the k-th of N processes started by --jobs N
+    args = ap.parse_args(argv)
+    try:
+        spec = load_sweep(args.sweep)
+        todo = runs(spec, args.points, args.seeds)
+        for r in todo:
+            run_config(spec, r, args.params)  # every run's config is valid before anything starts
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    from nlhf.notebook import quiet_libraries
+
+    quiet_libraries()
+    if args.phase == "report":
+        from nlhf.sweep_report import write_report
+
+        write_report(spec, args.params)
+        return 0
+    if args.jobs > 1 and args.worker is None:
+        return _parallel(argv if argv is not None else sys.argv[1:], args.jobs)
+    if args.worker is not None:
+        k, n = map(int, args.worker.split("/"))
+        if args.phase == "predict":  # a seed's runs stay in one process
+            todo = [r for r in todo if spec.seeds.index(r.seed) % n == k]
+        else:
+            todo = todo[k::n]
+    first: dict[int, Run] = {}
+    for r in todo:
+        if args.phase == "predict":
+            predict(spec, r, args.params, donor=first.get(r.seed))
+            first.setdefault(r.seed, r)
+        else:
+            train(spec, r, args.params)
+    return 0
+
+
+def _parallel(argv: list[str], jobs: int) -> int:
+    """Start ``jobs`` worker processes of the same command (each takes its share of the runs); their output goes
+    to this terminal line by line. Non-zero if any worker failed."""
+    import subprocess
+
+    procs = [subprocess.Popen([sys.executable, "-m", "nlhf.sweep", *argv, "--worker", f"{k}/{jobs}"])
+             for k in range(jobs)]
+    codes = [p.wait() for p in procs]
+    for k, c in enumerate(codes):
+        if c:
+            print(f"error: sweep worker {k}/{jobs} failed (exit {c})", file=sys.stderr)
+    return max(codes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

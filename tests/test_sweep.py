@@ -1,0 +1,130 @@
+"""Sweeps (nlhf.sweep, nlhf.sweep_report): a tiny two-point, one-seed sweep on the tiny profile, run as a user runs
+it (`python -m nlhf.sweep predict|train|report`) in a scratch copy of the repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from nlhf.config import ConfigError
+from nlhf.sweep import SweepSpec, load_sweep, run_config, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SWEEP = {
+    "name": "tiny", "key": "task.synthetic.rater_weights",
+    "points": {"e0.26": [0.50, 0.26, 0.08, 0.08, 0.08], "e0.16": [0.60, 0.16, 0.08, 0.08, 0.08]},
+    "seeds": [3], "exact_methods": ["RLHF", "SP", "MD1"], "paper_methods": ["RLHF", "MD1"],
+    "paper_points": ["e0.16"], "overrides": {"runtime.torch_threads": 1},
+}
+
+
+def _sweep(repo: Path, phase: str, name: str = "tiny", check: bool = True, *extra: str):
+    r = subprocess.run([sys.executable, "-m", "nlhf.sweep", phase, f"sweeps/{name}.yaml", *extra], cwd=repo,
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check and r.returncode != 0:
+        raise AssertionError(f"sweep {phase} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The tiny sweep's predict phase, a premature train (refused), then train and report."""
+    repo = tmp_path_factory.mktemp("sweep_repo")
+    for part in ("nlhf", "profiles"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "sweeps").mkdir()
+    (repo / "sweeps" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SWEEP))
+    alone = {**TINY_SWEEP, "name": "alone", "points": {"e0.16": TINY_SWEEP["points"]["e0.16"]}, "paper_points": []}
+    (repo / "sweeps" / "alone.yaml").write_text(yaml.safe_dump(alone))
+    early = _sweep(repo, "train", "tiny", False)
+    predict = _sweep(repo, "predict")
+    again = _sweep(repo, "predict")
+    _sweep(repo, "predict", "alone")
+    _sweep(repo, "train", "tiny", True, "--jobs", "2")
+    _sweep(repo, "report")
+    return {"repo": repo, "early": early, "predict": predict, "again": again}
+
+
+def test_spec_errors_name_the_key(tmp_path):
+    spec = SweepSpec(**{**TINY_SWEEP, "overrides": {"pg.no_such_key": 1}})
+    with pytest.raises(ConfigError, match="pg.no_such_key"):
+        run_config(spec, runs(spec)[0], ROOT / "params.yaml")
+    with pytest.raises(ValueError, match="paper_points"):
+        SweepSpec(**{**TINY_SWEEP, "paper_points": ["e0.5"]})
+    spec = SweepSpec(**{**TINY_SWEEP, "exact_methods": ["NOPE"]})
+    with pytest.raises(ConfigError, match="NOPE"):
+        run_config(spec, runs(spec)[0], ROOT / "params.yaml")
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump({**TINY_SWEEP, "seeds": [1, 1]}))
+    with pytest.raises(ConfigError, match="seeds"):
+        load_sweep(bad)
+
+
+def test_a_seed_redraws_the_whole_chain():
+    spec = SweepSpec(**{**TINY_SWEEP, "seeds": [3]})
+    cfg = run_config(spec, runs(spec)[0], ROOT / "params.yaml")
+    assert (cfg.seed, cfg.task.synthetic.seed, cfg.sft.seed, cfg.pm.seed, cfg.rm.seed, cfg.pg.seed,
+            cfg.preference_data.seed, cfg.oracle.seed, cfg.eval.seed) == (3,) * 9
+    assert cfg.task.synthetic.rater_weights == TINY_SWEEP["points"]["e0.26"]
+    assert list(cfg.methods) == ["RLHF", "SP", "MD1"] and cfg.ablation.methods == ["RLHF", "SP", "MD1"]
+    assert cfg.paths.artifacts == "artifacts/sweeps/tiny/e0.26/seed3"
+
+
+@pytest.mark.slow
+def test_training_waits_for_the_prediction(swept):
+    assert swept["early"].returncode != 0 and "no prediction yet" in swept["early"].stderr
+    assert "oracle: done" in swept["again"].stdout and "running" not in swept["again"].stdout
+
+
+@pytest.mark.slow
+def test_shared_sft_is_the_sft_the_point_would_train(swept):
+    """The second point copies the first point's SFT model; the run that trains it alone gets the same bytes, and
+    the rater-labelled comparisons of SFT samples are the same as the sft stage's."""
+    from nlhf.training.checkpoint import content_hash
+
+    repo = swept["repo"]
+    assert "sft: the SFT model of" in swept["predict"].stdout
+    shared, alone = repo / "artifacts/sweeps/tiny/e0.16/seed3", repo / "artifacts/sweeps/alone/e0.16/seed3"
+    for part in ("models/sft", "sft_pairs"):
+        assert content_hash(shared / part) == content_hash(alone / part), part
+    first = repo / "artifacts/sweeps/tiny/e0.26/seed3"  # other raters: other preference labels, the same SFT rows
+    assert content_hash(first / "data/prefs") != content_hash(shared / "data/prefs")
+    assert content_hash(first / "data/sft") == content_hash(shared / "data/sft")
+
+
+@pytest.mark.slow
+def test_report_holds_predictions_and_results(swept):
+    root = swept["repo"] / "results/sweeps/tiny"
+    pred = pd.read_csv(root / "predictions.csv")
+    assert set(pred["point"]) == {"e0.26", "e0.16"}
+    oracle = pd.read_csv(swept["repo"] / "results/sweeps/tiny/e0.16/seed3/oracle/completist/table_long.csv")
+    want = oracle[(oracle["row"] == "RLHF") & (oracle["column"] == "MD1")]["p"].iloc[0]
+    assert pred.set_index("point").loc["e0.16", "MD1 vs RLHF"] == pytest.approx(want)
+    cells = pd.read_csv(root / "cells.csv")
+    trained = pd.read_csv(swept["repo"] / "results/sweeps/tiny/e0.16/seed3/sweep/table_long.csv")
+    row = cells[(cells["point"] == "e0.16") & (cells["cell"] == "MD1 vs RLHF")].iloc[0]
+    exact = trained[(trained["row"] == "RLHF") & (trained["column"] == "MD1")]["p"].iloc[0]
+    paper = trained[(trained["row"] == "RLHF (PM/RM)") & (trained["column"] == "MD1 (PM/RM)")]["p"].iloc[0]
+    assert (row["exact"], row["paper"]) == pytest.approx((exact, paper))
+    assert np.isnan(cells[(cells["point"] == "e0.26") & (cells["cell"] == "MD1 vs RLHF")]["paper"].iloc[0])
+    # the forms' contributions add up to the headline cell's margin
+    forms = pd.read_csv(root / "forms.csv")
+    for (point, setting), g in forms.groupby(["point", "setting"]):
+        c = cells[(cells["point"] == point) & (cells["cell"] == "MD1 vs RLHF")].iloc[0][setting]
+        assert g["contribution"].sum() == pytest.approx(c - 0.5, abs=1e-9)
+    report = json.loads((root / "report.json").read_text())
+    assert report["trained_runs"] == 2 and "slope" in report["fit"]["exact"]
+    assert (root / "trained_vs_predicted.png").stat().st_size > 10_000
+    opt = pd.read_csv(root / "overoptimisation.csv")
+    assert len(opt) == 3 * 2 + 2  # exact methods at both points, paper methods at one
+    assert (opt["peak"] >= opt["final"]).all()
