@@ -1,6 +1,8 @@
 """``python -m nlhf check [STAGE ...]``: validate params.yaml (and a stage's upstream inputs) before running anything;
 ``python -m nlhf run STAGE [STAGE ...]``: run stages' functions (what their notebooks call) from the command line, in
-the order given, in one process.
+the order given, in one process;
+``python -m nlhf notebook IN OUT [papermill options]``: papermill, replacing OUT only when the whole notebook ran and
+stopping when its parent (DVC) dies (:func:`nlhf.notebook.execute`).
 
 DVC runs ``python -m nlhf check --fresh --out artifacts/check.ok`` as the first stage of the DAG (dvc.yaml), so a
 bad param stops ``dvc repro`` before any stage has deleted its outputs or papermill has overwritten an executed
@@ -133,15 +135,23 @@ def _run_stages(names: list[str], params: str) -> int:
     from nlhf.notebook import quiet_libraries
     from nlhf.training.checkpoint import json_text
 
+    from nlhf.training.checkpoint import restored_on_failure
+
     quiet_libraries()
-    for fn, args in calls:
-        metrics = fn(cfg, *args)
+    for stage, (fn, args) in zip(names, calls):
+        with restored_on_failure(cfg.layout.result_files(stage)):  # a failed stage keeps its previous results
+            metrics = fn(cfg, *args)
         if metrics:  # under `accelerate launch` only the main process returns the stage's metrics
             print(json_text(metrics))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["notebook"]:  # papermill's own command line, passed through (dvc.yaml runs every notebook so)
+        from nlhf.notebook import execute
+
+        return execute(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m nlhf", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     chk = sub.add_parser("check", help="validate params.yaml (+ profile) and, for named stages, their inputs")

@@ -63,8 +63,16 @@ class Layout:
 
     @classmethod
     def dvc_stage(cls, stage: str) -> str:
-        """The DVC stage name for a short one (``pm`` -> ``preference@pm``); other names unchanged."""
-        return cls.DVC_STAGES.get(stage, stage)
+        """The DVC stage name for a short one (``pm`` -> ``preference@pm``) or a policy stage's file name
+        (:meth:`policy_key`: ``policy_exact_MD1`` -> ``policy_exact@MD1``); other names unchanged."""
+        if stage in cls.DVC_STAGES:
+            return cls.DVC_STAGES[stage]
+        if "@" not in stage:
+            for suffix in sorted(cls.POLICY_VARIANTS.values(), key=len, reverse=True):
+                prefix = f"policy{suffix}_"
+                if stage.startswith(prefix) and len(stage) > len(prefix):
+                    return f"policy{suffix}@{stage[len(prefix):]}"
+        return stage
 
     @staticmethod
     def key(stage: str) -> str:
@@ -184,6 +192,14 @@ class Layout:
             raise KeyError(f"unknown stage {stage!r}")
         folder = [] if kind == "data" else [self.results(stage)]  # the data stage has no tables or figures
         return [*arts, *folder, self.notebook(stage), self.metrics(stage), self.summary(stage), *plots]
+
+    def result_files(self, stage: str) -> list[Path]:
+        """What DVC stage ``stage`` writes below the results root except its executed notebook (which papermill
+        writes and :func:`nlhf.notebook.execute` replaces), plus its timings: the files that must change together
+        or not at all."""
+        notebook = self.notebook(stage)
+        outs = [p for p in self.outs(stage) if p != notebook and self.results_root in p.parents]
+        return [*outs, self.timings(stage)]
 
     def deps(self, stage: str) -> list[Path]:
         """The artifacts and results DVC stage ``stage`` reads (its deps in dvc.yaml besides code and notebooks)."""

@@ -5,12 +5,20 @@ or opened in Jupyter, whose kernel starts in ``notebooks/`` (``recompute = False
 training). :func:`setup` makes both behave the same: it moves to the repository root, so ``params.yaml`` and the
 ``paths`` in it resolve as in the pipeline, and it keeps the executed notebook clean (no library progress bars, no
 warning about missing widgets). :func:`stage_metrics` runs the stage or reads the metrics it wrote.
+
+How DVC runs a notebook (:func:`execute`, ``python -m nlhf notebook``): papermill writes the executed copy under a
+temporary name and it replaces the previous one only when the whole notebook ran, and the run stops when the
+process that started it dies (:func:`exit_with_parent`), so neither an interrupted nor a failed stage leaves a
+truncated notebook or a kernel that keeps writing results after DVC has gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -43,8 +51,72 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def exit_with_parent(on_exit: Callable[[], None] | None = None, interval: float = 0.5) -> threading.Thread:
+    """Watch the process that started this one from a daemon thread; when it dies (this process is re-parented),
+    call ``on_exit`` and end this process at once (``os._exit``: no further output is written).
+
+    A kernel started by papermill, or papermill started by DVC, would otherwise run on as an orphan after ``kill
+    -9`` of its parent and write outputs nobody records. ipykernel has a similar watch, but only when
+    ``$JPY_PARENT_PID`` names its parent; this one needs nothing from the environment."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        try:
+            if on_exit is not None:
+                on_exit()
+        finally:
+            os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def execute(argv: list[str]) -> int:
+    """``papermill`` with ``argv`` (its command line: ``IN OUT`` and options), writing the executed notebook to a
+    temporary file beside ``OUT`` that replaces ``OUT`` only when every cell ran (:func:`nlhf.training.checkpoint.
+    publish`): a failed cell, a full disk or a kill leaves the previous ``OUT`` as it was. The process ends when
+    its parent (DVC) dies, after removing the temporary file (:func:`exit_with_parent`); the kernel, whose parent
+    is this process, then stops too."""
+    from papermill.cli import papermill as command
+
+    from nlhf.training.checkpoint import publish
+
+    with command.make_context("papermill", list(argv)) as ctx:
+        out = ctx.params.get("output_path") or "-"
+        if out == "-":  # to stdout: nothing to rename
+            command.invoke(ctx)
+            return 0
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.stem}.tmp-{uuid.uuid4().hex[:8]}{out.suffix}"
+        ctx.params["output_path"] = str(tmp)
+        exit_with_parent(on_exit=lambda: tmp.unlink(missing_ok=True))
+        try:
+            command.invoke(ctx)
+            _record_output_path(tmp, str(out))
+            publish(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return 0
+
+
+def _record_output_path(path: Path, output_path: str) -> None:
+    """Papermill records the path it wrote in the notebook's metadata: make it the final one, not the temporary."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    if nb.metadata.get("papermill", {}).get("output_path") not in (None, output_path):
+        nb.metadata.papermill.output_path = output_path
+        nbformat.write(nb, path)
+
+
 def setup(params_file: str = "params.yaml", profile: str | None = None):
-    """Move to the repository root, quiet the libraries, set the plot theme; return the validated config."""
+    """Move to the repository root, quiet the libraries, set the plot theme; return the validated config. The
+    kernel ends when the process that started it (papermill, Jupyter) dies (:func:`exit_with_parent`)."""
+    exit_with_parent()
     os.chdir(repo_root())
     quiet_libraries()
     import seaborn as sns
@@ -59,9 +131,15 @@ def setup(params_file: str = "params.yaml", profile: str | None = None):
 
 def stage_metrics(cfg, stage: str, run: Callable[[], dict], recompute: bool) -> dict:
     """``run()`` (the stage: trains, evaluates, writes results/) when ``recompute``; otherwise the metrics the stage
-    wrote last time (:meth:`nlhf.layout.Layout.metrics`), so the notebook re-plots without training."""
+    wrote last time (:meth:`nlhf.layout.Layout.metrics`), so the notebook re-plots without training. A stage that
+    fails leaves its previous result files as they were (:meth:`nlhf.layout.Layout.result_files`,
+    :func:`nlhf.training.checkpoint.restored_on_failure`)."""
     if recompute:
-        return run()
+        from nlhf.training.checkpoint import restored_on_failure
+
+        layout = cfg.layout
+        with restored_on_failure(layout.result_files(layout.dvc_stage(stage))):
+            return run()
     path = cfg.layout.metrics(stage)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the stage has not run here. Run it with `dvc repro`, or set "

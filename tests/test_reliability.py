@@ -197,3 +197,251 @@ def test_a_consistent_shrink_of_a_dataset_stops_the_reader(tmp_path):
     with pytest.raises(DamagedArtifactError, match=rf"prefs/train holds 100 rows but params "
                                                    rf"task\.synthetic\.n_pref_train is {n}.*dvc repro data"):
         load_dataset_dir(cfg, "prefs", "train")
+
+
+# ------------------------------------------------------------------------------------------ partial writes
+
+def _half_then_fail(real):
+    """A writer that writes the first half of what ``real`` would write, then fails as a full disk does."""
+    def write(tmp):
+        real(tmp)
+        data = Path(tmp).read_bytes()
+        Path(tmp).write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+    return write
+
+
+def test_a_failed_write_leaves_the_previous_file_and_a_new_one_is_readable_by_all(tmp_path, monkeypatch):
+    from nlhf.training import checkpoint
+
+    path = tmp_path / "metrics" / "pm.json"
+    checkpoint.write_json(path, {"old": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    real = checkpoint._atomic_file
+    monkeypatch.setattr(checkpoint, "_atomic_file", lambda p, writer: real(p, _half_then_fail(writer)))
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.write_json(path, {"new": list(range(100))})
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["pm.json"]  # no temporary file left
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_failed_stage_leaves_its_previous_results(tmp_path, monkeypatch):
+    """The rm stage wrote its tables and metrics, then its timings folder is read-only: every result file of the
+    stage is back as it was, none is new, and no copy is left behind."""
+    from nlhf import artifacts
+    from nlhf.notebook import stage_metrics
+
+    cfg = tiny_cfg(tmp_path)
+    layout = cfg.layout
+    artifacts.write_metrics(cfg, "rm", {"test": {"log_loss": 0.5}, "runtime_s": 1.0})
+    (layout.results("rm")).mkdir(parents=True)
+    (layout.results("rm") / "loss.csv").write_text("step,loss\n0,0.7\n")
+    results = layout.results_root
+
+    def snapshot():
+        return {p.relative_to(results).as_posix(): p.read_bytes() for p in results.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    real = artifacts.write_json
+
+    def read_only_timings(path, obj):
+        if Path(path).parent == layout.timings("rm").parent:
+            raise PermissionError(13, "Permission denied", str(path))
+        real(path, obj)
+
+    def stage():
+        (layout.results("rm") / "loss.csv").write_text("step,loss\n0,0.1\n")
+        (layout.results("rm") / "eval.csv").write_text("step,log_loss\n0,0.2\n")
+        artifacts.write_metrics(cfg, "rm", {"test": {"log_loss": 0.1}, "runtime_s": 2.0})
+        return {}
+
+    monkeypatch.setattr(artifacts, "write_json", read_only_timings)
+    with pytest.raises(PermissionError):
+        stage_metrics(cfg, "rm", stage, recompute=True)
+    assert snapshot() == before
+    monkeypatch.setattr(artifacts, "write_json", real)
+    stage_metrics(cfg, "rm", stage, recompute=True)
+    assert json.loads(layout.metrics("rm").read_text()) == {"test": {"log_loss": 0.1}}
+    assert (layout.results("rm") / "eval.csv").exists()
+
+
+NOTEBOOK_META = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"},
+                 "language_info": {"name": "python"}}
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata=NOTEBOOK_META)
+    nb.cells = [nbformat.v4.new_code_cell("recompute = False", metadata={"tags": ["parameters"]}),
+                *(nbformat.v4.new_code_cell(s) for s in sources)]
+    nbformat.write(nb, path)
+    return path
+
+
+def _pm_command(notebook: str, out: str) -> str:
+    """The command dvc.yaml runs for a notebook stage (its ``PM`` variable), on ``notebook``."""
+    (pm,) = [v["PM"] for v in DVC["vars"] if "PM" in v]
+    return f"{pm} {notebook} {out}"
+
+
+def _env():
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+               PYTHONPATH=str(ROOT))
+    env.pop("NLHF_PROFILE", None)
+    return env
+
+
+def test_executed_notebook_replaces_the_previous_one_only_when_every_cell_ran(tmp_path):
+    """A cell that fails leaves the previous executed notebook as it was (and no temporary file); a notebook that
+    runs replaces it whole, readable by all, with its final path in papermill's metadata."""
+    import nbformat
+
+    _notebook(tmp_path / "ok.ipynb", "print('ran', recompute)")
+    _notebook(tmp_path / "bad.ipynb", "print('ran')", "raise RuntimeError('boom')")
+    out = tmp_path / "results" / "notebooks"
+    out.mkdir(parents=True)
+    (out / "nb.ipynb").write_text("the previous executed notebook")
+    r = subprocess.run(_pm_command("bad.ipynb", "results/notebooks/nb.ipynb"), shell=True, cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "boom" in r.stdout + r.stderr
+    assert [p.name for p in out.iterdir()] == ["nb.ipynb"]
+    assert (out / "nb.ipynb").read_text() == "the previous executed notebook"
+    r = subprocess.run(_pm_command("ok.ipynb", "results/notebooks/nb.ipynb"), shell=True, cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    nb = nbformat.read(out / "nb.ipynb", as_version=4)
+    assert "ran True" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert nb.metadata.papermill.output_path == "results/notebooks/nb.ipynb"
+    assert (out / "nb.ipynb").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert [p.name for p in out.iterdir()] == ["nb.ipynb"]
+
+
+def test_a_notebook_write_cut_short_leaves_the_previous_one(tmp_path, monkeypatch):
+    """papermill's writer fails halfway (a full disk) while writing the executed notebook: the previous one stays."""
+    from papermill.iorw import LocalHandler
+
+    from nlhf.notebook import execute
+
+    _notebook(tmp_path / "nb.ipynb", "x = 1")
+    out = tmp_path / "out" / "nb.ipynb"
+    out.parent.mkdir()
+    out.write_text("the previous executed notebook")
+    real = LocalHandler.write
+
+    def write(self, buf, path):
+        real(self, buf[: len(buf) // 2], path)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(LocalHandler, "write", write)
+    with pytest.raises(OSError, match="No space left"):
+        execute(["-k", "python3", str(tmp_path / "nb.ipynb"), str(out)])
+    assert out.read_text() == "the previous executed notebook"
+    assert [p.name for p in out.parent.iterdir()] == ["nb.ipynb"]
+
+
+# ------------------------------------------------------------------------------------------ damaged model files
+
+def test_a_model_file_changed_in_place_is_named_on_load(tmp_path, completist_tok):
+    """4 KB of a saved model's tensor bytes overwritten (same size, valid header): loading the policy or the scorer,
+    and the stages' check of an upstream folder, stop naming the file."""
+    from nlhf.artifacts import DamagedArtifactError, require
+    from nlhf.models import ModelConfig, ModelLoadError, build_policy, build_preference_model, load_policy, save_policy
+    from nlhf.models import PreferenceModel
+
+    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
+    save_policy(build_policy(cfg, completist_tok, seed=0), completist_tok, tmp_path / "sft")
+    build_preference_model(cfg, completist_tok, seed=0).save_pretrained(tmp_path / "pm")
+    load_policy(tmp_path / "sft")
+    PreferenceModel.from_pretrained(tmp_path / "pm")
+    for folder in ("sft", "pm"):
+        weights = tmp_path / folder / "model.safetensors"
+        size = weights.stat().st_size
+        with open(weights, "r+b") as f:
+            f.seek(size - 8192)
+            f.write(os.urandom(4096))
+        assert weights.stat().st_size == size
+    with pytest.raises(ModelLoadError, match=r"policy: .*sft/model\.safetensors: SHA-256 differs"):
+        load_policy(tmp_path / "sft")
+    with pytest.raises(ModelLoadError, match=r"preference_model: .*pm/model\.safetensors: SHA-256 differs"):
+        PreferenceModel.from_pretrained(tmp_path / "pm")
+    with pytest.raises(DamagedArtifactError, match=r"sft/model\.safetensors is damaged \(SHA-256 differs"):
+        require(tmp_path / "sft", "sft")
+
+
+# ------------------------------------------------------------------------------------------ a dead parent
+
+def _gone(pid: int) -> bool:
+    """The process ended (no such process, or a zombie waiting for a parent that does not reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _wait(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_killing_dvc_stops_papermill_and_the_kernel(tmp_path):
+    """A stand-in for DVC runs a notebook stage's command as DVC does (its shell, dvc.yaml's command line); the
+    notebook's kernel writes a heartbeat. After `kill -9` of the stand-in, papermill and the kernel end within
+    seconds, the heartbeat stops, and no executed notebook (or temporary file) is left."""
+    _notebook(tmp_path / "nb.ipynb", "import os, time\nopen('kernel.pid', 'w').write(str(os.getpid()))\n"
+                                     "while True:\n    open('beat', 'a').write('.')\n    time.sleep(0.1)")
+    dvc = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                            "sys.exit(subprocess.Popen(sys.argv[1], shell=True).wait())",
+                            _pm_command("nb.ipynb", "results/notebooks/nb.ipynb")], cwd=tmp_path, env=_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait(lambda: (tmp_path / "beat").exists(), 120), "the kernel did not start"
+        kernel = int((tmp_path / "kernel.pid").read_text())
+        papermill = int(Path(f"/proc/{kernel}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(dvc.pid, signal.SIGKILL)
+        dvc.wait()
+        assert _wait(lambda: _gone(papermill) and _gone(kernel), 10), "papermill or the kernel outlived DVC"
+        size = (tmp_path / "beat").stat().st_size
+        time.sleep(1)
+        assert (tmp_path / "beat").stat().st_size == size
+        assert not list((tmp_path / "results" / "notebooks").iterdir())
+    finally:
+        for pid in [dvc.pid, *(int(p.read_text()) for p in [tmp_path / "kernel.pid"] if p.exists())]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_kernel_ends_when_its_parent_dies(tmp_path):
+    """The kernel's own watch (nlhf.notebook.setup calls it): a child that a parent started ends within seconds of
+    `kill -9` of the parent, whatever $JPY_PARENT_PID says."""
+    child = ("import os, sys, time\nfrom nlhf.notebook import exit_with_parent\nexit_with_parent()\n"
+             "open('child.pid', 'w').write(str(os.getpid()))\nwhile True:\n    time.sleep(0.1)")
+    env = {k: v for k, v in _env().items() if k != "JPY_PARENT_PID"}
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "subprocess.Popen([sys.executable, '-c', sys.argv[1]]); time.sleep(600)", child],
+                              cwd=tmp_path, env=env)
+    try:
+        assert _wait(lambda: (tmp_path / "child.pid").exists(), 60)
+        pid = int((tmp_path / "child.pid").read_text())
+        assert not _gone(pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert _wait(lambda: _gone(pid), 5), "the child outlived its parent"
+    finally:
+        parent.kill()
+        if (tmp_path / "child.pid").exists() and not _gone(int((tmp_path / "child.pid").read_text())):
+            os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)

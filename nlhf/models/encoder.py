@@ -24,8 +24,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from nlhf.models.hf import ModelConfig, _load_error, _require_folder, _resolve, _seeded, _wire_tokenizer, gpt2_config
-from nlhf.training.checkpoint import atomic_save_dir
+from nlhf.models.hf import (ModelConfig, _load_error, _require_folder, _resolve, _seeded, _wire_tokenizer,
+                            check_hashes, gpt2_config)
+from nlhf.training.checkpoint import atomic_save_dir, record_hashes
 
 Pieces = Sequence[str] | Sequence[Sequence[int]] | Tensor
 """Prompts or responses: strings, token-id lists, or a padded id tensor (read with its mask)."""
@@ -115,7 +116,7 @@ class Scorer(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Atomically (:func:`~nlhf.training.checkpoint.atomic_save_dir`) write backbone (``save_pretrained``),
-        tokenizer, head weights and ``nlhf_scorer.json``."""
+        tokenizer, head weights, ``nlhf_scorer.json`` and the SHA-256 of each (checked by :meth:`from_pretrained`)."""
         from safetensors.torch import save_file
 
         def write(tmp):
@@ -126,6 +127,7 @@ class Scorer(nn.Module):
             (Path(tmp) / _SCORER_FILE).write_text(json.dumps(
                 {"kind": self.kind, "max_length": self.max_length, "head_hidden": self.head_hidden,
                  "layout": _LAYOUT}))
+            record_hashes(tmp)
         return atomic_save_dir(directory, write)
 
     @classmethod
@@ -155,6 +157,7 @@ class Scorer(nn.Module):
             head = load_file(str(p / _HEAD_FILE))
         except Exception as e:  # OSError, SafetensorError, json / tokenizer parse errors from damaged files
             raise _load_error(cls.kind, p, e) from e
+        check_hashes(p, cls.kind)  # what loads may still not be what was saved
         model = cls(backbone, tokenizer, head_hidden=meta["head_hidden"], max_length=meta["max_length"])
         model.head.load_state_dict(head)
         return model.to(backbone.device)

@@ -130,6 +130,17 @@ def _load_error(what: str, path: Path, e: Exception) -> ModelLoadError:
                           f"(`dvc status` names it)")
 
 
+def check_hashes(path: Path, what: str) -> None:
+    """A saved model folder's files must be the bytes its save recorded (:func:`nlhf.training.checkpoint.
+    hash_mismatch`): a file overwritten in place, even with its size and header intact, stops the load naming it."""
+    from nlhf.training.checkpoint import hash_mismatch
+
+    bad = hash_mismatch(path)
+    if bad is not None:
+        raise ModelLoadError(f"{what}: {bad[0]}: {bad[1]}. Restore the folder with `dvc checkout {path}` or rerun "
+                             f"the stage that writes it (`dvc status` names it)")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Tokenizers.
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nlhf.models.hf import ModelConfig, _load_error, _require_folder, _resolve, _seeded, _wire_tokenizer, gpt2_config
-from nlhf.training.checkpoint import atomic_save_dir
+from nlhf.models.hf import (ModelConfig, _load_error, _require_folder, _resolve, _seeded, _wire_tokenizer,
+                            check_hashes, gpt2_config)
+from nlhf.training.checkpoint import atomic_save_dir, record_hashes
 
 
 def build_policy(cfg: ModelConfig, tokenizer, *, seed: int | None = None):
@@ -42,21 +43,27 @@ def generation_config(tokenizer, max_new_tokens: int, temperature: float = 1.0):
 
 def save_policy(model, tokenizer, directory: str | os.PathLike, generation=None) -> Path:
     """Atomically (:func:`~nlhf.training.checkpoint.atomic_save_dir`) ``save_pretrained`` the policy, its tokenizer
-    and (when given) its sampling ``GenerationConfig`` (:func:`generation_config`) into ``directory``."""
+    and (when given) its sampling ``GenerationConfig`` (:func:`generation_config`) into ``directory``, with the
+    SHA-256 of every file (:func:`~nlhf.training.checkpoint.record_hashes`), checked by :func:`load_policy`."""
     def write(tmp):
         if generation is not None:
             model.generation_config = generation
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        record_hashes(tmp)
     return atomic_save_dir(directory, write)
 
 
 def load_policy(directory: str | os.PathLike):
-    """(model, tokenizer) from a folder written by :func:`save_policy`; FileNotFoundError names the folder."""
+    """(model, tokenizer) from a folder written by :func:`save_policy`; FileNotFoundError names the folder, and
+    :class:`~nlhf.models.hf.ModelLoadError` a file whose bytes are not the ones saved (:func:`~nlhf.models.hf.
+    check_hashes`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = _require_folder(directory, "policy")
     try:
-        return AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p)
+        loaded = AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p)
     except Exception as e:  # OSError, SafetensorError, json / tokenizer parse errors from damaged files
         raise _load_error("policy", p, e) from e
+    check_hashes(p, "policy")  # what loads may still not be what was saved
+    return loaded

@@ -12,6 +12,7 @@ fresh. A state is resumed only by the run it was written for: the caller's finge
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,25 +21,71 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the finished temporary file ``tmp`` to ``path`` (``os.replace``, atomic within a folder), with the
+    permissions of a file created the ordinary way (0644 under the usual umask; ``mkstemp`` makes it 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def _atomic_file(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
-    """Call ``writer(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path`` (``os.replace``);
-    if the writer raises, the temporary file is removed and ``path`` is left as it was."""
+    """Call ``writer(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path`` (:func:`publish`);
+    if the writer raises (a full disk, an interrupt), the temporary file is removed and ``path`` is left as it
+    was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         writer(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def restored_on_failure(paths: Iterable[str | os.PathLike]):
+    """Run the block; if it raises, put every path of ``paths`` (files or folders) back as it was on entry: what
+    the block wrote there is removed and the copies taken on entry are renamed back. A stage's result files are
+    each written atomically; this makes the set of them change together, so a stage that fails halfway (a
+    read-only folder, a full disk, an exception after its first table) leaves its previous results untouched.
+    Meant for small files (results, not models): every path is copied on entry."""
+    saved = []
+    for path in map(Path, paths):
+        copy = path.parent / f".{path.name}.keep-{uuid.uuid4().hex[:8]}"
+        if path.is_dir():
+            shutil.copytree(path, copy, symlinks=True)
+        elif path.exists():
+            shutil.copy2(path, copy)
+        saved.append((path, copy if path.exists() else None))
+    try:
+        yield
+    except BaseException:
+        for path, copy in saved:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            if copy is not None:
+                os.replace(copy, path)
+        raise
+    finally:
+        for _, copy in saved:
+            if copy is not None and copy.exists():
+                shutil.rmtree(copy) if copy.is_dir() else copy.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -189,6 +236,45 @@ def content_hash(*paths: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+HASHES = "sha256.json"
+"""The file of a saved model folder that records the SHA-256 of every other file in it (:func:`record_hashes`)."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def record_hashes(folder: str | os.PathLike) -> None:
+    """Write :data:`HASHES` into ``folder``: the SHA-256 of each of its files, so that a file changed in place
+    (same size, valid header: only its bytes differ) is caught when the folder is read (:func:`hash_mismatch`)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != HASHES)
+    (folder / HASHES).write_text(json.dumps({p.relative_to(folder).as_posix(): _sha256(p) for p in files},
+                                            indent=1) + "\n")
+
+
+def hash_mismatch(folder: str | os.PathLike) -> tuple[Path, str] | None:
+    """The first file of a folder written with :func:`record_hashes` whose bytes are not the ones recorded when it
+    was saved, and why; None when all match. A folder without the record is reported too (it was not saved by
+    this code, or the record was lost)."""
+    folder = Path(folder)
+    record = folder / HASHES
+    if not record.is_file():
+        return record, "missing: the folder records no file hashes (not saved by this version's save functions)"
+    try:
+        hashes = json.loads(record.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        return record, f"unreadable ({type(e).__name__}: {e})"
+    for name, digest in hashes.items():
+        f = folder / name
+        if not f.is_file():
+            return f, f"missing (recorded in {HASHES})"
+        if _sha256(f) != digest:
+            return f, f"SHA-256 differs from the one {HASHES} recorded when it was saved (changed in place)"
+    return None
+
+
 def damaged_file(path: str | os.PathLike) -> str | None:
     """Why a file written by a stage cannot be read (cut short or not parseable), or None if it looks whole.
 
@@ -222,11 +308,14 @@ def damaged_file(path: str | os.PathLike) -> str | None:
 
 
 def damaged(path: str | os.PathLike) -> tuple[Path, str] | None:
-    """The first damaged file under ``path`` (a file or a folder) and why (:func:`damaged_file`), or None."""
+    """The first damaged file under ``path`` (a file or a folder) and why (:func:`damaged_file`; in a folder that
+    records its files' hashes, also :func:`hash_mismatch`), or None."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         why = damaged_file(f)
         if why is not None:
             return f, why
+    if path.is_dir() and (path / HASHES).is_file():
+        return hash_mismatch(path)
     return None
