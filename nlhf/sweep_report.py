@@ -11,8 +11,8 @@ Written to ``results/sweeps/<name>/``:
   seeds, its seed-level interval (Student t over the seeds' values, so it holds the SFT, PM, RM and policy draws
   as well as the evaluation sample) and the mean evaluation CI; the verdict of each cell from the seed-level
   interval, Holm-corrected across the cells of a point.
-* ``overoptimisation.csv``: per run and trained policy, the convergence probe's peak of P*(π ≻ SFT), its final
-  value, the drop from the peak against the probe's CI, and the KL to μ at the end.
+* ``overoptimisation.csv``: per run and trained policy, the convergence probe's peak of P*(π ≻ SFT) and its final
+  value with the KL to μ at each, and the convergence rule's verdict (settled, and not fallen from its peak).
 * ``forms.csv``: the headline cell broken down by the form of the two summaries (complete, embellished, ...): how
   much of the margin each pair of forms contributes.
 * ``trained_vs_predicted.png``: the headline cell, each seed a point, against the y = x line; ``fit.json``: the
@@ -139,21 +139,28 @@ def summary(spec: SweepSpec, per_run: pd.DataFrame, confidence: float = 0.95) ->
 
 
 def overoptimisation(spec: SweepSpec) -> pd.DataFrame:
-    """Per run and trained policy: the probe's peak and final P*(π ≻ SFT), the drop against the CI, the final KL."""
+    """Per run and trained policy: the probe's peak and final P*(π ≻ SFT) with the KL to μ at each, and the
+    convergence rule's verdict (:func:`nlhf.training.probe.converged`: settled, and not fallen from its peak)."""
+    from nlhf.training.probe import converged
+    from nlhf.sweep import run_config
+
     rows = []
     for run in runs(spec):
         d = Path(run.results())
-        for setting, folder in (("exact", "convergence_exact"), ("paper", "convergence")):
+        cfg = run_config(spec, run)
+        for setting, folder, steps in (("exact", "convergence_exact", cfg.ablation.steps or cfg.pg.steps),
+                                       ("paper", "convergence", cfg.pg.steps)):
             for f in sorted((d / folder).glob("*.csv")) if (d / folder).is_dir() else []:
                 c = pd.read_csv(f)
                 peak = c["p_vs_sft"].idxmax()
                 last = c.iloc[-1]
+                rule = converged(c.to_dict("records"), steps)
                 rows.append({"point": run.point, "seed": run.seed, "setting": setting, "policy": f.stem,
                              "peak": c.at[peak, "p_vs_sft"], "peak_step": int(c.at[peak, "step"]),
-                             "final": last["p_vs_sft"], "final_ci": last["p_vs_sft_ci"],
-                             "drop": c.at[peak, "p_vs_sft"] - last["p_vs_sft"],
-                             "fell_from_peak": bool(c.at[peak, "p_vs_sft"] - last["p_vs_sft"] > last["p_vs_sft_ci"]),
-                             "kl_final": last["kl"], "kl_peak": c.at[peak, "kl"]})
+                             "kl_at_peak": c.at[peak, "kl"], "final": last["p_vs_sft"],
+                             "final_ci": last["p_vs_sft_ci"], "kl_final": last["kl"],
+                             "drop_from_peak": rule["drop_from_peak"], "drop_ci95": rule["drop_ci95"],
+                             "converged": rule["converged"]})
     return pd.DataFrame(rows)
 
 

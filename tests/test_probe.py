@@ -106,3 +106,20 @@ def test_convergence_rule():
     out = converged(_curve(rising), 100)
     assert out["converged"] is False and out["change_last_quarter"] == pytest.approx(0.075, abs=1e-9)
     assert converged(_curve([0.5, 0.6]), 100)["converged"] is None
+
+
+def test_convergence_rule_refuses_a_curve_that_fell_from_its_peak():
+    """Over-optimisation: P* against SFT peaks early, falls and flattens; flat at the end, yet not converged."""
+    fell = [0.5] + [0.66] * 6 + [0.58] * 14  # peak 0.66, then flat at 0.58 (drop 0.08, its CI 0.012)
+    out = converged(_curve(fell), 100)
+    assert abs(out["change_last_quarter"]) < 1e-9 and out["converged"] is False
+    assert out["drop_from_peak"] == pytest.approx(0.08)
+    dipped = [0.5] + [0.66] * 6 + [0.65] * 14  # within the CI of the peak
+    assert converged(_curve(dipped), 100)["converged"] is True
+    # flat noisy curves (sd = CI / 1.96): rarely called fallen; a fall of three CIs nearly always is
+    rng = np.random.default_rng(1)
+    flat = [converged(_curve(0.7 + rng.normal(0, 0.02 / 1.96, 21)), 100) for _ in range(300)]
+    assert np.mean([o["drop_from_peak"] <= o["drop_ci95"] for o in flat]) > 0.85
+    falls = [converged(_curve(np.r_[0.5, [0.76] * 6, [0.7] * 14] + rng.normal(0, 0.02 / 1.96, 21)), 100)["converged"]
+             for _ in range(300)]
+    assert np.mean(falls) < 0.05

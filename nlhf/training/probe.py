@@ -101,15 +101,31 @@ class ConvergenceProbe:
 
 
 def converged(curve: Sequence[dict], steps: int, key: str = "p_vs_sft", window: float = 0.25) -> dict:
-    """Did ``key`` settle over the last ``window`` of training? The least-squares line through the probe points
-    with step ≥ (1 − window)·steps predicts a change Δ over the window; converged when |Δ| is below the mean 95%
-    CI half-width of those points (the change is smaller than what one evaluation can resolve)."""
+    """Did ``key`` settle over the last ``window`` of training, at its best? The least-squares line through the probe
+    points with step ≥ (1 − window)·steps predicts a change Δ over the window; converged when |Δ| is below the mean
+    95% CI half-width of those points (the change is smaller than what one evaluation can resolve) *and* the curve
+    has not fallen from its peak: a curve that rose, then fell and flattened (a policy over-optimising its judge:
+    its win rate against SFT falls while it keeps moving away from μ) has settled, but not at what it was trained
+    for. The peak is the best mean of as many consecutive points as the window holds, the end the window's mean; it
+    fell when ``drop_from_peak`` exceeds the 95% CI of that difference. (The largest single point of a flat, noisy
+    curve exceeds its last point by about one CI on its own, so a rule on single points would call about half of the
+    flat curves fallen; on windows, about one in ten, as the slope rule does.)"""
     pts = [r for r in curve if r["step"] >= (1 - window) * steps]
     if len(pts) < 3:
-        return {"converged": None, "change_last_quarter": None, "ci95": None, "points": len(pts)}
+        return {"converged": None, "change_last_quarter": None, "ci95": None, "points": len(pts),
+                "drop_from_peak": None, "drop_ci95": None}
     x = np.array([r["step"] for r in pts], float)
     y = np.array([r[key] for r in pts], float)
     slope = np.polyfit(x, y, 1)[0]
     change = float(slope * window * steps)
     ci = float(np.mean([r[f"{key}_ci"] for r in pts]))
-    return {"converged": bool(abs(change) < ci), "change_last_quarter": change, "ci95": ci, "points": len(pts)}
+    values = np.array([r[key] for r in curve], float)
+    cis = np.array([r[f"{key}_ci"] for r in curve], float)
+    k = len(pts)
+    means = np.convolve(values, np.ones(k) / k, mode="valid")
+    peak = int(np.argmax(means))
+    drop = float(means[peak] - y.mean())
+    drop_ci = float(np.sqrt(np.mean(cis[peak: peak + k] ** 2) / k + ci ** 2 / len(pts)))
+    settled, at_peak = abs(change) < ci, drop <= drop_ci
+    return {"converged": bool(settled and at_peak), "change_last_quarter": change, "ci95": ci, "points": len(pts),
+            "drop_from_peak": drop, "drop_ci95": drop_ci}
