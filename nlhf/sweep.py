@@ -15,9 +15,9 @@ A run has two phases, so that a prediction is on disk (and committed) before the
   then :func:`evaluate_run`: one sample per evaluation prompt of SFT and of every trained policy, judged pairwise
   by P*.
 
-The SFT policy depends only on the SFT rows and the SFT recipe; runs of one seed whose SFT data and tokenizer have
-the same content hash share one trained SFT model (copied, the comparisons of SFT samples are still labelled by each
-point's raters). Every step is skipped when its marker (``<artifacts>/.sweep/<step>.json``) records the same
+The SFT policy depends only on the SFT rows, the tokenizer and the SFT recipe (:func:`sft_key`); a run whose key
+equals a finished run's, in any sweep, copies that SFT model (the comparisons of SFT samples are still labelled by
+its own raters). Every step is skipped when its marker (``<artifacts>/.sweep/<step>.json``) records the same
 config; training states resume as in the pipeline, so an interrupted sweep continues where it stopped.
 """
 
@@ -39,6 +39,7 @@ import pandas as pd
 from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
 from nlhf.params import PipelineConfig, check_required
 
+SWEEP_ARTIFACTS = "artifacts/sweeps"
 SEED_KEYS = ("seed", "task.synthetic.seed", "sft.seed", "preference_data.seed", "pm.seed", "rm.seed", "pg.seed",
              "oracle.seed", "eval.seed")
 """The keys a whole-chain seed sets: data, SFT, SFT comparisons, PM, RM, policy, oracle and evaluation draws."""
@@ -110,7 +111,7 @@ class Run:
         return f"{self.point}/seed{self.seed}"
 
     def artifacts(self) -> str:
-        return f"artifacts/sweeps/{self.sweep}/{self.point}/seed{self.seed}"
+        return f"{SWEEP_ARTIFACTS}/{self.sweep}/{self.point}/seed{self.seed}"
 
     def results(self) -> str:
         return f"results/sweeps/{self.sweep}/{self.point}/seed{self.seed}"
@@ -169,11 +170,11 @@ class Steps:
         f = self.dir / f"{step}.json"
         return f.is_file() and json.loads(f.read_text()).get("config") == self.hash
 
-    def mark(self, step: str, seconds: float) -> None:
+    def mark(self, step: str, seconds: float, extra: dict | None = None) -> None:
         from nlhf.training.checkpoint import write_json
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / f"{step}.json", {"config": self.hash, "seconds": round(seconds, 1)})
+        write_json(self.dir / f"{step}.json", {"config": self.hash, "seconds": round(seconds, 1), **(extra or {})})
 
 
 def _step(steps: Steps, name: str, fn, log) -> None:
@@ -182,57 +183,63 @@ def _step(steps: Steps, name: str, fn, log) -> None:
         return
     t = time.time()
     log(f"{name}: running")
-    fn()
-    steps.mark(name, time.time() - t)
+    out = fn()
+    steps.mark(name, time.time() - t, out if name == "sft" else None)
     log(f"{name}: finished in {time.time() - t:.0f} s")
 
 
-def _share_sft(cfg: PipelineConfig, donor: PipelineConfig | None) -> bool:
-    """Copy the SFT model of an earlier run of the same seed when the SFT data, tokenizer and SFT recipe are the
-    same (content hash): it would train to the same weights. Returns whether it copied."""
+def sft_key(cfg: PipelineConfig) -> str:
+    """What the SFT model depends on: the content of the SFT rows and the tokenizer, the SFT recipe, the policy
+    network and the runtime (thread count included: it changes the floating-point sums). Runs with the same key
+    train the same SFT weights."""
     from nlhf.training.checkpoint import content_hash
 
-    if donor is None or not donor.layout.model("sft").exists():
-        return False
-    same = (content_hash(cfg.layout.data("sft"), cfg.layout.tokenizer)
-            == content_hash(donor.layout.data("sft"), donor.layout.tokenizer)
-            and asdict(cfg.sft) == asdict(donor.sft) and asdict(cfg.policy_model) == asdict(donor.policy_model))
-    if not same:
-        return False
-    dst = cfg.layout.model("sft")
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(donor.layout.model("sft"), dst)
-    return True
+    recipe = json.dumps([asdict(cfg.sft), asdict(cfg.policy_model), asdict(cfg.runtime)], sort_keys=True)
+    return hashlib.sha256((content_hash(cfg.layout.data("sft"), cfg.layout.tokenizer) + recipe).encode()
+                          ).hexdigest()[:16]
 
 
-def _sft_or_share(cfg: PipelineConfig, donor: PipelineConfig | None, log) -> None:
-    """Stage ``sft``, or (SFT shared) only the rater-labelled comparisons of SFT samples that PM and RM read."""
+def _sft_donor(cfg: PipelineConfig) -> Path | None:
+    """The SFT model folder of a finished run of any sweep with the same :func:`sft_key`, if there is one."""
+    key = sft_key(cfg)
+    for marker in sorted(Path(SWEEP_ARTIFACTS).glob("*/*/*/.sweep/sft.json")):
+        model = marker.parents[1] / "models" / "sft"
+        if json.loads(marker.read_text()).get("sft_key") == key and model.is_dir() and model != cfg.layout.model("sft"):
+            return model
+    return None
+
+
+def _sft_or_share(cfg: PipelineConfig, log) -> dict:
+    """Stage ``sft``, or, when a finished run has the same :func:`sft_key`, a copy of its SFT model and only the
+    rater-labelled comparisons of SFT samples that PM and RM read (they depend on the run's raters)."""
     from nlhf import stages
     from nlhf.comparisons import write_sft_comparisons
     from nlhf.runtime import load_sft
     from nlhf.tasks import make_task
 
-    if _share_sft(cfg, donor):
-        log(f"sft: the SFT model of {donor.paths.artifacts} (same SFT data and recipe)")
+    donor = _sft_donor(cfg)
+    if donor is None:
+        stages.run_sft(cfg)
+    else:
+        log(f"sft: the SFT model of {donor.parents[1]} (same SFT data and recipe)")
+        dst = cfg.layout.model("sft")
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(donor, dst)
         policy, tok = load_sft(cfg)
         write_sft_comparisons(cfg, make_task(cfg.task), policy, tok)
-    else:
-        stages.run_sft(cfg)
+    return {"sft_key": sft_key(cfg), "shared_from": None if donor is None else str(donor)}
 
 
-def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", donor: Run | None = None,
-            log=print) -> None:
-    """Phase ``predict`` of one run: data, SFT (shared with ``donor`` when identical), the oracle without RM."""
+def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
+    """Phase ``predict`` of one run: data, SFT (copied from a run with the same SFT inputs), the oracle without RM."""
     from nlhf import stages
 
     cfg = run_config(spec, run, params)
     steps = Steps(cfg)
     say = lambda msg: log(f"[{spec.name} {run.tag}] {msg}")  # noqa: E731
-    donor_cfg = run_config(spec, donor, params) if donor is not None and Steps(
-        run_config(spec, donor, params)).done("sft") else None
     _step(steps, "data", lambda: stages.run_data(cfg), say)
-    _step(steps, "sft", lambda: _sft_or_share(cfg, donor_cfg, say), say)
+    _step(steps, "sft", lambda: _sft_or_share(cfg, say), say)
     _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False), say)
 
 
@@ -334,11 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             todo = [r for r in todo if spec.seeds.index(r.seed) % n == k]
         else:
             todo = todo[k::n]
-    first: dict[int, Run] = {}
     for r in todo:
         if args.phase == "predict":
-            predict(spec, r, args.params, donor=first.get(r.seed))
-            first.setdefault(r.seed, r)
+            predict(spec, r, args.params)
         else:
             train(spec, r, args.params)
     return 0

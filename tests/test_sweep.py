@@ -44,12 +44,15 @@ def swept(tmp_path_factory):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "sweeps").mkdir()
     (repo / "sweeps" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SWEEP))
-    alone = {**TINY_SWEEP, "name": "alone", "points": {"e0.16": TINY_SWEEP["points"]["e0.16"]}, "paper_points": []}
-    (repo / "sweeps" / "alone.yaml").write_text(yaml.safe_dump(alone))
     early = _sweep(repo, "train", "tiny", False)
     predict = _sweep(repo, "predict")
     again = _sweep(repo, "predict")
-    _sweep(repo, "predict", "alone")
+    # the second point's SFT trained on its own, as the sft stage would (the sweep copied the first point's)
+    alone = ("import shutil, sys; from nlhf import stages; from nlhf.sweep import load_sweep, runs, run_config\n"
+             "spec = load_sweep('sweeps/tiny.yaml'); cfg = run_config(spec, runs(spec, ['e0.16'])[0])\n"
+             "src = cfg.paths.artifacts; cfg.paths.artifacts = 'artifacts/alone'\n"
+             "shutil.copytree(src + '/data', 'artifacts/alone/data'); stages.run_sft(cfg)")
+    subprocess.run([sys.executable, "-c", alone], cwd=repo, check=True, capture_output=True, timeout=600)
     _sweep(repo, "train", "tiny", True, "--jobs", "2")
     _sweep(repo, "report")
     return {"repo": repo, "early": early, "predict": predict, "again": again}
@@ -88,13 +91,13 @@ def test_training_waits_for_the_prediction(swept):
 
 @pytest.mark.slow
 def test_shared_sft_is_the_sft_the_point_would_train(swept):
-    """The second point copies the first point's SFT model; the run that trains it alone gets the same bytes, and
-    the rater-labelled comparisons of SFT samples are the same as the sft stage's."""
+    """The second point copies the first point's SFT model; the sft stage run alone on the second point's data
+    gives the same bytes, and the same rater-labelled comparisons of SFT samples."""
     from nlhf.training.checkpoint import content_hash
 
     repo = swept["repo"]
     assert "sft: the SFT model of" in swept["predict"].stdout
-    shared, alone = repo / "artifacts/sweeps/tiny/e0.16/seed3", repo / "artifacts/sweeps/alone/e0.16/seed3"
+    shared, alone = repo / "artifacts/sweeps/tiny/e0.16/seed3", repo / "artifacts/alone"
     for part in ("models/sft", "sft_pairs"):
         assert content_hash(shared / part) == content_hash(alone / part), part
     first = repo / "artifacts/sweeps/tiny/e0.26/seed3"  # other raters: other preference labels, the same SFT rows

@@ -3,7 +3,9 @@
 Offline there are no humans, so "human feedback" comes from an explicit population of raters whose aggregate
 preference is measurably *non-transitive* and whose exact P(y≻y'|x) is known: it plays the role of the paper's PaLM 2
 judge P* (§8 "Evaluation"). ``completist`` is built so that the Bradley–Terry optimum lies outside the Nash support
-(the paper's App. A mechanism); ``condorcet`` is the null control, where theory predicts that they tie.
+(the mechanism of §3.2: a Bradley–Terry fit of a non-transitive population picks a Borda-style winner, the response
+that beats the common ones by the widest margins, where the Nash equilibrium picks the Condorcet-style one, the
+response a majority prefers to every other); ``condorcet`` is the null control, where theory predicts that they tie.
 
 Features of a summary y for document x (``summary_features``):
   cov  importance-weighted coverage ∈ [0, 1];  n  number of words;  inv  words not in the document;
@@ -44,7 +46,7 @@ from nlhf.tasks.synthetic_documents import _FACT_SET, Document
 # complete ≻ key_only ≻ lead ≻ complete. A Nash equilibrium ties every response in its support, and the
 # Bradley–Terry optimum lies inside that support on most prompts, so theory predicts Nash ≈ RLHF here.
 #
-# completist (the paper's App. A mechanism). The two large groups judge a summary by its *form* (``summary_form``):
+# completist (§3.2: the Bradley–Terry fit picks a Borda-style winner, the Nash equilibrium the Condorcet winner). The two large groups judge a summary by its *form* (``summary_form``):
 # the complete summary (every fact, in order), the key facts in order, the top key fact, the lead fact, the key facts
 # reordered, the complete summary followed by an invented word (embellished), or anything else. A majority of completists (60%) wants the
 # complete, faithful summary and rates the same summary with an invented word a little lower (−1.5) and every other
@@ -76,9 +78,22 @@ POPULATIONS: dict[str, dict[str, dict[str, float]]] = {
         "detail_reader":   {"form_embellished": 3.0, "form_complete": 1.0, "len_short": -1.0, "len_medium": -2.0},
     },
 }
+#
+# cyclic (a game where the mixture weight β matters). Three raters rank three faithful forms in a Condorcet cycle,
+# complete ≻ key facts ≻ one fact ≻ complete (thorough: complete ≻ key ≻ one; concise: key ≻ one ≻ complete;
+# headline: one ≻ complete ≻ key; "one fact" is the top key fact or the lead fact alone), and every other form far
+# below them. The Nash equilibrium mixes the three wherever they are three different summaries, and SFT, which writes
+# one fact far more often than the other two, sits off it, so the τ-regularised equilibria of different strengths
+# (hence the Nash-MD-PG targets of different β) and the best response to SFT put different weights on the three.
+_CYCLE = {"thorough": (2.0, 1.0, 0.0), "concise": (0.0, 2.0, 1.0), "headline": (1.0, 0.0, 2.0)}  # complete, key, one
+POPULATIONS["cyclic"] = {
+    rater: {"form_complete": c, "form_key_facts": k, "form_top_fact": one, "form_lead": one,
+            "form_embellished": -3.0, "form_keys_reordered": -3.0, "form_other": -3.0}
+    for rater, (c, k, one) in _CYCLE.items()}
 # Default rater shares and sharpness of each population (params may override them).
 POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
-                                              "completist": [0.60, 0.16, 0.08, 0.08, 0.08]}
+                                              "completist": [0.60, 0.16, 0.08, 0.08, 0.08],
+                                              "cyclic": [0.34, 0.33, 0.33]}
 RATERS = POPULATIONS["condorcet"]
 # Summary forms, in the order ``summary_form`` tests them; the first that matches is the summary's form.
 FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "embellished", "other")
