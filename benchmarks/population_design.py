@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nlhf import oracle  # noqa: E402
-from nlhf.games import nash  # noqa: E402
 from nlhf.params import load_config  # noqa: E402
 from nlhf.tasks import SyntheticTask, make_task  # noqa: E402
 from nlhf.tasks.synthetic_raters import POPULATION_WEIGHTS  # noqa: E402

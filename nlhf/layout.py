@@ -28,6 +28,10 @@ class Layout:
         R/summary/<key>.json                       its headline numbers (the DVC metrics, nlhf.summary)
         R/timings/<key>.json                       its run time (not a DVC output)
         R/notebooks/<notebook>.ipynb               executed notebooks
+        A/sweeps/<sweep>/<point>/seed<k>/, R/...   a sweep's run (nlhf.sweep): this same tree, below its folder
+        A/.sweep/<step>.json                       in a sweep run: its finished steps
+        R/sweep/                                   in a sweep run: its pairwise table and samples
+        R/sweeps/<sweep>/                          a sweep's report
 
     Stage metrics live apart from the stage's results folder (DVC outs may not overlap); resumable states live
     outside the DVC outs (DVC deletes outs before rerunning a stage). :meth:`outs` and :meth:`deps` are the paths
@@ -49,6 +53,25 @@ class Layout:
     def __init__(self, artifacts: str | os.PathLike = "artifacts", results: str | os.PathLike = "results"):
         self.artifacts_root = Path(artifacts)
         self.results_root = Path(results)
+
+    # ---------------------------------------------------------------------------------------- sweeps
+    def sweep_run(self, sweep: str, point: str, seed: int) -> "Layout":
+        """The layout of one run (point, seed) of a sweep: the same tree below A/sweeps/… and R/sweeps/…."""
+        part = Path("sweeps", sweep, point, f"seed{seed}")
+        return Layout(self.artifacts_root / part, self.results_root / part)
+
+    def sweep_runs(self) -> Path:
+        """A/sweeps: every sweep run's artifacts."""
+        return self.artifact("sweeps")
+
+    def sweep_report(self, sweep: str) -> Path:
+        """R/sweeps/<sweep>: a sweep's report."""
+        return self.results_root / "sweeps" / sweep
+
+    @property
+    def sweep_steps(self) -> Path:
+        """In a sweep run: the markers of its finished steps."""
+        return self.artifact(".sweep")
 
     # ---------------------------------------------------------------------------------------- stage names
     @classmethod

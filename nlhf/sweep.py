@@ -33,13 +33,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
+from nlhf.layout import Layout
 from nlhf.params import PipelineConfig, check_required
 
-SWEEP_ARTIFACTS = "artifacts/sweeps"
 SEED_KEYS = ("seed", "task.synthetic.seed", "sft.seed", "preference_data.seed", "pm.seed", "rm.seed", "pg.seed",
              "oracle.seed", "eval.seed")
 """The keys a whole-chain seed sets: data, SFT, SFT comparisons, PM, RM, policy, oracle and evaluation draws."""
@@ -110,11 +109,16 @@ class Run:
     def tag(self) -> str:
         return f"{self.point}/seed{self.seed}"
 
+    @property
+    def layout(self) -> Layout:
+        """Its artifacts and results (:meth:`nlhf.layout.Layout.sweep_run`, below the default folders)."""
+        return Layout().sweep_run(self.sweep, self.point, self.seed)
+
     def artifacts(self) -> str:
-        return f"{SWEEP_ARTIFACTS}/{self.sweep}/{self.point}/seed{self.seed}"
+        return str(self.layout.artifacts_root)
 
     def results(self) -> str:
-        return f"results/sweeps/{self.sweep}/{self.point}/seed{self.seed}"
+        return str(self.layout.results_root)
 
 
 def runs(spec: SweepSpec, points=None, seeds=None) -> list[Run]:
@@ -163,7 +167,7 @@ class Steps:
     the run's config hash. Models are git-ignored artifacts, so a fresh clone redoes every step."""
 
     def __init__(self, cfg: PipelineConfig):
-        self.dir = Path(cfg.paths.artifacts) / ".sweep"
+        self.dir = cfg.layout.sweep_steps
         self.hash = _config_hash(cfg)
 
     def done(self, step: str) -> bool:
@@ -202,7 +206,7 @@ def sft_key(cfg: PipelineConfig) -> str:
 def _sft_donor(cfg: PipelineConfig) -> Path | None:
     """The SFT model folder of a finished run of any sweep with the same :func:`sft_key`, if there is one."""
     key = sft_key(cfg)
-    for marker in sorted(Path(SWEEP_ARTIFACTS).glob("*/*/*/.sweep/sft.json")):
+    for marker in sorted(Layout().sweep_runs().glob(f"*/*/*/{Layout().sweep_steps.name}/sft.json")):
         model = marker.parents[1] / "models" / "sft"
         if json.loads(marker.read_text()).get("sft_key") == key and model.is_dir() and model != cfg.layout.model("sft"):
             return model

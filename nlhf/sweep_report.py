@@ -39,7 +39,9 @@ SETTINGS = {"exact": "", "paper": " (PM/RM)"}  # a trained policy's name in a ru
 
 
 def _root(spec: SweepSpec) -> Path:
-    return Path("results/sweeps") / spec.name
+    from nlhf.layout import Layout
+
+    return Layout().sweep_report(spec.name)
 
 
 def _cell(long: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
@@ -54,7 +56,7 @@ def predictions(spec: SweepSpec) -> pd.DataFrame:
     """The oracle's P*(target_A ≻ target_B) for every run whose predict phase ran."""
     rows = []
     for run in runs(spec):
-        d = Path(run.results()) / "oracle"
+        d = run.layout.results("oracle")
         files = sorted(d.glob("*/table_long.csv")) if d.is_dir() else []
         if not files:
             continue
@@ -71,9 +73,9 @@ def cells(spec: SweepSpec) -> pd.DataFrame:
     """Per run and cell: the prediction and each trained setting's P* with its evaluation CI."""
     rows = []
     for run in runs(spec):
-        d = Path(run.results())
-        o = sorted((d / "oracle").glob("*/table_long.csv")) if (d / "oracle").is_dir() else []
-        t = d / "sweep" / "table_long.csv"
+        d = run.layout.results("oracle")
+        o = sorted(d.glob("*/table_long.csv")) if d.is_dir() else []
+        t = run.layout.results("sweep") / "table_long.csv"
         if not o or not t.is_file():
             continue
         oracle, trained = pd.read_csv(o[0]), pd.read_csv(t)
@@ -146,11 +148,10 @@ def overoptimisation(spec: SweepSpec) -> pd.DataFrame:
 
     rows = []
     for run in runs(spec):
-        d = Path(run.results())
         cfg = run_config(spec, run)
-        for setting, folder, steps in (("exact", "convergence_exact", cfg.ablation.steps or cfg.pg.steps),
-                                       ("paper", "convergence", cfg.pg.steps)):
-            for f in sorted((d / folder).glob("*.csv")) if (d / folder).is_dir() else []:
+        for setting, steps in (("exact", cfg.ablation.steps or cfg.pg.steps), ("paper", cfg.pg.steps)):
+            folder = run.layout.convergence("*", setting).parent
+            for f in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
                 c = pd.read_csv(f)
                 peak = c["p_vs_sft"].idxmax()
                 last = c.iloc[-1]
@@ -173,7 +174,7 @@ def forms(spec: SweepSpec, cell: tuple[str, str] = HEADLINE) -> pd.DataFrame:
     a, b = cell
     rows = []
     for run in runs(spec):
-        f = Path(run.results()) / "sweep" / "samples.csv"
+        f = run.layout.results("sweep") / "samples.csv"
         if not f.is_file():
             continue
         s = pd.read_csv(f, keep_default_na=False)

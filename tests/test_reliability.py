@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlhf.config import ConfigError
 from nlhf.params import FOREACH_KEYS, STAGE_PARAMS, load_config, stage_config
 
 ROOT = Path(__file__).resolve().parents[1]
