@@ -270,10 +270,12 @@ def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=pri
 
 
 def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFrame:
-    """One sample per evaluation prompt (``eval.n_prompts``) of SFT and of each trained policy, the pairwise table
-    P*(column ≻ row) with its CI (:func:`nlhf.evaluate.pairwise_table`), and the form of every sample
-    (``<results>/sweep/table_long.csv``, ``samples.csv``). Exact-judge policies are named ``<METHOD>``, the paper
-    setting's ``<METHOD> (PM/RM)``."""
+    """One sample per evaluation prompt of SFT and of each trained policy, the pairwise table P*(column ≻ row) with
+    its CI (:func:`nlhf.evaluate.pairwise_table`), and the form of every sample (``<results>/sweep/table_long.csv``,
+    ``samples.csv``). Exact-judge policies are named ``<METHOD>``, the paper setting's ``<METHOD> (PM/RM)``.
+
+    The ``eval.n_prompts`` evaluation prompts come after the oracle's ``oracle.n_prompts`` (the convergence probe's,
+    on which the policy-gradient recipe was chosen), so what is reported was never used to choose anything."""
     import torch
 
     from nlhf.evaluate import pairwise_table
@@ -286,7 +288,10 @@ def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFr
     layout = cfg.layout
     accelerator = accelerator_for(cfg)
     task = make_task(cfg.task)
-    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    prompts = task.prompts("eval")[cfg.oracle.n_prompts: cfg.oracle.n_prompts + cfg.eval.n_prompts]
+    if len(prompts) < cfg.eval.n_prompts:
+        raise ConfigError(f"task.synthetic.n_prompts_eval: the sweep evaluates eval.n_prompts = {cfg.eval.n_prompts} "
+                          f"prompts after the oracle's {cfg.oracle.n_prompts}; only {len(prompts)} are left")
     sft, tok = load_sft(cfg, accelerator.device)
     policies = {"SFT": sft}
     for variant, names in (("exact", exact_methods), ("paper", paper_methods)):

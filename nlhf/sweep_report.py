@@ -193,6 +193,30 @@ def forms(spec: SweepSpec, cell: tuple[str, str] = HEADLINE) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def forms_markdown(by_form: pd.DataFrame, at_least: float = 0.005) -> str:
+    """The headline cell's margin by pairs of forms, mean over seeds: the pairs that move it by ``at_least``."""
+    if by_form.empty:
+        return "No trained runs yet.\n"
+    cell = by_form["cell"].iloc[0]
+    seeds = by_form.groupby(["point", "setting"])["seed"].nunique().rename("seeds").reset_index()
+    g = by_form.groupby(["point", "setting", "form_a", "form_b"], sort=False)[["share", "contribution"]].sum()
+    g = g.reset_index().merge(seeds, on=["point", "setting"])
+    g[["share", "contribution"]] = g[["share", "contribution"]].div(g["seeds"], axis=0)
+    a, b = cell.split(" vs ")
+    lines = [f"# The cell P*({a} ≻ {b}) by the forms of the two summaries", "",
+             f"Share of prompts where {a} wrote form_a and {b} form_b, and that pair's contribution Σ(P* − ½)/N to the "
+             f"margin P*({a} ≻ {b}) − ½ (mean over seeds; the contributions of all pairs add up to the margin). "
+             f"Pairs contributing at least {at_least} in absolute value.", ""]
+    for (point, setting), h in g.groupby(["point", "setting"], sort=False):
+        margin = h["contribution"].sum()
+        lines += [f"## {point}, {setting} judges: margin {margin:+.3f}", "",
+                  f"| form of {a} | form of {b} | share | contribution |", "|---|---|---|---|"]
+        for _, r in h[h["contribution"].abs() >= at_least].sort_values("contribution").iterrows():
+            lines.append(f"| {r['form_a']} | {r['form_b']} | {r['share']:.3f} | {r['contribution']:+.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def fit(per_run: pd.DataFrame, cell: str, null_point: str | None, confidence: float = 0.95) -> dict:
     """Least-squares line of trained against predicted over every (point, seed) of ``cell``, per setting, and the
     null point's mean with its seed-level interval."""
@@ -298,7 +322,9 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     (root / "summary.md").write_text(summary_markdown(spec, summ))
     opt = overoptimisation(spec)
     opt.to_csv(root / "overoptimisation.csv", index=False)
-    forms(spec).to_csv(root / "forms.csv", index=False)
+    by_form = forms(spec)
+    by_form.to_csv(root / "forms.csv", index=False)
+    (root / "forms.md").write_text(forms_markdown(by_form))
     headline = f"{HEADLINE[0]} vs {HEADLINE[1]}"
     trained_points = [p for p in spec.points if p in set(per_run["point"])]
     pmean = per_run[per_run["cell"] == headline].groupby("point")["predicted"].mean().dropna()

@@ -125,6 +125,11 @@ def test_report_holds_predictions_and_results(swept):
     for (point, setting), g in forms.groupby(["point", "setting"]):
         c = cells[(cells["point"] == point) & (cells["cell"] == "MD1 vs RLHF")].iloc[0][setting]
         assert g["contribution"].sum() == pytest.approx(c - 0.5, abs=1e-9)
+    assert "## e0.16, paper judges: margin" in (root / "forms.md").read_text()
+    # the reported prompts are not the oracle's (the convergence probe's, on which recipes are chosen)
+    samples = pd.read_csv(swept["repo"] / "results/sweeps/tiny/e0.16/seed3/sweep/samples.csv")
+    probe = json.loads((swept["repo"] / "artifacts/sweeps/tiny/e0.16/seed3/oracle/pools.json").read_text())["prompts"]
+    assert not set(samples["prompt"]) & set(probe)
     report = json.loads((root / "report.json").read_text())
     assert report["trained_runs"] == 2 and "slope" in report["fit"]["exact"]
     assert (root / "trained_vs_predicted.png").stat().st_size > 10_000
