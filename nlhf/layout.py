@@ -64,6 +64,10 @@ class Layout:
         """A/sweeps: every sweep run's artifacts."""
         return self.artifact("sweeps")
 
+    def sweep_pool_cache(self, key: str) -> Path:
+        """A/sweeps/.pools/<key>.json: the oracle's pools shared by sweep runs that differ only in their raters."""
+        return self.sweep_runs() / ".pools" / f"{key}.json"
+
     def sweep_report(self, sweep: str) -> Path:
         """R/sweeps/<sweep>: a sweep's report."""
         return self.results_root / "sweeps" / sweep

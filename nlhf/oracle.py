@@ -30,6 +30,7 @@ and μ̂ restricted to the pool) so their total-variation distance can be measur
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -107,6 +108,30 @@ def build_pools(task, model, tokenizer, prompts: Sequence[str], sft_samples: Seq
         pools.append(Pool(x, c, toks, lp - mass, float(np.exp(mass))))
         k += len(c)
     return pools
+
+
+def save_pool_set(path, pools: Sequence[Pool], in_pool_samples, fresh_samples) -> None:
+    """Pools (candidates, token ids, μ̂ at full precision, SFT mass) and the SFT samples that built them, as JSON."""
+    import json
+
+    from nlhf.training.checkpoint import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({
+        "pools": [{"prompt": p.prompt, "candidates": p.candidates, "token_ids": [list(t) for t in p.token_ids],
+                   "log_mu": p.log_mu.tolist(), "sft_mass": p.sft_mass} for p in pools],
+        "in_pool_samples": [list(s) for s in in_pool_samples], "fresh_samples": [list(s) for s in fresh_samples]}))
+
+
+def load_pool_set(path) -> tuple[list[Pool], list[list[str]], list[list[str]]]:
+    """What :func:`save_pool_set` wrote: (pools, in-pool SFT samples, fresh SFT samples); float64 round-trips
+    exactly through JSON, so the targets solved on them are the same bits."""
+    import json
+
+    d = json.loads(Path(path).read_text())
+    pools = [Pool(p["prompt"], p["candidates"], [tuple(t) for t in p["token_ids"]], np.array(p["log_mu"]),
+                  p["sft_mass"]) for p in d["pools"]]
+    return pools, d["in_pool_samples"], d["fresh_samples"]
 
 
 def regularized_mixture_target(P: np.ndarray, mu: np.ndarray, tau: float, beta: float) -> np.ndarray:

@@ -203,6 +203,16 @@ def sft_key(cfg: PipelineConfig) -> str:
                           ).hexdigest()[:16]
 
 
+def pool_key(cfg: PipelineConfig) -> str:
+    """What the oracle's candidate pools depend on: the SFT model (:func:`sft_key`), the task's documents and
+    grammar (its params less the raters and the labels), the oracle's sizes and seed and the sampling. Runs with the
+    same key have the same pools; only the exact judge on them differs."""
+    task = {k: v for k, v in asdict(cfg.task.synthetic).items()
+            if k not in ("population", "rater_weights", "rater_sharpness", "labels_per_pair")}
+    text = json.dumps([sft_key(cfg), task, asdict(cfg.oracle), asdict(cfg.sampling), cfg.task.name], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _sft_donor(cfg: PipelineConfig) -> Path | None:
     """The SFT model folder of a finished run of any sweep with the same :func:`sft_key`, if there is one."""
     key = sft_key(cfg)
@@ -244,7 +254,8 @@ def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=p
     say = lambda msg: log(f"[{spec.name} {run.tag}] {msg}")  # noqa: E731
     _step(steps, "data", lambda: stages.run_data(cfg), say)
     _step(steps, "sft", lambda: _sft_or_share(cfg, say), say)
-    _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False), say)
+    _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False,
+                                                      pool_cache=Layout().sweep_pool_cache(pool_key(cfg))), say)
 
 
 def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:

@@ -47,11 +47,13 @@ def swept(tmp_path_factory):
     early = _sweep(repo, "train", "tiny", False)
     predict = _sweep(repo, "predict")
     again = _sweep(repo, "predict")
-    # the second point's SFT trained on its own, as the sft stage would (the sweep copied the first point's)
+    # the second point's SFT and oracle on their own, as the stages would run them (the sweep copied the first
+    # point's SFT model and candidate pools)
     alone = ("import shutil, sys; from nlhf import stages; from nlhf.sweep import load_sweep, runs, run_config\n"
              "spec = load_sweep('sweeps/tiny.yaml'); cfg = run_config(spec, runs(spec, ['e0.16'])[0])\n"
              "src = cfg.paths.artifacts; cfg.paths.artifacts = 'artifacts/alone'\n"
-             "shutil.copytree(src + '/data', 'artifacts/alone/data'); stages.run_sft(cfg)")
+             "shutil.copytree(src + '/data', 'artifacts/alone/data'); stages.run_sft(cfg)\n"
+             "cfg.paths.results = 'results/alone'; stages.run_oracle(cfg, with_rm=False)")
     subprocess.run([sys.executable, "-c", alone], cwd=repo, check=True, capture_output=True, timeout=600)
     _sweep(repo, "train", "tiny", True, "--jobs", "2")
     _sweep(repo, "report")
@@ -90,16 +92,17 @@ def test_training_waits_for_the_prediction(swept):
 
 
 @pytest.mark.slow
-def test_shared_sft_is_the_sft_the_point_would_train(swept):
-    """The second point copies the first point's SFT model; the sft stage run alone on the second point's data
-    gives the same bytes, and the same rater-labelled comparisons of SFT samples."""
+def test_shared_sft_and_pools_are_what_the_point_would_make(swept):
+    """The second point copies the first point's SFT model and reads its candidate pools; the sft and oracle stages
+    run alone on the second point give the same bytes: SFT, rater-labelled comparisons, targets."""
     from nlhf.training.checkpoint import content_hash
 
     repo = swept["repo"]
     assert "sft: the SFT model of" in swept["predict"].stdout
     shared, alone = repo / "artifacts/sweeps/tiny/e0.16/seed3", repo / "artifacts/alone"
-    for part in ("models/sft", "sft_pairs"):
+    for part in ("models/sft", "sft_pairs", "oracle"):
         assert content_hash(shared / part) == content_hash(alone / part), part
+    assert len(list((repo / "artifacts/sweeps/.pools").glob("*.json"))) == 1  # one pool set for both points
     first = repo / "artifacts/sweeps/tiny/e0.26/seed3"  # other raters: other preference labels, the same SFT rows
     assert content_hash(first / "data/prefs") != content_hash(shared / "data/prefs")
     assert content_hash(first / "data/sft") == content_hash(shared / "data/sft")

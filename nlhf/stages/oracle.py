@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,15 @@ from nlhf.tasks import make_task
 from nlhf.training.methods import RLHF, NashMD
 
 
-def run_oracle(cfg: PipelineConfig, with_rm: bool = True) -> dict:
+def run_oracle(cfg: PipelineConfig, with_rm: bool = True, pool_cache=None) -> dict:
     """Stage ``oracle``: each method's target on candidate pools of the evaluation prompts, under the exact judge of
     every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts.
 
     ``with_rm=False`` leaves out the targets computed with the trained reward model (``RLHF (RM)``), so that the
-    predictions exist before any judge is trained (:mod:`nlhf.sweep`); the DVC stage uses the default."""
+    predictions exist before any judge is trained (:mod:`nlhf.sweep`); the DVC stage uses the default.
+    ``pool_cache``: a file holding the pools and SFT samples (:func:`nlhf.oracle.save_pool_set`), read when it
+    exists, written otherwise. Only the SFT policy, the prompts and the oracle's sizes and seed make them, not the
+    raters, so runs that differ only in their raters share one (:mod:`nlhf.sweep`)."""
 
     from nlhf import oracle
     from nlhf.evaluate import to_markdown, to_matrix
@@ -47,9 +51,16 @@ def run_oracle(cfg: PipelineConfig, with_rm: bool = True) -> dict:
         flat = sample_texts(policy, tok, [x for x in prompts for _ in range(k)], seed=seed, **sampling)
         return [flat[i * k: (i + 1) * k] for i in range(len(prompts))]
 
-    in_pool_samples = sft_samples(ocfg.sft_samples, seed_for(ocfg.seed, "oracle.pool_samples"))
-    pools = oracle.build_pools(task, policy, tok, prompts, in_pool_samples, cfg.sampling.temperature)
-    fresh = sft_samples(ocfg.coverage_samples, seed_for(ocfg.seed, "oracle.coverage_samples"))
+    if pool_cache is not None and Path(pool_cache).is_file():
+        pools, in_pool_samples, fresh = oracle.load_pool_set(pool_cache)
+        if [p.prompt for p in pools] != prompts:
+            raise ValueError(f"{pool_cache}: its pools are for other prompts than this run's")
+    else:
+        in_pool_samples = sft_samples(ocfg.sft_samples, seed_for(ocfg.seed, "oracle.pool_samples"))
+        pools = oracle.build_pools(task, policy, tok, prompts, in_pool_samples, cfg.sampling.temperature)
+        fresh = sft_samples(ocfg.coverage_samples, seed_for(ocfg.seed, "oracle.coverage_samples"))
+        if pool_cache is not None:
+            oracle.save_pool_set(pool_cache, pools, in_pool_samples, fresh)
     coverage = float(np.mean([y in set(p.candidates) for p, ys in zip(pools, fresh) for y in ys]))
     layout = cfg.layout
     rm_scores: list = [None] * len(pools)
