@@ -15,6 +15,7 @@ Written to ``results/sweeps/<name>/``:
   value with the KL to μ at each, and the convergence rule's verdict (settled, and not fallen from its peak).
 * ``forms.csv``: the headline cell broken down by the form of the two summaries (complete, embellished, ...): how
   much of the margin each pair of forms contributes.
+* ``frontier.png``: P*(π_t ≻ SFT) against KL(π_t‖μ) along training, per method (the over-optimisation curves).
 * ``trained_vs_predicted.png``: the headline cell, each seed a point, against the y = x line; ``fit.json``: the
   least-squares slope per setting and the null point's value with its interval.
 """
@@ -273,6 +274,46 @@ def figure(per_run: pd.DataFrame, cell: str, path: Path) -> None:
     plt.close(fig)
 
 
+def frontier_figure(spec: SweepSpec, path: Path) -> None:
+    """The KL–win-rate frontier: P*(π_t ≻ SFT) against KL(π_t‖μ) along training, one panel per trained point and
+    setting, one colour per method, one line per seed. A curve that bends down while the KL keeps growing is a
+    policy over-optimising its judge; at matched KL the methods compare without τ (a preference in [0, 1] and an
+    unbounded reward make their τ incomparable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for point in spec.points:
+        for setting in SETTINGS:
+            curves = []
+            for run in runs(spec, [point]):
+                folder = run.layout.convergence("*", setting).parent
+                curves += [(f.stem, run.seed, pd.read_csv(f)) for f in sorted(folder.glob("*.csv"))
+                           ] if folder.is_dir() else []
+            if curves:
+                panels.append((point, setting, curves))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    colours = dict(zip(dict.fromkeys(n for _, _, cs in panels for n, _, _ in cs), plt.cm.tab10.colors))
+    for ax, (point, setting, curves) in zip(axes[0], panels):
+        seen = set()
+        for name, seed, c in curves:
+            ax.plot(c["kl"], c["p_vs_sft"], color=colours[name], lw=1, alpha=0.8,
+                    label=None if name in seen else name)
+            seen.add(name)
+        ax.set_title(f"{point}, {'exact judges' if setting == 'exact' else 'paper setting (PM / RM)'}", fontsize=9)
+        ax.set_xlabel("KL(π_t ‖ μ), nats")
+        ax.axhline(0.5, color="grey", lw=0.5)
+    axes[0][0].set_ylabel("P*(π_t ≻ SFT)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _fmt(v, digits=3) -> str:
     return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 
@@ -338,4 +379,5 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     report["points_trained"] = trained_points
     (root / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     figure(per_run, headline, root / "trained_vs_predicted.png")
+    frontier_figure(spec, root / "frontier.png")
     return report

@@ -135,7 +135,7 @@ def test_report_holds_predictions_and_results(swept):
     assert not set(samples["prompt"]) & set(probe)
     report = json.loads((root / "report.json").read_text())
     assert report["trained_runs"] == 2 and "slope" in report["fit"]["exact"]
-    assert (root / "trained_vs_predicted.png").stat().st_size > 10_000
+    assert (root / "trained_vs_predicted.png").stat().st_size > 10_000 and (root / "frontier.png").is_file()
     opt = pd.read_csv(root / "overoptimisation.csv")
     assert len(opt) == 3 * 2 + 2  # exact methods at both points, paper methods at one
     assert (opt["peak"] >= opt["final"]).all()
