@@ -5,7 +5,8 @@ preference is measurably *non-transitive* (the paper's §3 "three rater types" a
 P(y≻y'|x) is known — it plays the role of the paper's PaLM 2 judge P* (§8 "Evaluation"). The population is a
 parameter (``population``, see :data:`nlhf.tasks.synthetic_raters.POPULATIONS`): ``completist`` (the default) is
 built so that the Bradley–Terry optimum lies outside the Nash support, so theory separates Nash from RLHF (the
-paper's App. A mechanism); ``condorcet`` is the null control, where theory predicts that they tie. :mod:`nlhf.oracle`
+paper's §3.2 mechanism: the Bradley–Terry fit picks a Borda-style winner, the Nash equilibrium a Condorcet-style
+one); ``condorcet`` is the null control, where theory predicts that they tie. :mod:`nlhf.oracle`
 measures both.
 
 ``SyntheticTask`` draws documents (:mod:`nlhf.tasks.synthetic_documents`), reference summaries in one of ``STYLES``
