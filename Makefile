@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup reproduce test lab bench sweep clean-venv
+.PHONY: setup reproduce test lab bench sweep sweep-train clean-venv
 
 setup: $(STAMP)
 
@@ -30,16 +30,21 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
-# A sweep (sweeps/<SWEEP>.yaml, outside the default DAG): the oracle's predictions of every run first, then the
-# training of every run, two runs at a time (one thread each), then the report under results/sweeps/<SWEEP>/.
-# Resumable: a finished step is skipped, an interrupted training resumes. Commit the predictions before `train`.
-# Only some points or seeds: make sweep SWEEP_ARGS="--points e0.26 --seeds 0 1 2".
+# A sweep (sweeps/<SWEEP>.yaml, outside the default DAG; docs/sweeps.md), in two steps with a commit between them:
+# `make sweep` computes the oracle's predictions of every run (two runs at a time, one thread each) and their report;
+# commit results/sweeps/<SWEEP>/, then `make sweep-train` trains every run (it refuses runs whose predictions are not
+# committed) and writes the report of the results. Resumable: a finished step is skipped, an interrupted training
+# resumes. Only some points or seeds: make sweep-train SWEEP_ARGS="--points e0.26 --seeds 1 2 3".
 SWEEP ?= embellisher_share
 SWEEP_ARGS ?=
 sweep: $(STAMP)
 	$(BIN)/python -m nlhf.sweep predict sweeps/$(SWEEP).yaml --jobs 2 $(SWEEP_ARGS)
+	$(BIN)/python -m nlhf.sweep report sweeps/$(SWEEP).yaml
+	@echo "Predictions in results/sweeps/$(SWEEP)/: commit them, then run make sweep-train"
+
+sweep-train: $(STAMP)
 	$(BIN)/python -m nlhf.sweep train sweeps/$(SWEEP).yaml --jobs 2 $(SWEEP_ARGS)
-	$(BIN)/python -m nlhf.sweep report sweeps/$(SWEEP).yaml $(SWEEP_ARGS)
+	$(BIN)/python -m nlhf.sweep report sweeps/$(SWEEP).yaml
 
 # JupyterLab on the notebooks, offline: a read-only extension manager (no PyPI search), no news feed and no
 # update check (both would fetch from the internet). Opened interactively a notebook re-plots the committed

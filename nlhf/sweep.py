@@ -39,6 +39,8 @@ from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
 from nlhf.layout import Layout
 from nlhf.params import PipelineConfig, check_required
 
+DEFAULT_CELLS = ("MD1 vs RLHF", "SP vs RLHF", "BR vs RLHF", "MD1 vs SP", "MD1 vs BR", "RLHF vs SFT", "SP vs SFT",
+                 "MD1 vs SFT", "BR vs SFT")
 SEED_KEYS = ("seed", "task.synthetic.seed", "sft.seed", "preference_data.seed", "pm.seed", "rm.seed", "pg.seed",
              "oracle.seed", "eval.seed")
 """The keys a whole-chain seed sets: data, SFT, SFT comparisons, PM, RM, policy, oracle and evaluation draws."""
@@ -58,6 +60,8 @@ class SweepSpec:
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted key → value, for every run
     seed_keys: list[str] = field(default_factory=lambda: list(SEED_KEYS))
     description: str = ""  # what the sweep asks, for the report
+    cells: list[str] | None = None  # "A vs B": P*(A ≻ B), the first the headline; a name is a trained method (its
+    # last iterate), <METHOD>* (Nash-EMA's averaged policy) or SFT. None: those of DEFAULT_CELLS the sweep trains
 
     def __post_init__(self):
         check(self.name.replace("_", "").isalnum(), "name", f"letters, digits and _ only, got {self.name!r}")
@@ -71,6 +75,15 @@ class SweepSpec:
         unknown = [p for p in self.paper_points if p not in self.points]
         check(not unknown, "paper_points", f"{unknown} are not points of the sweep ({list(self.points)})")
         check(not self.paper_points or self.paper_methods, "paper_methods", "needed when paper_points is set")
+        known = {"SFT", *self.exact_methods, *self.paper_methods,
+                 *(f"{m}*" for m in self.exact_methods + self.paper_methods)}
+        if self.cells is None:
+            self.cells = [c for c in DEFAULT_CELLS if set(c.split(" vs ")) <= known]
+        check(len(self.cells) >= 1, "cells", "needs at least one cell")
+        for c in self.cells:
+            a, sep, b = c.partition(" vs ")
+            check(bool(sep) and a in known and b in known, "cells",
+                  f"{c!r} is not 'A vs B' with A and B among {sorted(known)}")
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -164,31 +177,41 @@ def _config_hash(cfg: PipelineConfig) -> str:
 
 class Steps:
     """Markers of a run's finished steps (``<artifacts>/.sweep/<step>.json``): a step is done when its marker holds
-    the run's config hash. Models are git-ignored artifacts, so a fresh clone redoes every step."""
+    the hash of the run's config and of the content of the step's inputs (the models it reads), so a retrained
+    upstream model, or another set of policies to evaluate, reruns it. A change of code does not: delete the run's
+    ``.sweep`` folder then. Models are git-ignored artifacts, so a fresh clone redoes every step."""
 
     def __init__(self, cfg: PipelineConfig):
         self.dir = cfg.layout.sweep_steps
-        self.hash = _config_hash(cfg)
+        self.config = _config_hash(cfg)
 
-    def done(self, step: str) -> bool:
+    def key(self, inputs=()) -> str:
+        from nlhf.training.checkpoint import content_hash
+
+        text = self.config + "".join(f"|{p}:{content_hash(p)}" for p in inputs)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def done(self, step: str, inputs=()) -> bool:
         f = self.dir / f"{step}.json"
-        return f.is_file() and json.loads(f.read_text()).get("config") == self.hash
+        return f.is_file() and json.loads(f.read_text()).get("key") == self.key(inputs)
 
-    def mark(self, step: str, seconds: float, extra: dict | None = None) -> None:
+    def mark(self, step: str, seconds: float, inputs=(), record: dict | None = None) -> None:
         from nlhf.training.checkpoint import write_json
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / f"{step}.json", {"config": self.hash, "seconds": round(seconds, 1), **(extra or {})})
+        write_json(self.dir / f"{step}.json", {"key": self.key(inputs), "config": self.config,
+                                               "seconds": round(seconds, 1), **(record or {})})
 
 
-def _step(steps: Steps, name: str, fn, log) -> None:
-    if steps.done(name):
+def _step(steps: Steps, name: str, fn, log, inputs=(), record=None) -> None:
+    """Run ``fn`` unless ``name`` is done for these ``inputs``; ``record(out)`` adds fields to its marker."""
+    if steps.done(name, inputs):
         log(f"{name}: done")
         return
     t = time.time()
     log(f"{name}: running")
     out = fn()
-    steps.mark(name, time.time() - t, out if name == "sft" else None)
+    steps.mark(name, time.time() - t, inputs, record(out) if record else None)
     log(f"{name}: finished in {time.time() - t:.0f} s")
 
 
@@ -240,7 +263,9 @@ def _sft_or_share(cfg: PipelineConfig, log) -> dict:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(donor, dst)
-        policy, tok = load_sft(cfg)
+        from nlhf.runtime import accelerator_for
+
+        policy, tok = load_sft(cfg, accelerator_for(cfg).device)  # where the sft stage samples them
         write_sft_comparisons(cfg, make_task(cfg.task), policy, tok)
     return {"sft_key": sft_key(cfg), "shared_from": None if donor is None else str(donor)}
 
@@ -252,10 +277,12 @@ def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=p
     cfg = run_config(spec, run, params)
     steps = Steps(cfg)
     say = lambda msg: log(f"[{spec.name} {run.tag}] {msg}")  # noqa: E731
+    layout = cfg.layout
     _step(steps, "data", lambda: stages.run_data(cfg), say)
-    _step(steps, "sft", lambda: _sft_or_share(cfg, say), say)
+    _step(steps, "sft", lambda: _sft_or_share(cfg, say), say, [layout.data()], record=lambda out: out)
     _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False,
-                                                      pool_cache=Layout().sweep_pool_cache(pool_key(cfg))), say)
+                                                      pool_cache=Layout().sweep_pool_cache(pool_key(cfg))), say,
+          [layout.model("sft")])
 
 
 def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
@@ -266,24 +293,57 @@ def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=pri
     cfg = run_config(spec, run, params)
     steps = Steps(cfg)
     say = lambda msg: log(f"[{spec.name} {run.tag}] {msg}")  # noqa: E731
-    if not steps.done("oracle"):
+    layout = cfg.layout
+    predicted(spec, run, params)
+    upstream = [layout.model("sft"), layout.oracle()]
+    for m in spec.exact_methods:
+        _step(steps, f"policy_exact@{m}", lambda m=m: stages.run_policy(cfg, m, "exact"), say, upstream)
+    paper = spec.paper_methods if run.point in spec.paper_points else []
+    if paper:
+        for kind in ("pm", "rm"):
+            _step(steps, kind, lambda kind=kind: stages.run_preference(cfg, kind), say,
+                  [layout.data(), layout.sft_pairs()])
+        for m in paper:
+            judge = "rm" if cfg.method(m).JUDGE == "reward" else "pm"
+            _step(steps, f"policy@{m}", lambda m=m: stages.run_policy(cfg, m, "paper"), say,
+                  [*upstream, layout.model(judge)])
+    evaluated = [layout.model("sft"), *(layout.policy(m, "exact") for m in spec.exact_methods),
+                 *(layout.policy(m, "paper") for m in paper)]
+    _step(steps, "evaluate", lambda: evaluate_run(cfg, spec.exact_methods, paper), say, evaluated)
+
+
+def predicted(spec: SweepSpec, run: Run, params: str | Path = "params.yaml") -> None:
+    """The run's predictions exist for its SFT model and are committed; RuntimeError otherwise."""
+    cfg = run_config(spec, run, params)
+    if not Steps(cfg).done("oracle", [cfg.layout.model("sft")]):
         raise RuntimeError(f"sweep {spec.name}, run {run.tag}: no prediction yet; run the predict phase (and commit "
                            f"its results) before training")
-    for m in spec.exact_methods:
-        _step(steps, f"policy_exact@{m}", lambda m=m: stages.run_policy(cfg, m, "exact"), say)
-    if run.point in spec.paper_points:
-        for kind in ("pm", "rm"):
-            _step(steps, kind, lambda kind=kind: stages.run_preference(cfg, kind), say)
-        for m in spec.paper_methods:
-            _step(steps, f"policy@{m}", lambda m=m: stages.run_policy(cfg, m, "paper"), say)
-    _step(steps, "evaluate", lambda: evaluate_run(cfg, spec.exact_methods,
-                                                  spec.paper_methods if run.point in spec.paper_points else []), say)
+    require_committed(cfg.layout.results("oracle"), f"sweep {spec.name}, run {run.tag}")
+
+
+def require_committed(folder: Path, what: str) -> None:
+    """The predictions in ``folder`` must be committed to git, unchanged, before the training they predict: git
+    history is the record that they came first."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True)
+
+    tracked = git("ls-files", "--", str(folder))
+    if tracked.returncode != 0:
+        raise RuntimeError(f"{what}: the predictions must be committed to git before training, but this is not a "
+                           f"git repository ({tracked.stderr.strip()}); `git init` and commit {folder}")
+    changed = git("status", "--porcelain", "--", str(folder)).stdout.strip()
+    if not tracked.stdout.strip() or changed:
+        raise RuntimeError(f"{what}: commit the predictions in {folder} before training them (git history is the "
+                           f"record that they came first); `git status {folder}` lists what is not committed")
 
 
 def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFrame:
     """One sample per evaluation prompt of SFT and of each trained policy, the pairwise table P*(column ≻ row) with
     its CI (:func:`nlhf.evaluate.pairwise_table`), and the form of every sample (``<results>/sweep/table_long.csv``,
-    ``samples.csv``). Exact-judge policies are named ``<METHOD>``, the paper setting's ``<METHOD> (PM/RM)``.
+    ``samples.csv``). Exact-judge policies are named ``<METHOD>`` (``<METHOD>*``: Nash-EMA's averaged policy), the
+    paper setting's ``<METHOD> (PM/RM)``.
 
     The ``eval.n_prompts`` evaluation prompts come after the oracle's ``oracle.n_prompts`` (the convergence probe's,
     on which the policy-gradient recipe was chosen), so what is reported was never used to choose anything."""
@@ -307,8 +367,11 @@ def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFr
     policies = {"SFT": sft}
     for variant, names in (("exact", exact_methods), ("paper", paper_methods)):
         for m in names:
-            model, _ = load_policy(layout.policy(m, variant) / "policy")
-            policies[m if variant == "exact" else f"{m} (PM/RM)"] = model.to(accelerator.device).eval()
+            suffix = "" if variant == "exact" else " (PM/RM)"
+            for which, name in (("policy", m), ("average", f"{m}*")):  # Nash-EMA's averaged policy too
+                if which == "policy" or (layout.policy(m, variant) / which).is_dir():
+                    model, _ = load_policy(layout.policy(m, variant) / which)
+                    policies[name + suffix] = model.to(accelerator.device).eval()
     samples = {}
     with torch.no_grad():
         for k, (name, model) in enumerate(policies.items()):
@@ -342,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         todo = runs(spec, args.points, args.seeds)
         for r in todo:
             run_config(spec, r, args.params)  # every run's config is valid before anything starts
-    except (ConfigError, FileNotFoundError) as e:
+        if args.phase == "train":  # every run's predictions are committed before any training starts
+            for r in todo:
+                predicted(spec, r, args.params)
+    except (ConfigError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     from nlhf.notebook import quiet_libraries
@@ -380,7 +446,7 @@ def _parallel(argv: list[str], jobs: int) -> int:
     for k, c in enumerate(codes):
         if c:
             print(f"error: sweep worker {k}/{jobs} failed (exit {c})", file=sys.stderr)
-    return max(codes)
+    return 1 if any(codes) else 0  # a worker killed by a signal has a negative code
 
 
 if __name__ == "__main__":

@@ -29,14 +29,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nlhf.sweep import SweepSpec, runs
+from nlhf.sweep import Run, SweepSpec, run_config, runs
 
-CELLS: tuple[tuple[str, str], ...] = (("MD1", "RLHF"), ("SP", "RLHF"), ("BR", "RLHF"), ("MD1", "SP"), ("MD1", "BR"),
-                                      ("RLHF", "SFT"), ("SP", "SFT"), ("MD1", "SFT"), ("BR", "SFT"))
-"""The compared cells (A, B): P*(A ≻ B); the first is the headline."""
-HEADLINE = CELLS[0]
 TIE = 0.01  # theory says "tie" when the oracle's prediction is within this of ½
 SETTINGS = {"exact": "", "paper": " (PM/RM)"}  # a trained policy's name in a run's table, by setting
+
+
+def _cells(spec: SweepSpec) -> list[tuple[str, str]]:
+    """The sweep's compared cells (A, B), P*(A ≻ B); the first is the headline."""
+    return [tuple(c.split(" vs ")) for c in spec.cells]
+
+
+def _oracle_long(spec: SweepSpec, run: Run, params) -> pd.DataFrame | None:
+    """The run's oracle table under its own population, or None before its predict phase."""
+    f = run.layout.results("oracle", run_config(spec, run, params).task.synthetic.population) / "table_long.csv"
+    return pd.read_csv(f) if f.is_file() else None
 
 
 def _root(spec: SweepSpec) -> Path:
@@ -53,36 +60,39 @@ def _cell(long: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
     return float(r["p"].iloc[0]), float(r["ci"].iloc[0])
 
 
-def predictions(spec: SweepSpec) -> pd.DataFrame:
-    """The oracle's P*(target_A ≻ target_B) for every run whose predict phase ran."""
+def _target(name: str) -> str:
+    """The oracle policy a trained policy is predicted by: Nash-EMA's averaged policy has its method's target."""
+    return name.rstrip("*")
+
+
+def predictions(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
+    """The oracle's P*(target_A ≻ target_B) for every run whose predict phase ran (on the oracle's prompts; against
+    SFT, μ̂ renormalised on the candidate pools, which hold most but not all of SFT's mass: ``sft_mass_on_pool``)."""
     rows = []
     for run in runs(spec):
-        d = run.layout.results("oracle")
-        files = sorted(d.glob("*/table_long.csv")) if d.is_dir() else []
-        if not files:
+        long = _oracle_long(spec, run, params)
+        if long is None:
             continue
-        long = pd.read_csv(files[0])
         row = {"point": run.point, "seed": run.seed}
-        for a, b in CELLS:
-            row[f"{a} vs {b}"] = _cell(long, a, b)[0]
+        for a, b in _cells(spec):
+            row[f"{a} vs {b}"] = _cell(long, _target(a), _target(b))[0]
         row["NE vs RLHF"] = _cell(long, "NE", "RLHF")[0]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def cells(spec: SweepSpec) -> pd.DataFrame:
+def cells(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
     """Per run and cell: the prediction and each trained setting's P* with its evaluation CI."""
     rows = []
     for run in runs(spec):
-        d = run.layout.results("oracle")
-        o = sorted(d.glob("*/table_long.csv")) if d.is_dir() else []
+        oracle = _oracle_long(spec, run, params)
         t = run.layout.results("sweep") / "table_long.csv"
-        if not o or not t.is_file():
+        if oracle is None or not t.is_file():
             continue
-        oracle, trained = pd.read_csv(o[0]), pd.read_csv(t)
-        for a, b in CELLS:
+        trained = pd.read_csv(t)
+        for a, b in _cells(spec):
             row = {"point": run.point, "seed": run.seed, "cell": f"{a} vs {b}",
-                   "predicted": _cell(oracle, a, b)[0]}
+                   "predicted": _cell(oracle, _target(a), _target(b))[0]}
             for setting, suffix in SETTINGS.items():
                 name = lambda n: n if n == "SFT" else n + suffix  # noqa: E731
                 row[setting], row[f"{setting}_ci"] = _cell(trained, name(a), name(b))
@@ -103,83 +113,107 @@ def _holm(pvalues: list[float]) -> list[float]:
     return adj.tolist()
 
 
+def _t_test(v: np.ndarray, null: float, confidence: float) -> tuple[float, float, float]:
+    """Mean of ``v``, its Student-t half-width and the two-sided p-value of mean = ``null`` (NaN for < 2 values;
+    values that do not vary: p = 0 unless their mean is the null)."""
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else np.nan), np.nan, np.nan
+    sd = v.std(ddof=1)
+    half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * sd / np.sqrt(len(v))
+    p = float(stats.ttest_1samp(v, null).pvalue) if sd > 0 else float(np.isclose(v.mean(), null))
+    return float(v.mean()), float(half), p
+
+
+def _holm_verdicts(out: pd.DataFrame, pcol: str, words, alpha: float) -> list[str]:
+    """Holm across the cells of each point: ``words[0]`` when the adjusted p-value is ≥ ``alpha``, else
+    ``words[1]`` / ``words[2]`` by the sign of the tested difference (``pcol`` + ``_sign``)."""
+    verdict = pd.Series("—", index=out.index, dtype=object)
+    out[pcol + "_holm"] = np.nan
+    for _, g in out.groupby("point", sort=False):
+        ok = g[pcol].notna()
+        if not ok.any():
+            continue
+        for idx, padj in zip(g.index[ok], _holm(g.loc[ok, pcol].tolist())):
+            out.at[idx, pcol + "_holm"] = padj
+            verdict[idx] = words[0] if padj >= alpha else words[1] if out.at[idx, pcol + "_sign"] > 0 else words[2]
+    return verdict.tolist()
+
+
 def summary(spec: SweepSpec, per_run: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per point and cell: prediction, each setting's mean over seeds, its seed-level interval and verdict."""
+    """Per point and cell: the prediction, each setting's mean over seeds with its seed-level interval, and two
+    verdicts, Holm-corrected across the cells of a point: against ½ (``A ahead``, ``B ahead`` or ``n.s.``: not
+    significant, which with three seeds is weak evidence of a tie) and against the prediction (the per-seed
+    differences trained − predicted: ``agrees``, ``above`` or ``below``)."""
     rows = []
     for (point, cell), g in per_run.groupby(["point", "cell"], sort=False):
-        row = {"point": point, "cell": cell, "seeds": len(g), "predicted": g["predicted"].mean()}
-        for setting in SETTINGS:
-            v = g[setting].dropna().to_numpy()
-            row[setting] = v.mean() if len(v) else np.nan
-            if len(v) >= 2:
-                sd = v.std(ddof=1)
-                row[f"{setting}_seed_ci"] = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * sd / np.sqrt(len(v))
-                row[f"{setting}_p"] = (float(stats.ttest_1samp(v, 0.5).pvalue) if sd > 0 else
-                                       float(v.mean() != 0.5))
-            else:
-                row[f"{setting}_seed_ci"] = row[f"{setting}_p"] = np.nan
-            row[f"{setting}_seed_min"] = v.min() if len(v) else np.nan
-            row[f"{setting}_seed_max"] = v.max() if len(v) else np.nan
-            row[f"{setting}_eval_ci"] = g[f"{setting}_ci"].mean()
+        row = {"point": point, "cell": cell, "predicted": g["predicted"].mean()}
+        for s in SETTINGS:
+            h = g.dropna(subset=[s])
+            v = h[s].to_numpy()
+            row[f"{s}_seeds"] = len(v)
+            row[s], row[f"{s}_seed_ci"], row[f"{s}_p"] = _t_test(v, 0.5, confidence)
+            row[f"{s}_p_sign"] = row[s] - 0.5
+            d = (h[s] - h["predicted"]).to_numpy()
+            row[f"{s}_minus_predicted"], row[f"{s}_minus_predicted_ci"], row[f"{s}_vs_pred_p"] = _t_test(
+                d, 0.0, confidence)
+            row[f"{s}_vs_pred_p_sign"] = row[f"{s}_minus_predicted"]
+            row[f"{s}_seed_min"] = v.min() if len(v) else np.nan
+            row[f"{s}_seed_max"] = v.max() if len(v) else np.nan
+            row[f"{s}_eval_ci"] = h[f"{s}_ci"].mean() if len(v) else np.nan
         rows.append(row)
     out = pd.DataFrame(rows)
     alpha = 1 - confidence
-    for setting in SETTINGS:
-        out[f"{setting}_verdict"] = "—"
-        for point, g in out.groupby("point", sort=False):
-            ok = g[f"{setting}_p"].notna()
-            if not ok.any():
-                continue
-            adj = _holm(g.loc[ok, f"{setting}_p"].tolist())
-            for idx, padj in zip(g.index[ok], adj):
-                mean = out.at[idx, setting]
-                out.at[idx, f"{setting}_verdict"] = ("tie" if padj >= alpha else
-                                                     "A ahead" if mean > 0.5 else "B ahead")
+    for s in SETTINGS:
+        out[f"{s}_verdict"] = _holm_verdicts(out, f"{s}_p", ("n.s.", "A ahead", "B ahead"), alpha)
+        out[f"{s}_vs_prediction"] = _holm_verdicts(out, f"{s}_vs_pred_p", ("agrees", "above", "below"), alpha)
     out["theory"] = np.where(out["predicted"].isna(), "—",
                              np.where((out["predicted"] - 0.5).abs() < TIE, "tie",
                                       np.where(out["predicted"] > 0.5, "A ahead", "B ahead")))
     return out
 
 
-def overoptimisation(spec: SweepSpec) -> pd.DataFrame:
-    """Per run and trained policy: the probe's peak and final P*(π ≻ SFT) with the KL to μ at each, and the
-    convergence rule's verdict (:func:`nlhf.training.probe.converged`: settled, and not fallen from its peak)."""
+def overoptimisation(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
+    """Per run and trained policy: the convergence probe's peak window (the best mean of as many points as the
+    last quarter holds) and its end value, P*(π ≻ SFT), with the KL to μ at each, and the convergence rule's
+    verdict (:func:`nlhf.training.probe.converged`: settled, and not fallen from its peak)."""
     from nlhf.training.probe import converged
-    from nlhf.sweep import run_config
 
     rows = []
     for run in runs(spec):
-        cfg = run_config(spec, run)
-        for setting, steps in (("exact", cfg.ablation.steps or cfg.pg.steps), ("paper", cfg.pg.steps)):
-            folder = run.layout.convergence("*", setting).parent
-            for f in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        cfg = run_config(spec, run, params)
+        for setting, steps, methods in (("exact", cfg.ablation.steps or cfg.pg.steps, spec.exact_methods),
+                                        ("paper", cfg.pg.steps, spec.paper_methods)):
+            for m in methods:
+                f = run.layout.convergence(m, setting)
+                if not f.is_file():
+                    continue
                 c = pd.read_csv(f)
-                peak = c["p_vs_sft"].idxmax()
-                last = c.iloc[-1]
                 rule = converged(c.to_dict("records"), steps)
-                rows.append({"point": run.point, "seed": run.seed, "setting": setting, "policy": f.stem,
-                             "peak": c.at[peak, "p_vs_sft"], "peak_step": int(c.at[peak, "step"]),
-                             "kl_at_peak": c.at[peak, "kl"], "final": last["p_vs_sft"],
+                last = c.iloc[-1]
+                at_peak = (c.iloc[(c["step"] - rule["peak_step"]).abs().idxmin()] if rule["peak_step"] is not None
+                           else {"kl": np.nan})  # too few probe points for the rule
+                rows.append({"point": run.point, "seed": run.seed, "setting": setting, "policy": m,
+                             "peak_mean": rule["peak_mean"], "peak_step": rule["peak_step"],
+                             "kl_at_peak": at_peak["kl"], "final": last["p_vs_sft"],
                              "final_ci": last["p_vs_sft_ci"], "kl_final": last["kl"],
                              "drop_from_peak": rule["drop_from_peak"], "drop_ci95": rule["drop_ci95"],
                              "converged": rule["converged"]})
     return pd.DataFrame(rows)
 
 
-def forms(spec: SweepSpec, cell: tuple[str, str] = HEADLINE) -> pd.DataFrame:
-    """The cell P*(A ≻ B) by the forms of the two summaries: share of prompts, mean P*, and the contribution
-    Σ (P* − ½)/N of each pair of forms to the margin P*(A ≻ B) − ½ (the contributions add up to the margin)."""
-    from nlhf.sweep import run_config
+def forms(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
+    """The headline cell P*(A ≻ B) by the forms of the two summaries: share of prompts, mean P*, and the
+    contribution Σ (P* − ½)/N of each pair of forms to the margin P*(A ≻ B) − ½ (they add up to the margin)."""
     from nlhf.tasks import make_task
 
-    a, b = cell
+    a, b = _cells(spec)[0]
     rows = []
     for run in runs(spec):
         f = run.layout.results("sweep") / "samples.csv"
         if not f.is_file():
             continue
         s = pd.read_csv(f, keep_default_na=False)
-        task = make_task(run_config(spec, run).task)
+        task = make_task(run_config(spec, run, params).task)
         for setting, suffix in SETTINGS.items():
             na, nb = (a if a == "SFT" else a + suffix), (b if b == "SFT" else b + suffix)
             if na not in s or nb not in s:
@@ -318,19 +352,24 @@ def _fmt(v, digits=3) -> str:
     return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 
 
-def summary_markdown(spec: SweepSpec, summ: pd.DataFrame) -> str:
+def summary_markdown(spec: SweepSpec, summ: pd.DataFrame, confidence: float = 0.95) -> str:
+    pct = f"{confidence:.0%}"
     lines = [f"# Sweep `{spec.name}`: `{spec.key}`", "", *([spec.description, ""] if spec.description else []),
-             "P*(A ≻ B) per point: the oracle's prediction (mean over seeds), each trained setting's mean over seeds "
-             "± its seed-level 95% interval (Student t), the mean evaluation CI, and the verdict from the seed-level "
-             "interval (Holm across the cells of a point). Seeds re-draw data, SFT, PM, RM and policy.", "",
-             "| point | cell | seeds | predicted | theory | exact judges | eval CI | verdict | paper setting | eval CI "
-             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"P*(A ≻ B) per point: the oracle's prediction (mean over seeds; theory says tie within {TIE} of ½), each "
+             f"trained setting's mean over seeds ± its seed-level {pct} interval (Student t; seeds re-draw data, SFT, "
+             f"PM, RM and policy), the mean evaluation CI (one sample per prompt), and two verdicts, Holm-corrected "
+             f"across the cells of a point: against ½ (n.s.: not significant, weak evidence of a tie with few seeds) "
+             f"and against the prediction (trained − predicted per seed). The predictions are on the oracle's "
+             f"prompts and the trained results on other evaluation prompts; against SFT the prediction uses μ̂ on the "
+             f"candidate pools.", "",
+             "| point | cell | predicted | theory | exact judges (seeds) | eval CI | vs ½ | vs prediction | "
+             "paper setting (seeds) | eval CI | vs ½ | vs prediction |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in summ.iterrows():
         def val(s):
-            return (f"{_fmt(r[s])} ± {_fmt(r[f'{s}_seed_ci'])}" if not np.isnan(r[s]) else "—")
-        lines.append(f"| {r['point']} | {r['cell']} | {r['seeds']} | {_fmt(r['predicted'])} | {r['theory']} | "
-                     f"{val('exact')} | {_fmt(r['exact_eval_ci'])} | {r['exact_verdict']} | {val('paper')} | "
-                     f"{_fmt(r['paper_eval_ci'])} | {r['paper_verdict']} |")
+            return (f"{_fmt(r[s])} ± {_fmt(r[f'{s}_seed_ci'])} ({r[f'{s}_seeds']})" if r[f"{s}_seeds"] else "—")
+        lines.append(f"| {r['point']} | {r['cell']} | {_fmt(r['predicted'])} | {r['theory']} | "
+                     + " | ".join(f"{val(s)} | {_fmt(r[f'{s}_eval_ci'])} | {r[f'{s}_verdict']} | "
+                                  f"{r[f'{s}_vs_prediction']}" for s in SETTINGS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -338,7 +377,7 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     """Every file of the module docstring that the runs so far allow."""
     root = _root(spec)
     root.mkdir(parents=True, exist_ok=True)
-    pred = predictions(spec)
+    pred = predictions(spec, params)
     if pred.empty:
         raise FileNotFoundError(f"sweep {spec.name}: no predictions yet under {root} (run the predict phase)")
     pred = pred.dropna(axis=1, how="all")  # cells of methods the sweep does not train
@@ -346,14 +385,18 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     mean = pred.groupby("point", sort=False).mean(numeric_only=True).drop(columns="seed")
     spread = pred.groupby("point", sort=False).agg(lambda v: v.max() - v.min()).drop(columns="seed")
     md = [f"# Sweep `{spec.name}`: the oracle's predictions", "",
-          "P*(target A ≻ target B) on each run's evaluation prompts; mean over the seeds (max − min across seeds).",
+          "P*(target A ≻ target B) on the oracle's prompts of each run (against SFT: μ̂ on the candidate pools); mean "
+          "over the seeds (max − min across seeds).",
           "", "| point | " + " | ".join(mean.columns) + " |", "|---|" + "---|" * len(mean.columns)]
     for point, r in mean.iterrows():
         md.append(f"| {point} | " + " | ".join(f"{r[c]:.3f} ({spread.loc[point, c]:.3f})" for c in mean.columns)
                   + " |")
     (root / "predictions.md").write_text("\n".join(md) + "\n")
-    report: dict = {"predicted_runs": len(pred)}
-    per_run = cells(spec)
+    expected = {(r.point, r.seed) for r in runs(spec)}
+    report: dict = {"predicted_runs": len(pred),
+                    "runs_without_prediction": sorted(f"{p}/seed{s}" for p, s in expected
+                                                      - set(zip(pred["point"], pred["seed"])))}
+    per_run = cells(spec, params)
     if per_run.empty:
         (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
@@ -361,16 +404,18 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     summ = summary(spec, per_run)
     summ.to_csv(root / "summary.csv", index=False)
     (root / "summary.md").write_text(summary_markdown(spec, summ))
-    opt = overoptimisation(spec)
+    opt = overoptimisation(spec, params)
     opt.to_csv(root / "overoptimisation.csv", index=False)
-    by_form = forms(spec)
+    by_form = forms(spec, params)
     by_form.to_csv(root / "forms.csv", index=False)
     (root / "forms.md").write_text(forms_markdown(by_form))
-    headline = f"{HEADLINE[0]} vs {HEADLINE[1]}"
+    headline = spec.cells[0]
     trained_points = [p for p in spec.points if p in set(per_run["point"])]
     pmean = per_run[per_run["cell"] == headline].groupby("point")["predicted"].mean().dropna()
     null_point = (pmean - 0.5).abs().idxmin() if len(pmean) else None  # the point closest to the null
-    report["trained_runs"] = int(per_run[["point", "seed"]].drop_duplicates().shape[0])
+    trained = set(zip(per_run["point"], per_run["seed"]))
+    report["trained_runs"] = len(trained)
+    report["runs_not_trained"] = sorted(f"{p}/seed{s}" for p, s in expected - trained)
     report["fit"] = fit(per_run, headline, null_point)
     tie = summ[summ["theory"] == "tie"]
     report["false_positives"] = {s: {"tie_cells": int(tie[f"{s}_verdict"].ne("—").sum()),

@@ -44,9 +44,15 @@ def swept(tmp_path_factory):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "sweeps").mkdir()
     (repo / "sweeps" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SWEEP))
+    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=repo,  # noqa
+                                    check=True, capture_output=True)
+    git("init", "-q")
     early = _sweep(repo, "train", "tiny", False)
     predict = _sweep(repo, "predict")
     again = _sweep(repo, "predict")
+    uncommitted = _sweep(repo, "train", "tiny", False)
+    git("add", "-A")
+    git("commit", "-qm", "predictions")
     # the second point's SFT and oracle on their own, as the stages would run them (the sweep copied the first
     # point's SFT model and candidate pools)
     alone = ("import shutil, sys; from nlhf import stages; from nlhf.sweep import load_sweep, runs, run_config\n"
@@ -57,7 +63,7 @@ def swept(tmp_path_factory):
     subprocess.run([sys.executable, "-c", alone], cwd=repo, check=True, capture_output=True, timeout=600)
     _sweep(repo, "train", "tiny", True, "--jobs", "2")
     _sweep(repo, "report")
-    return {"repo": repo, "early": early, "predict": predict, "again": again}
+    return {"repo": repo, "early": early, "predict": predict, "again": again, "uncommitted": uncommitted}
 
 
 def test_spec_errors_name_the_key(tmp_path):
@@ -88,6 +94,8 @@ def test_a_seed_redraws_the_whole_chain():
 @pytest.mark.slow
 def test_training_waits_for_the_prediction(swept):
     assert swept["early"].returncode != 0 and "no prediction yet" in swept["early"].stderr
+    assert swept["uncommitted"].returncode != 0 and "commit the predictions" in swept["uncommitted"].stderr
+    assert "policy_exact" not in swept["uncommitted"].stdout  # refused before any run started
     assert "oracle: done" in swept["again"].stdout and "running" not in swept["again"].stdout
 
 
@@ -138,4 +146,43 @@ def test_report_holds_predictions_and_results(swept):
     assert (root / "trained_vs_predicted.png").stat().st_size > 10_000 and (root / "frontier.png").is_file()
     opt = pd.read_csv(root / "overoptimisation.csv")
     assert len(opt) == 3 * 2 + 2  # exact methods at both points, paper methods at one
-    assert (opt["peak"] >= opt["final"]).all()
+    assert report["runs_not_trained"] == [] and report["runs_without_prediction"] == []
+
+
+def _per_run(values: dict[str, list[float]], predicted: dict[str, float]) -> pd.DataFrame:
+    """A per-run table of one point: cell -> the exact-judge values of its seeds."""
+    return pd.DataFrame([{"point": "p", "seed": k, "cell": c, "predicted": predicted[c], "exact": v,
+                          "exact_ci": 0.01, "paper": np.nan, "paper_ci": np.nan}
+                         for c, vs in values.items() for k, v in enumerate(vs)])
+
+
+def test_summary_verdicts_against_half_and_against_the_prediction():
+    from scipy import stats
+
+    from nlhf.sweep_report import _holm, summary
+
+    spec = SweepSpec(**TINY_SWEEP)
+    per_run = _per_run({"A vs B": [0.60, 0.61, 0.62], "C vs D": [0.50, 0.51, 0.49], "E vs F": [0.55, 0.58, 0.52]},
+                       {"A vs B": 0.70, "C vs D": 0.50, "E vs F": 0.55})
+    out = summary(spec, per_run).set_index("cell")
+    half = stats.t.ppf(0.975, 2) * np.std([0.60, 0.61, 0.62], ddof=1) / np.sqrt(3)
+    assert out.loc["A vs B", "exact"] == pytest.approx(0.61) and out.loc["A vs B", "exact_seed_ci"] == pytest.approx(half)
+    assert out.loc["A vs B", "exact_verdict"] == "A ahead" and out.loc["A vs B", "exact_vs_prediction"] == "below"
+    assert out.loc["C vs D", "exact_verdict"] == "n.s." and out.loc["C vs D", "exact_vs_prediction"] == "agrees"
+    assert out.loc["E vs F", "exact_vs_prediction"] == "agrees"
+    assert out.loc["A vs B", "exact_minus_predicted"] == pytest.approx(-0.09)
+    # Holm: the smallest p times m, then step down, never decreasing
+    assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # seeds that agree exactly: significant unless their mean is the null
+    same = summary(spec, _per_run({"A vs B": [0.6, 0.6, 0.6]}, {"A vs B": 0.6})).iloc[0]
+    assert same["exact_verdict"] == "A ahead" and same["exact_vs_prediction"] == "agrees"
+
+
+def test_fit_recovers_the_slope_and_the_null():
+    from nlhf.sweep_report import fit
+
+    rows = [{"point": f"p{k}", "seed": s, "cell": "MD1 vs RLHF", "predicted": x, "exact": 0.5 + 0.5 * (x - 0.5) + e,
+             "paper": np.nan} for k, x in enumerate([0.5, 0.55, 0.6]) for s, e in enumerate([-0.01, 0.0, 0.01])]
+    out = fit(pd.DataFrame(rows), "MD1 vs RLHF", "p0")
+    assert out["exact"]["slope"] == pytest.approx(0.5)
+    assert out["exact"]["null"]["mean"] == pytest.approx(0.5) and out["exact"]["null"]["covers_half"]

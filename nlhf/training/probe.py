@@ -12,7 +12,7 @@ prompts (``artifacts/oracle``, :func:`nlhf.oracle.write_targets`) and reports, w
 
 The probe draws from its own generator, seeded per step, so training's random streams (and a resumed run) are
 untouched. Converged (:func:`converged`) means that over the last 25% of training P*(π_t ≻ SFT) moves by less than
-its own 95% CI.
+its own 95% CI and has not fallen from its peak.
 """
 
 from __future__ import annotations
@@ -109,11 +109,13 @@ def converged(curve: Sequence[dict], steps: int, key: str = "p_vs_sft", window: 
     for. The peak is the best mean of as many consecutive points as the window holds, the end the window's mean; it
     fell when ``drop_from_peak`` exceeds the 95% CI of that difference. (The largest single point of a flat, noisy
     curve exceeds its last point by about one CI on its own, so a rule on single points would call about half of the
-    flat curves fallen; on windows, about one in ten, as the slope rule does.)"""
+    flat curves fallen; on windows, about one in ten, as the slope rule does: the rule is a screen, not a calibrated
+    test, since the peak window is chosen after the fact and the probe's CI, over prompts, overstates the noise of
+    a difference between two steps on the same prompts.)"""
     pts = [r for r in curve if r["step"] >= (1 - window) * steps]
     if len(pts) < 3:
         return {"converged": None, "change_last_quarter": None, "ci95": None, "points": len(pts),
-                "drop_from_peak": None, "drop_ci95": None}
+                "drop_from_peak": None, "drop_ci95": None, "peak_step": None, "peak_mean": None}
     x = np.array([r["step"] for r in pts], float)
     y = np.array([r[key] for r in pts], float)
     slope = np.polyfit(x, y, 1)[0]
@@ -125,7 +127,8 @@ def converged(curve: Sequence[dict], steps: int, key: str = "p_vs_sft", window: 
     means = np.convolve(values, np.ones(k) / k, mode="valid")
     peak = int(np.argmax(means))
     drop = float(means[peak] - y.mean())
-    drop_ci = float(np.sqrt(np.mean(cis[peak: peak + k] ** 2) / k + ci ** 2 / len(pts)))
+    drop_ci = float(np.sqrt(np.mean(cis[peak: peak + k] ** 2) / k + np.mean(cis[-k:] ** 2) / k))
     settled, at_peak = abs(change) < ci, drop <= drop_ci
+    middle = curve[peak + k // 2]["step"]  # the peak window's middle step
     return {"converged": bool(settled and at_peak), "change_last_quarter": change, "ci95": ci, "points": len(pts),
-            "drop_from_peak": drop, "drop_ci95": drop_ci}
+            "drop_from_peak": drop, "drop_ci95": drop_ci, "peak_step": middle, "peak_mean": float(means[peak])}
