@@ -7,7 +7,8 @@ Written to ``results/sweeps/<name>/``:
   (:data:`CELLS`) and each method's target against SFT. They exist once the predict phase ran.
 * ``cells.csv``: per run and cell, the prediction, the exact-judge result and the paper-setting result with their
   evaluation CIs (one sample per evaluation prompt).
-* ``summary.csv`` / ``.md``: per point and cell, the prediction (mean over seeds), each trained setting's mean over
+* ``predictions_summary.csv``: per point, the mean over seeds of each predicted cell.
+* ``summary.csv`` / ``.md``: per point and cell (``row``: "<point> <cell>"), the prediction (mean over seeds), each trained setting's mean over
   seeds, its seed-level interval (Student t over the seeds' values, so it holds the SFT, PM, RM and policy draws
   as well as the evaluation sample) and the mean evaluation CI; the verdict of each cell from the seed-level
   interval, Holm-corrected across the cells of a point.
@@ -392,6 +393,7 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
         md.append(f"| {point} | " + " | ".join(f"{r[c]:.3f} ({spread.loc[point, c]:.3f})" for c in mean.columns)
                   + " |")
     (root / "predictions.md").write_text("\n".join(md) + "\n")
+    mean.round(4).to_csv(root / "predictions_summary.csv")  # per point: the mean over seeds of each cell
     expected = {(r.point, r.seed) for r in runs(spec)}
     report: dict = {"predicted_runs": len(pred),
                     "runs_without_prediction": sorted(f"{p}/seed{s}" for p, s in expected
@@ -402,6 +404,7 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
         return report
     per_run.to_csv(root / "cells.csv", index=False)
     summ = summary(spec, per_run)
+    summ.insert(0, "row", summ["point"] + " " + summ["cell"])  # one key per row: "<point> <cell>"
     summ.to_csv(root / "summary.csv", index=False)
     (root / "summary.md").write_text(summary_markdown(spec, summ))
     opt = overoptimisation(spec, params)
