@@ -229,7 +229,8 @@ def sft_key(cfg: PipelineConfig) -> str:
 def pool_key(cfg: PipelineConfig) -> str:
     """What the oracle's candidate pools depend on: the SFT model (:func:`sft_key`), the task's documents and
     grammar (its params less the raters and the labels), the oracle's sizes and seed and the sampling. Runs with the
-    same key have the same pools; only the exact judge on them differs."""
+    same key have the same pools; only the exact judge on them differs. (On a CPU the same SFT key trains the same
+    SFT weights bit for bit; on a GPU, where training need not be deterministic, share nothing.)"""
     task = {k: v for k, v in asdict(cfg.task.synthetic).items()
             if k not in ("population", "rater_weights", "rater_sharpness", "labels_per_pair")}
     text = json.dumps([sft_key(cfg), task, asdict(cfg.oracle), asdict(cfg.sampling), cfg.task.name], sort_keys=True)
@@ -237,7 +238,10 @@ def pool_key(cfg: PipelineConfig) -> str:
 
 
 def _sft_donor(cfg: PipelineConfig) -> Path | None:
-    """The SFT model folder of a finished run of any sweep with the same :func:`sft_key`, if there is one."""
+    """The SFT model folder of a finished run of any sweep with the same :func:`sft_key`, if there is one (on a CPU
+    only: elsewhere training need not be deterministic)."""
+    if not cfg.runtime.cpu:
+        return None
     key = sft_key(cfg)
     for marker in sorted(Layout().sweep_runs().glob(f"*/*/*/{Layout().sweep_steps.name}/sft.json")):
         model = marker.parents[1] / "models" / "sft"
@@ -280,9 +284,8 @@ def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=p
     layout = cfg.layout
     _step(steps, "data", lambda: stages.run_data(cfg), say)
     _step(steps, "sft", lambda: _sft_or_share(cfg, say), say, [layout.data()], record=lambda out: out)
-    _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False,
-                                                      pool_cache=Layout().sweep_pool_cache(pool_key(cfg))), say,
-          [layout.model("sft")])
+    cache = Layout().sweep_pool_cache(pool_key(cfg)) if cfg.runtime.cpu else None  # see pool_key
+    _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False, pool_cache=cache), say, [layout.model("sft")])
 
 
 def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
