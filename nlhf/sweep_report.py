@@ -13,7 +13,8 @@ Written to ``results/sweeps/<name>/``:
   as well as the evaluation sample) and the mean evaluation CI; the verdict of each cell from the seed-level
   interval, Holm-corrected across the cells of a point.
 * ``overoptimisation.csv``: per run and trained policy, the convergence probe's peak of P*(π ≻ SFT) and its final
-  value with the KL to μ at each, and the convergence rule's verdict (settled, and not fallen from its peak).
+  value with the KL to μ at each, the convergence rule's verdict (settled, and not fallen from its peak), and the
+  judge's own score early and late in training (what the policy optimised, beside what P* says of it).
 * ``forms.csv``: the headline cell broken down by the form of the two summaries (complete, embellished, ...): how
   much of the margin each pair of forms contributes.
 * ``frontier.png``: P*(π_t ≻ SFT) against KL(π_t‖μ) along training, per method (the over-optimisation curves).
@@ -193,12 +194,17 @@ def overoptimisation(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
                 last = c.iloc[-1]
                 at_peak = (c.iloc[(c["step"] - rule["peak_step"]).abs().idxmin()] if rule["peak_step"] is not None
                            else {"kl": np.nan})  # too few probe points for the rule
+                # the judge's own score of the policy's samples, first and last tenth of training: RLHF's mean
+                # reward, a Nash method's P(y ≻ y′) − ½ against its opponent (for BR: the judge's P(π ≻ SFT) − ½)
+                log = pd.read_csv(run.layout.policy_results(m, setting) / "curve.csv")["signal"].dropna()
+                tenth = max(1, len(log) // 10)
                 rows.append({"point": run.point, "seed": run.seed, "setting": setting, "policy": m,
                              "peak_mean": rule["peak_mean"], "peak_step": rule["peak_step"],
                              "kl_at_peak": at_peak["kl"], "final": last["p_vs_sft"],
                              "final_ci": last["p_vs_sft_ci"], "kl_final": last["kl"],
                              "drop_from_peak": rule["drop_from_peak"], "drop_ci95": rule["drop_ci95"],
-                             "converged": rule["converged"]})
+                             "converged": rule["converged"], "judge_score_first": log.iloc[:tenth].mean(),
+                             "judge_score_last": log.iloc[-tenth:].mean()})
     return pd.DataFrame(rows)
 
 
