@@ -56,6 +56,8 @@ class SweepSpec:
     seeds: list[int]  # whole-chain seeds (each sets every key of seed_keys)
     exact_methods: list[str]  # trained against the exact judges at every point (methods of params.yaml)
     paper_methods: list[str] = field(default_factory=list)  # trained against the PM / RM at paper_points
+    methods: list[str] | None = None  # the runs' methods, whose targets the oracle solves (None: those trained); a
+    # method whose target equals another's everywhere (the predictions show it) need not be trained
     paper_points: list[str] = field(default_factory=list)  # points where the paper setting is trained too
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted key → value, for every run
     seed_keys: list[str] = field(default_factory=lambda: list(SEED_KEYS))
@@ -75,6 +77,11 @@ class SweepSpec:
         unknown = [p for p in self.paper_points if p not in self.points]
         check(not unknown, "paper_points", f"{unknown} are not points of the sweep ({list(self.points)})")
         check(not self.paper_points or self.paper_methods, "paper_methods", "needed when paper_points is set")
+        trained = list(dict.fromkeys(self.exact_methods + self.paper_methods))
+        if self.methods is None:
+            self.methods = trained
+        check(set(trained) <= set(self.methods), "methods",
+              f"must hold every trained method; missing {sorted(set(trained) - set(self.methods))}")
         known = {"SFT", *self.exact_methods, *self.paper_methods,
                  *(f"{m}*" for m in self.exact_methods + self.paper_methods)}
         if self.cells is None:
@@ -145,19 +152,18 @@ def runs(spec: SweepSpec, points=None, seeds=None) -> list[Run]:
 
 def run_config(spec: SweepSpec, run: Run, params: str | Path = "params.yaml") -> PipelineConfig:
     """The run's validated config: params.yaml (+ profile), the point's value, the seed, the overrides; the methods
-    reduced to the ones the sweep trains."""
+    reduced to the sweep's ``methods``."""
     raw = read_params(params)
     _set(raw, spec.key, spec.points[run.point], f"sweep {spec.name}: key")
     for k in spec.seed_keys:
         _set(raw, k, run.seed, f"sweep {spec.name}: seed_keys")
     for k, v in spec.overrides.items():
         _set(raw, k, v, f"sweep {spec.name}: overrides")
-    trained = list(dict.fromkeys(spec.exact_methods + spec.paper_methods))
-    missing = [m for m in trained if m not in raw["methods"]]
+    missing = [m for m in spec.methods if m not in raw["methods"]]
     if missing:
         raise ConfigError(f"sweep {spec.name}: methods {missing} are not in params.yaml methods")
-    raw["methods"] = {m: raw["methods"][m] for m in trained}
-    raw["ablation"]["methods"] = list(spec.exact_methods)
+    raw["methods"] = {m: raw["methods"][m] for m in spec.methods}
+    raw["ablation"]["methods"] = list(spec.methods)  # the sweep's train phase picks the ones it trains
     raw["ablation"]["seed_methods"] = []
     raw["oracle"]["populations"] = None  # the run's own population only
     try:
