@@ -6,7 +6,8 @@ Written to ``results/sweeps/<name>/``:
 * ``predictions.csv`` / ``.md``: per run, the oracle's P*(target_A ≻ target_B) for the compared cells
   (:data:`CELLS`) and each method's target against SFT. They exist once the predict phase ran.
 * ``cells.csv``: per run and cell, the prediction, the exact-judge result and the paper-setting result with their
-  evaluation CIs (one sample per evaluation prompt).
+  evaluation CIs (one sample per evaluation prompt). A point enters the files below only when every seed of it
+  is trained (``report.json``: ``points_complete``, ``points_incomplete``).
 * ``predictions_summary.csv``: per point, the mean over seeds of each predicted cell.
 * ``summary.csv`` / ``.md``: per point and cell (``row``: "<point> <cell>"), the prediction (mean over seeds), each trained setting's mean over
   seeds, its seed-level interval (Student t over the seeds' values, so it holds the SFT, PM, RM and policy draws
@@ -408,7 +409,17 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     if per_run.empty:
         (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
+    seeds_done = per_run.groupby("point")["seed"].nunique()
+    complete = [p for p in spec.points if seeds_done.get(p, 0) == len(spec.seeds)]
+    per_run["point_complete"] = per_run["point"].isin(complete)
     per_run.to_csv(root / "cells.csv", index=False)
+    report["points_complete"] = complete  # every seed trained: only these enter the summary, verdicts and fit
+    report["points_incomplete"] = {p: f"{int(seeds_done[p])} of {len(spec.seeds)} seeds trained"
+                                   for p in spec.points if p in seeds_done and p not in complete}
+    per_run = per_run[per_run["point_complete"]]
+    if per_run.empty:
+        (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
     summ = summary(spec, per_run)
     summ.insert(0, "row", summ["point"] + " " + summ["cell"])  # one key per row: "<point> <cell>"
     summ.to_csv(root / "summary.csv", index=False)
