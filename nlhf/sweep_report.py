@@ -18,6 +18,7 @@ Written to ``results/sweeps/<name>/``:
   judge's own score early and late in training (what the policy optimised, beside what P* says of it).
 * ``forms.csv``: the headline cell broken down by the form of the two summaries (complete, embellished, ...): how
   much of the margin each pair of forms contributes.
+* ``dose_response.png``: the headline cell along the points, predicted (each seed and the mean) and trained.
 * ``frontier.png``: P*(π_t ≻ SFT) against KL(π_t‖μ) along training, per method (the over-optimisation curves).
 * ``trained_vs_predicted.png``: the headline cell, each seed a point, against the y = x line; ``fit.json``: the
   least-squares slope per setting and the null point's value with its interval.
@@ -316,6 +317,41 @@ def figure(per_run: pd.DataFrame, cell: str, path: Path) -> None:
     plt.close(fig)
 
 
+def dose_response_figure(spec: SweepSpec, pred: pd.DataFrame, summ: pd.DataFrame | None, path: Path) -> None:
+    """The headline cell along the sweep's points: the oracle's prediction (each seed a dot, their mean a line) and,
+    at the points whose seeds are all trained, each setting's mean with its seed-level interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cell = spec.cells[0]
+    order = [p for p in spec.points if p in set(pred["point"])]
+    x = {p: i for i, p in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.axhline(0.5, color="grey", lw=0.6)
+    ax.scatter([x[p] for p in pred["point"]], pred[cell], s=12, color="black", alpha=0.5, label="oracle, each seed")
+    means = pred.groupby("point")[cell].mean()
+    ax.plot(range(len(order)), [means[p] for p in order], color="black", lw=1.2, label="oracle prediction (mean)")
+    if summ is not None and not summ.empty:
+        h = summ[summ["cell"] == cell]
+        for s, colour, label, dx in (("exact", "tab:blue", "trained, exact judges", -0.08),
+                                     ("paper", "tab:red", "trained, paper setting (PM / RM)", 0.08)):
+            g = h[h[f"{s}_seeds"] > 0]
+            if len(g):
+                ax.errorbar([x[p] + dx for p in g["point"]], g[s], yerr=g[f"{s}_seed_ci"], fmt="o", color=colour,
+                            capsize=3, label=f"{label}: mean, seed-level 95% interval")
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlabel(f"point ({spec.key})")
+    a, b = cell.split(" vs ")
+    ax.set_ylabel(f"P*({a} ≻ {b})")
+    ax.set_title(f"Sweep {spec.name}: {cell} along the points", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def frontier_figure(spec: SweepSpec, path: Path) -> None:
     """The KL–win-rate frontier: P*(π_t ≻ SFT) against KL(π_t‖μ) along training, one panel per trained point and
     setting, one colour per method, one line per seed. A curve that bends down while the KL keeps growing is a
@@ -402,6 +438,7 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     (root / "predictions.md").write_text("\n".join(md) + "\n")
     mean.round(4).to_csv(root / "predictions_summary.csv")  # per point: the mean over seeds of each cell
     expected = {(r.point, r.seed) for r in runs(spec)}
+    dose_response_figure(spec, pred, None, root / "dose_response.png")
     report: dict = {"predicted_runs": len(pred),
                     "runs_without_prediction": sorted(f"{p}/seed{s}" for p, s in expected
                                                       - set(zip(pred["point"], pred["seed"])))}
@@ -444,5 +481,6 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     report["points_trained"] = trained_points
     (root / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     figure(per_run, headline, root / "trained_vs_predicted.png")
+    dose_response_figure(spec, pred, summ, root / "dose_response.png")
     frontier_figure(spec, root / "frontier.png")
     return report
