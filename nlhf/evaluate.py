@@ -180,7 +180,8 @@ def sft_checks(task, policy, init, tokenizer, prompts: Sequence[str], sampling: 
     return out, ys
 
 
-def _cell(long: pd.DataFrame, column: str, row: str) -> tuple[float, float]:
+def table_cell(long: pd.DataFrame, column: str, row: str) -> tuple[float, float]:
+    """P(column ≻ row) and its CI from a long table (:func:`pairwise_table`); NaN when the cell is not there."""
     hit = long[(long["column"] == column) & (long["row"] == row)]
     if hit.empty:
         return float("nan"), float("nan")
@@ -242,11 +243,11 @@ def scorecard(long: pd.DataFrame, oracle: pd.DataFrame | None = None, confidence
     present = set(long["row"])
     kept = [(c, [cell for cell in cells if cell[0] in present and cell[1] in present]) for c, cells in CLAIMS]
     kept = [(c, cells) for c, cells in kept if cells]
-    ours = [[_cell(long, a, b) for a, b in cells] for _, cells in kept]
+    ours = [[table_cell(long, a, b) for a, b in cells] for _, cells in kept]
     out = claim_outcomes(ours, confidence)
     if oracle is not None:
         target = {n: n for n in set(oracle["row"])} | (targets or {})
-        pred = [[_cell(oracle, target.get(a, ""), target.get(b, "")) if a != b else (0.5, 0.0) for a, b in cells]
+        pred = [[table_cell(oracle, target.get(a, ""), target.get(b, "")) if a != b else (0.5, 0.0) for a, b in cells]
                 for _, cells in kept]
         pred = [[(p, c) if not np.isnan(p) else (0.5, 0.0) for p, c in claim] for claim in pred]
         out["oracle_outcome"] = claim_outcomes(pred, confidence)["outcome"]

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nlhf.evaluate import holm, table_cell
 from nlhf.sweep import Run, SweepSpec, run_config, runs
 
 TIE = 0.01  # theory says "tie" when the oracle's prediction is within this of ½
@@ -56,14 +57,6 @@ def _root(spec: SweepSpec) -> Path:
     return Layout().sweep_report(spec.name)
 
 
-def _cell(long: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
-    """P(a ≻ b) and its CI from a long table (row = opponent, column = the policy whose win rate is shown)."""
-    r = long[(long["row"] == b) & (long["column"] == a)]
-    if r.empty:
-        return np.nan, np.nan
-    return float(r["p"].iloc[0]), float(r["ci"].iloc[0])
-
-
 def _target(name: str) -> str:
     """The oracle policy a trained policy is predicted by: Nash-EMA's averaged policy has its method's target."""
     return name.rstrip("*")
@@ -79,8 +72,8 @@ def predictions(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
             continue
         row = {"point": run.point, "seed": run.seed}
         for a, b in _cells(spec):
-            row[f"{a} vs {b}"] = _cell(long, _target(a), _target(b))[0]
-        row["NE vs RLHF"] = _cell(long, "NE", "RLHF")[0]
+            row[f"{a} vs {b}"] = table_cell(long, _target(a), _target(b))[0]
+        row["NE vs RLHF"] = table_cell(long, "NE", "RLHF")[0]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -96,25 +89,13 @@ def cells(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
         trained = pd.read_csv(t)
         for a, b in _cells(spec):
             row = {"point": run.point, "seed": run.seed, "cell": f"{a} vs {b}",
-                   "predicted": _cell(oracle, _target(a), _target(b))[0]}
+                   "predicted": table_cell(oracle, _target(a), _target(b))[0]}
             for setting, suffix in SETTINGS.items():
                 name = lambda n: n if n == "SFT" else n + suffix  # noqa: E731
-                row[setting], row[f"{setting}_ci"] = _cell(trained, name(a), name(b))
+                row[setting], row[f"{setting}_ci"] = table_cell(trained, name(a), name(b))
             if not (np.isnan(row["exact"]) and np.isnan(row["paper"])):  # a cell of methods the sweep trains
                 rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values."""
-    p = np.asarray(pvalues, float)
-    order = np.argsort(p)
-    adj = np.empty_like(p)
-    running = 0.0
-    for k, i in enumerate(order):
-        running = max(running, min(1.0, (len(p) - k) * p[i]))
-        adj[i] = running
-    return adj.tolist()
 
 
 def _t_test(v: np.ndarray, null: float, confidence: float) -> tuple[float, float, float]:
@@ -137,7 +118,7 @@ def _holm_verdicts(out: pd.DataFrame, pcol: str, words, alpha: float) -> list[st
         ok = g[pcol].notna()
         if not ok.any():
             continue
-        for idx, padj in zip(g.index[ok], _holm(g.loc[ok, pcol].tolist())):
+        for idx, padj in zip(g.index[ok], holm(g.loc[ok, pcol].tolist())):
             out.at[idx, pcol + "_holm"] = padj
             verdict[idx] = words[0] if padj >= alpha else words[1] if out.at[idx, pcol + "_sign"] > 0 else words[2]
     return verdict.tolist()

@@ -159,7 +159,8 @@ def _per_run(values: dict[str, list[float]], predicted: dict[str, float]) -> pd.
 def test_summary_verdicts_against_half_and_against_the_prediction():
     from scipy import stats
 
-    from nlhf.sweep_report import _holm, summary
+    from nlhf.evaluate import holm
+    from nlhf.sweep_report import summary
 
     spec = SweepSpec(**TINY_SWEEP)
     per_run = _per_run({"A vs B": [0.60, 0.61, 0.62], "C vs D": [0.50, 0.51, 0.49], "E vs F": [0.55, 0.58, 0.52]},
@@ -172,7 +173,7 @@ def test_summary_verdicts_against_half_and_against_the_prediction():
     assert out.loc["E vs F", "exact_vs_prediction"] == "agrees"
     assert out.loc["A vs B", "exact_minus_predicted"] == pytest.approx(-0.09)
     # Holm: the smallest p times m, then step down, never decreasing
-    assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     # seeds that agree exactly: significant unless their mean is the null
     same = summary(spec, _per_run({"A vs B": [0.6, 0.6, 0.6]}, {"A vs B": 0.6})).iloc[0]
     assert same["exact_verdict"] == "A ahead" and same["exact_vs_prediction"] == "agrees"
