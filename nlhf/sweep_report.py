@@ -250,7 +250,7 @@ def fit(per_run: pd.DataFrame, cell: str, null_point: str | None, confidence: fl
     for setting in SETTINGS:
         h = g.dropna(subset=[setting])
         entry: dict = {"runs": len(h)}
-        if h["predicted"].nunique() >= 2:
+        if h["point"].nunique() >= 2:  # a slope across points, not across the seeds of one
             res = stats.linregress(h["predicted"], h[setting])
             entry.update({"slope": res.slope, "slope_stderr": res.stderr, "intercept": res.intercept,
                           "r": res.rvalue})
