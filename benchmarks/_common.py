@@ -2,10 +2,10 @@
 and prompts both sides get, the GPT-2 config both sides build, and one timed run of OUR Nash-MD-PG loop and of
 TRL's ``NashMDTrainer``, for a given model shape.
 
-Our step = exactly what the pipeline runs: ``train_policy`` is called for warm-up + measured + 1 steps; step
-boundaries are taken at each call of the sampler (``policy_gradient.generate`` is wrapped with a timer, nothing
-else is changed). With ``phases=True`` the policy's log-prob call (``response_logprobs`` under grad, the first thing
-the update does) is timed too, which splits each step into
+Our step = exactly what the pipeline runs: the library's ``PolicyGradientTrainer`` is run for warm-up + measured + 1
+steps; step boundaries are taken by a trainer callback at the start of each step (``on_step_begin``). With
+``phases=True`` the end of sampling (``on_rollout``) and the start of the update (``on_update_begin``, after the
+judge) are marked too, which splits each step into
 
     generation  sampler call: y ~ π_θ and y' ~ mixture(π_θ, μ; β) in one call on 2B rows
     scoring     μ's log-probs of y (one forward) + the preference model (B rows x <sep> y <sep> y' <sep>)
@@ -136,20 +136,19 @@ def gpt2_config(tok, shape: Shape, **extra):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Our side: nlhf.training.policy_gradient.train_policy.
+# Our side: the library's trainer, nlhf.training.policy_gradient.PolicyGradientTrainer.
 
 
 def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
              accelerator=None, sync: Callable[[], None] = no_sync, phases: bool = False,
              on_models: Callable | None = None) -> dict:
-    """``train_policy`` (method nash_md) for warm-up + ``n_steps`` + 1 steps on ``shape``; returns the measured
-    steps' times (the warm-up and the last, checkpointing, step dropped). ``accelerator``: passed to the loop (e.g.
-    ``Accelerator(mixed_precision="bf16")``; None: the loop builds its own). ``phases``: also return the per-step
+    """The trainer (method nash_md) for warm-up + ``n_steps`` + 1 steps on ``shape``; returns the measured steps'
+    times (the warm-up and the last, checkpointing, step dropped). ``accelerator``: passed to the trainer (e.g.
+    ``Accelerator(mixed_precision="bf16")``; None: the trainer builds its own). ``phases``: also return the per-step
     generation / scoring / update split (module docstring) with token counts. ``on_models(policy, ref, judge)`` is
     called once with the built models (e.g. to count parameters)."""
     from nlhf.models import ModelConfig, build_policy, build_preference_model
     from nlhf.training import policy_gradient as pg
-    from nlhf.training.methods import NashMD
 
     mcfg = ModelConfig(n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head,
                        n_positions=shape.n_positions)
@@ -158,42 +157,35 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
     judge = build_preference_model(mcfg, tok, seed=seed + 1)
     if on_models is not None:
         on_models(policy, ref, judge)
-    method = NashMD(kind="nash_md", tau=KL_COEF, beta=MIXTURE_COEF, lr=LR)
     total = warmup + n_steps + 1  # +1: the last step writes a checkpoint; it is dropped
-    cfg = pg.PGConfig(steps=total, batch_size=shape.batch, lr=LR, log_every=10**9, checkpoint_every=10**9,
-                      seed=seed)
-
+    cfg = pg.PolicyGradientConfig(method="nash_md", tau=KL_COEF, beta=MIXTURE_COEF, steps=total,
+                                  batch_size=shape.batch, lr=LR, log_every=10**9, checkpoint_every=10**9, seed=seed,
+                                  max_new_tokens=max_new_tokens)
     marks, gen_end, upd_start, lengths, gen_tokens, upd_shape = [], [], [], [], [], []
-    orig_generate, orig_logprobs = pg.generate, pg.response_logprobs
 
-    def timed_generate(*a, **kw):
-        sync()
-        marks.append(time.perf_counter())
-        out = orig_generate(*a, **kw)
-        if phases:
+    class Timer(pg.TrainerCallback):
+        def on_step_begin(self, step):
             sync()
-            gen_end.append(time.perf_counter())
-            gen_tokens.append((int(out.response_mask.sum().item()), int(out.response_mask.numel())))
-        lengths.append(out.response_mask.sum(-1).float().mean().item())
-        return out
+            marks.append(time.perf_counter())
 
-    def timed_logprobs(model, sequences, attention_mask, prompt_len):
-        if torch.is_grad_enabled():  # the policy's forward (μ's runs under no_grad): the update starts here
-            sync()
-            upd_start.append(time.perf_counter())
-            upd_shape.append((*sequences.shape, prompt_len))
-        return orig_logprobs(model, sequences, attention_mask, prompt_len)
+        def on_rollout(self, step, roll):
+            masks = torch.cat([roll.response_y_mask, roll.opponent_mask])  # y and y', one sampler call
+            if phases:
+                sync()
+                gen_end.append(time.perf_counter())
+                gen_tokens.append((int(masks.sum().item()), int(masks.numel())))
+                upd_shape.append((*roll.sequences.shape, roll.prompt_mask.shape[1]))
+            lengths.append(masks.sum(-1).float().mean().item())
 
-    pg.generate = timed_generate
-    if phases:
-        pg.response_logprobs = timed_logprobs
-    try:
-        with tempfile.TemporaryDirectory(prefix="nlhf_bench_") as d:
-            pg.train_policy(policy, ref, judge, tok, [tok.bos_token + p for p in prompts], method, cfg,
-                            max_new_tokens=max_new_tokens, temperature=1.0, state_path=Path(d) / "state.pt",
-                            accelerator=accelerator, desc="bench")
-    finally:
-        pg.generate, pg.response_logprobs = orig_generate, orig_logprobs
+        def on_update_begin(self, step):
+            if phases:
+                sync()
+                upd_start.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="nlhf_bench_") as d:
+        pg.PolicyGradientTrainer(policy, ref, judge, tok, [tok.bos_token + p for p in prompts], cfg,
+                                 accelerator=accelerator, state_path=Path(d) / "state.pt", desc="bench",
+                                 callbacks=[Timer()]).train()
     steps = [b - a for a, b in zip(marks, marks[1:])]  # the last (checkpointing) step has no end mark: dropped
     out = {"step_s": steps[warmup:], "mean_len": statistics.mean(lengths[warmup:])}
     if phases:

@@ -1,4 +1,4 @@
-"""GPU mode of the benchmark: OUR Nash-MD-PG step (``nlhf.training.policy_gradient.train_policy``) split into
+"""GPU mode of the benchmark: OUR Nash-MD-PG step (the library's ``nlhf.PolicyGradientTrainer``) split into
 generation / scoring / update, the update's model FLOPs utilisation, peak GPU memory, and TRL 1.13.0's
 ``NashMDTrainer`` on the same configuration in the same process, with the ratio ours / TRL.
 

@@ -1,4 +1,4 @@
-"""Step time of OUR Nash-MD-PG step (``nlhf.training.policy_gradient.train_policy``) vs TRL's ``NashMDTrainer``
+"""Step time of OUR Nash-MD-PG step (the library's ``nlhf.PolicyGradientTrainer``) vs TRL's ``NashMDTrainer``
 (trl 1.13.0, ``trl.experimental.nash_md``) on the same tiny configuration, in ONE process.
 
 Configuration (both sides): random GPT-2 policy, 2 layers, width 128, 4 heads, vocab 512 (a byte-level BPE trained
@@ -9,10 +9,9 @@ Adam lr 5e-5, KL coefficient 0.1. The judge is a random GPT-2 of the same size: 
 model (``nlhf.models.PreferenceModel``: one row x <sep> y <sep> y' <sep> per pair, each response block blind to
 the other, f = g([h(x,y); h(x,y')]), B rows).
 
-Our step = exactly what the pipeline runs: ``train_policy`` is called for warm-up + measured + 1 steps; step
-boundaries are taken at each call of the sampler (``policy_gradient.generate`` is wrapped with a timer, nothing
-else is changed), so a step is sampling (y ~ π_θ and y' ~ mixture in one call, 2B rows) + μ's log-probs +
-preference model + policy forward/backward + clip + Adam. The last step (it writes a checkpoint) is dropped.
+Our step = exactly what the pipeline runs: the trainer runs warm-up + measured + 1 steps; step boundaries are taken
+by a trainer callback at the start of each step, so a step is sampling (y ~ π_θ and y' ~ mixture in one call, 2B
+rows) + μ's log-probs + preference model + policy forward/backward + clip + Adam. The last step (it writes a checkpoint) is dropped.
 TRL's step is timed with a ``TrainerCallback`` (on_step_begin → on_step_end).
 The timed runs and the shared setup live in ``benchmarks/_common.py`` (``bench_gpu.py`` uses them too).
 

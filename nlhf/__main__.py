@@ -30,6 +30,7 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
     """Check the upstream artifacts of ``stage`` with the stages' own loaders; returns what was checked."""
     from nlhf import artifacts
     from nlhf.comparisons import load_sft_comparisons
+    from nlhf.judges import JUDGE_KINDS
 
     layout = cfg.layout
     rel = lambda *paths: [str(p.relative_to(layout.artifacts_root)) for p in paths]  # noqa: E731
@@ -55,7 +56,7 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
         artifacts.require(layout.oracle_pools, "oracle")
         if kind == "policy_exact":
             return rel(layout.model("sft"), layout.oracle())
-        judge = "rm" if method.JUDGE == "reward" else "pm"
+        judge = JUDGE_KINDS[method.JUDGE]
         artifacts.require(layout.model(judge), layout.dvc_stage(judge))
         return rel(layout.model("sft"), layout.model(judge), layout.oracle())
     if stage == "eval":

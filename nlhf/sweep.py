@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
+from nlhf.judges import JUDGE_KINDS
 from nlhf.layout import Layout
 from nlhf.params import PipelineConfig, check_required
 
@@ -313,7 +314,7 @@ def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=pri
             _step(steps, kind, lambda kind=kind: stages.run_preference(cfg, kind), say,
                   [layout.data(), layout.sft_pairs()])
         for m in paper:
-            judge = "rm" if cfg.method(m).JUDGE == "reward" else "pm"
+            judge = JUDGE_KINDS[cfg.method(m).JUDGE]
             _step(steps, f"policy@{m}", lambda m=m: stages.run_policy(cfg, m, "paper"), say,
                   [*upstream, layout.model(judge)])
     evaluated = [layout.model("sft"), *(layout.policy(m, "exact") for m in spec.exact_methods),

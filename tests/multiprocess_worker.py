@@ -9,12 +9,12 @@ single process unless an MPI hostfile is given. On a box without a visible GPU t
 Each rank runs, on the same tiny setup as tests/test_training.py (SMALL GPT-2s built from config, the tiny
 synthetic task and its word tokenizer), a few steps of
 
-* ``train_policy`` (Nash-MD-PG) — its own Accelerator, exactly as the pipeline calls it without one;
+* ``PolicyGradientTrainer`` (Nash-MD-PG) — its own Accelerator, exactly as the pipeline calls it without one;
 * ``fit`` (SFT loss) — likewise;
 
 and writes ``OUT_DIR/rank<r>.pt`` with what the test compares: its rank and world size as accelerate saw them, the
-initial and trained parameters of each loop, and the data each rank drew (prompt ids of the sampler calls; batch
-indices of ``fit``).
+initial and trained parameters of each loop, and the data each rank drew (prompt ids of each step's rollout,
+recorded by a trainer callback; batch indices of ``fit``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from nlhf.models import ModelConfig, build_policy, build_preference_model  # noq
 from nlhf.tasks import SyntheticTask, SyntheticTaskConfig  # noqa: E402
 from nlhf.tokenization import build_word_tokenizer  # noqa: E402
 from nlhf.training import policy_gradient as pg  # noqa: E402
-from nlhf.training.methods import NashMD  # noqa: E402
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft  # noqa: E402
 from nlhf.training.supervised import SupervisedConfig, fit  # noqa: E402
 
@@ -77,41 +76,36 @@ def main(out: Path) -> None:
     # ---- policy gradient (Nash-MD-PG, β = 0.5: one sampler call draws y and y')
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
-    method = NashMD(kind="nash_md", tau=0.05, beta=0.5)
-    cfg = pg.PGConfig(steps=4, batch_size=4, lr=1e-2, log_every=1, checkpoint_every=2, seed=0)
+    cfg = pg.PolicyGradientConfig(method="nash_md", tau=0.05, beta=0.5, steps=4, batch_size=4, lr=1e-2, log_every=1,
+                                  checkpoint_every=2, seed=0, max_new_tokens=6)
     prompts = task.prompts("train")
     seen_prompts: list[torch.Tensor] = []
-    orig = pg.generate
 
-    def recording_generate(model, ids, *a, **kw):
-        seen_prompts.append(ids.detach().cpu().clone())
-        return orig(model, ids, *a, **kw)
+    class RecordPrompts(pg.TrainerCallback):
+        def on_rollout(self, step, roll):
+            seen_prompts.append(roll.sequences[:, : roll.prompt_mask.shape[1]].detach().cpu().clone())
 
     def run(judge, state_path):
         policy = copy.deepcopy(ref).train()
-        log, _ = pg.train_policy(policy, ref, judge, tok, prompts, method, cfg, max_new_tokens=6, temperature=1.0,
-                                 state_path=state_path, fingerprint="mp", desc=f"pg{env_rank}")
-        return policy, log
+        out = pg.PolicyGradientTrainer(policy, ref, judge, tok, prompts, cfg, state_path=state_path, fingerprint="mp",
+                                       desc=f"pg{env_rank}", callbacks=[RecordPrompts()]).train()
+        return policy, out.log
 
-    pg.generate = recording_generate
+    result["pg_init"] = _params(ref)
+    policy, log = run(pm, out / "pg_a.pt")  # uninterrupted
+    result.update(pg_final=_params(policy), pg_prompts=list(seen_prompts),
+                  pg_steps=[r["step"] for r in log["train"]])
+    # interrupted at the 3rd judge call (step 3, after the step-2 checkpoint; the same step on every rank, before
+    # any collective), then restarted: resumes from the checkpoint rank 0 wrote
     try:
-        result["pg_init"] = _params(ref)
-        policy, log = run(pm, out / "pg_a.pt")  # uninterrupted
-        result.update(pg_final=_params(policy), pg_prompts=list(seen_prompts),
-                      pg_steps=[r["step"] for r in log["train"]])
-        # interrupted at the 3rd judge call (step 3, after the step-2 checkpoint; the same step on every rank, before
-        # any collective), then restarted: resumes from the checkpoint rank 0 wrote
-        try:
-            run(_KillingPM(pm, 3), out / "pg_b.pt")
-            result["pg_interrupted"] = False
-        except Interrupt:
-            result["pg_interrupted"] = True
-        seen_prompts.clear()
-        policy, log = run(pm, out / "pg_b.pt")
-        result.update(pg_resumed_final=_params(policy), pg_resumed_prompts=list(seen_prompts),
-                      pg_resumed_steps=[r["step"] for r in log["train"]])
-    finally:
-        pg.generate = orig
+        run(_KillingPM(pm, 3), out / "pg_b.pt")
+        result["pg_interrupted"] = False
+    except Interrupt:
+        result["pg_interrupted"] = True
+    seen_prompts.clear()
+    policy, log = run(pm, out / "pg_b.pt")
+    result.update(pg_resumed_final=_params(policy), pg_resumed_prompts=list(seen_prompts),
+                  pg_resumed_steps=[r["step"] for r in log["train"]])
     from accelerate import PartialState
 
     state = PartialState()

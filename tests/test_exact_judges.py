@@ -1,4 +1,4 @@
-"""The exact judges of the ablation: P* behind the preference model's interface, and the Bradley–Terry fit of P*
+"""The exact judges of the ablation: P* behind the pairwise judge protocol, and the Bradley–Terry fit of P*
 behind the reward model's, extended to responses outside the candidate pool."""
 
 import numpy as np
@@ -8,7 +8,8 @@ import torch
 from nlhf.games import bradley_terry
 from nlhf.oracle import Pool
 from nlhf.tasks.synthetic_raters import preference_from_utilities
-from nlhf.training.exact_judges import ExactBTReward, ExactPreference
+from nlhf.judges import exact_pairwise_judge
+from nlhf.training.exact_judges import ExactBTReward
 
 
 def _pool(task, x, seed=0):
@@ -33,7 +34,7 @@ def test_exact_preference_reads_token_ids_as_the_judge_reads_text(completist_tas
     y_ids, y_mask = _ids(tok, ys)
     yp_ids, yp_mask = _ids(tok, yps)
     tok.padding_side = "left"
-    logits = ExactPreference(task, tok).logits_from_ids(p_ids, p_mask, y_ids, y_mask, yp_ids, yp_mask)
+    logits = exact_pairwise_judge(task, tok).logits_from_ids(p_ids, p_mask, y_ids, y_mask, yp_ids, yp_mask)
     np.testing.assert_allclose(torch.sigmoid(logits.double()).numpy(), task.judge(xs, ys, yps), atol=1e-6)
 
 

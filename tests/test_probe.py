@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from nlhf.models import ModelConfig, build_policy, build_preference_model
-from nlhf.training.methods import NashMD
-from nlhf.training.policy_gradient import PGConfig, train_policy
+from nlhf.training.policy_gradient import PGConfig, PolicyGradientConfig
 from nlhf.training.probe import ConvergenceProbe, converged
 
 SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
@@ -60,25 +59,24 @@ def test_probe_against_a_point_target_equals_the_judge(task, tok):
 
 
 def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):
-    from tests.test_training import Interrupt, _KillingPM
+    from tests.test_training import Interrupt, _KillingPM, _train
 
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
     prompts = task.prompts("train")
-    cfg = PGConfig(steps=8, batch_size=4, lr=1e-3, checkpoint_every=3, log_every=1, probe_every=2)
-    method = NashMD(kind="nash_md", tau=0.05, beta=0.5)
-    kw = dict(max_new_tokens=6, temperature=1.0, fingerprint="x")
+    cfg = PolicyGradientConfig(method="nash_md", tau=0.05, beta=0.5, steps=8, batch_size=4, lr=1e-3,
+                               checkpoint_every=3, log_every=1, probe_every=2, max_new_tokens=6)
     a = copy.deepcopy(ref).train()
-    log_a, _ = train_policy(a, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "a.pt",
-                            probe=_probe(task, tok, ref), **kw)
+    log_a, _ = _train(a, ref, pm, tok, prompts, cfg, state_path=tmp_path / "a.pt", probe=_probe(task, tok, ref),
+                      fingerprint="x")
     assert [r["step"] for r in log_a["probe"]] == [0, 2, 4, 6, 8]
     b = copy.deepcopy(ref).train()
     with pytest.raises(Interrupt):
-        train_policy(b, ref, _KillingPM(pm, 7), tok, prompts, method, cfg, state_path=tmp_path / "b.pt",
-                     probe=_probe(task, tok, ref), **kw)
+        _train(b, ref, _KillingPM(pm, 7), tok, prompts, cfg, state_path=tmp_path / "b.pt",
+               probe=_probe(task, tok, ref), fingerprint="x")
     b = copy.deepcopy(ref).train()
-    log_b, _ = train_policy(b, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "b.pt",
-                            probe=_probe(task, tok, ref), **kw)
+    log_b, _ = _train(b, ref, pm, tok, prompts, cfg, state_path=tmp_path / "b.pt", probe=_probe(task, tok, ref),
+                      fingerprint="x")
     assert log_a["probe"] == log_b["probe"]
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
@@ -86,12 +84,9 @@ def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):
     assert PGConfig(steps=100).probe_every == 0
 
 
-def test_training_at_another_temperature_is_rejected(task, tok, tmp_path):
-    ref = build_policy(SMALL, tok, seed=2).eval()
-    pm = build_preference_model(SMALL, tok, seed=1).eval()
-    with pytest.raises(ValueError, match=r"sampling\.temperature: policy-gradient training needs 1\.0"):
-        train_policy(copy.deepcopy(ref), ref, pm, tok, task.prompts("train"), NashMD(kind="nash_md", tau=0.1, beta=0.0),
-                     PGConfig(steps=2, batch_size=2), max_new_tokens=4, temperature=0.7, state_path=tmp_path / "s.pt")
+def test_training_at_another_temperature_is_rejected():
+    with pytest.raises(ValueError, match=r"^temperature: policy-gradient training needs 1\.0"):
+        PolicyGradientConfig(method="nash_md", tau=0.1, beta=0.0, temperature=0.7)
 
 
 def _curve(values, ci=0.02, steps=100):

@@ -14,8 +14,7 @@ import torch
 from nlhf.models import ModelConfig, build_policy, build_preference_model, build_reward_model
 from nlhf.tasks import SyntheticTask
 from nlhf.tokenization import build_word_tokenizer
-from nlhf.training.methods import NashEMA, NashMD
-from nlhf.training.policy_gradient import PGConfig, train_policy
+from nlhf.training.policy_gradient import PolicyGradientConfig, PolicyGradientTrainer
 from nlhf.training.preference import pair_loss
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import SupervisedConfig, fit
@@ -264,23 +263,27 @@ class _KillingPM(torch.nn.Module):
         return self.pm.logits_from_ids(*a)
 
 
-@pytest.mark.parametrize("method", [NashMD(kind="nash_md", tau=0.05, beta=0.5),
-                                    NashEMA(kind="nash_ema", tau=0.05, ema_beta=0.999)])
+def _train(policy, ref, judge, tok, prompts, config, **kw):
+    out = PolicyGradientTrainer(policy, ref, judge, tok, prompts, config, **kw).train()
+    return out.log, out.average
+
+
+@pytest.mark.parametrize("method", [dict(method="nash_md", tau=0.05, beta=0.5),
+                                    dict(method="nash_ema", tau=0.05, ema_beta=0.999)])
 def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
     prompts = task.prompts("train")
     # a decaying learning rate: the resumed run must restore the schedule's position too
-    cfg = PGConfig(steps=8, batch_size=4, lr=1e-3, final_lr_fraction=0.1, checkpoint_every=3, log_every=1,
-                   ema_reference_steps=20)
-    kw = dict(max_new_tokens=6, temperature=1.0, fingerprint="x")
+    cfg = PolicyGradientConfig(steps=8, batch_size=4, lr=1e-3, final_lr_fraction=0.1, checkpoint_every=3,
+                               log_every=1, ema_reference_steps=20, max_new_tokens=6, **method)
     a = copy.deepcopy(ref).train()
-    _, ema_a = train_policy(a, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "a.pt", **kw)
+    _, ema_a = _train(a, ref, pm, tok, prompts, cfg, state_path=tmp_path / "a.pt", fingerprint="x")
     b = copy.deepcopy(ref).train()
     with pytest.raises(Interrupt):
-        train_policy(b, ref, _KillingPM(pm, 6), tok, prompts, method, cfg, state_path=tmp_path / "b.pt", **kw)
+        _train(b, ref, _KillingPM(pm, 6), tok, prompts, cfg, state_path=tmp_path / "b.pt", fingerprint="x")
     b = copy.deepcopy(ref).train()
-    log, ema_b = train_policy(b, ref, pm, tok, prompts, method, cfg, state_path=tmp_path / "b.pt", **kw)
+    log, ema_b = _train(b, ref, pm, tok, prompts, cfg, state_path=tmp_path / "b.pt", fingerprint="x")
     assert log["train"][-1]["step"] == 8
     # cosine from 1e-3 (step 0) to 1e-4 after the last step; the resumed half continues the same curve
     lrs = [row["lr"] for row in log["train"]]
@@ -313,9 +316,9 @@ def test_policy_gradient_raises_on_nan_with_step(task, tok, tmp_path):
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
     with pytest.raises(FloatingPointError, match=r"\[nan-test\] non-finite loss nan at step 2"):
-        train_policy(copy.deepcopy(ref), ref, _NaNJudge(pm, at=3), tok, task.prompts("train"),
-                     NashMD(kind="nash_md", tau=0.1, beta=0.0), PGConfig(steps=5, batch_size=2),
-                     max_new_tokens=4, temperature=1.0, state_path=tmp_path / "n.pt", desc="nan-test")
+        _train(copy.deepcopy(ref), ref, _NaNJudge(pm, at=3), tok, task.prompts("train"),
+               PolicyGradientConfig(method="nash_md", tau=0.1, beta=0.0, steps=5, batch_size=2, max_new_tokens=4),
+               state_path=tmp_path / "n.pt", desc="nan-test")
 
 
 def test_supervised_raises_on_nan_with_step(task, tok, tmp_path):
@@ -332,25 +335,22 @@ def test_supervised_raises_on_nan_with_step(task, tok, tmp_path):
             tmp_path / "n.pt", desc="sft")
 
 
-@pytest.mark.parametrize("method", [NashMD(kind="nash_md", tau=0.05, beta=0.5)])
-def test_policy_gradient_checkpoint_for_another_judge_is_not_resumed(task, tok, tmp_path, method, capsys):
+def test_policy_gradient_checkpoint_for_another_judge_is_not_resumed(task, tok, tmp_path, capsys):
     """A Nash-MD state trained against one preference model is not resumed against another (its fingerprint
     includes the judge's content hash): the run equals a clean run against the new judge."""
     ref = build_policy(SMALL, tok, seed=2).eval()
     old_pm, new_pm = build_preference_model(SMALL, tok, seed=1).eval(), build_preference_model(SMALL, tok, seed=5)
     prompts = task.prompts("train")
-    cfg = PGConfig(steps=4, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1)
-    kw = dict(max_new_tokens=6, temperature=1.0)
+    cfg = PolicyGradientConfig(method="nash_md", tau=0.05, beta=0.5, steps=4, batch_size=4, lr=1e-3,
+                               checkpoint_every=2, log_every=1, max_new_tokens=6)
     with pytest.raises(Interrupt):  # killed after its step-2 checkpoint, trained against the old PM
-        train_policy(copy.deepcopy(ref).train(), ref, _KillingPM(old_pm, 4), tok, prompts, method, cfg,
-                     state_path=tmp_path / "s.pt", fingerprint="old-pm", **kw)
+        _train(copy.deepcopy(ref).train(), ref, _KillingPM(old_pm, 4), tok, prompts, cfg,
+               state_path=tmp_path / "s.pt", fingerprint="old-pm")
     clean = copy.deepcopy(ref).train()
-    train_policy(clean, ref, new_pm.eval(), tok, prompts, method, cfg, state_path=tmp_path / "clean.pt",
-                 fingerprint="new-pm", **kw)
+    _train(clean, ref, new_pm.eval(), tok, prompts, cfg, state_path=tmp_path / "clean.pt", fingerprint="new-pm")
     capsys.readouterr()
     b = copy.deepcopy(ref).train()
-    log, _ = train_policy(b, ref, new_pm.eval(), tok, prompts, method, cfg, state_path=tmp_path / "s.pt",
-                          fingerprint="new-pm", **kw)
+    log, _ = _train(b, ref, new_pm.eval(), tok, prompts, cfg, state_path=tmp_path / "s.pt", fingerprint="new-pm")
     assert "ignoring checkpoint" in capsys.readouterr().out
     assert [r["step"] for r in log["train"]] == [1, 2, 3, 4]
     for pa, pb in zip(clean.state_dict().values(), b.state_dict().values()):

@@ -2,10 +2,10 @@
 
 The paper's setting trains Nash-MD-PG against a learned preference model and RLHF against a learned Bradley–Terry
 reward model, so a trained policy mixes what the algorithm converges to with what the judge gets wrong. On the
-synthetic task both judges have exact counterparts, with the same interface as the trained models (token ids in):
+synthetic task both judges have exact counterparts, with the trained models' judge protocols
+(:mod:`nlhf.judges`, token ids in):
 
-* :class:`ExactPreference` — P*(y ≻ y′ | x), the task's exact judge, for the Nash methods
-  (``logits_from_ids`` returns logit P*, which the loop turns back into P*).
+* P*(y ≻ y′ | x), the task's exact judge, for the Nash methods: :func:`nlhf.judges.exact_pairwise_judge`.
 * :class:`ExactBTReward` — r*(x, y), the Bradley–Terry fit of P* that a perfect reward model would learn: on each
   prompt's candidate pool (:func:`nlhf.oracle.build_pools`) the scores r_j of the μ̂-weighted fit
   (:func:`nlhf.games.bradley_terry.fit_bradley_terry`, the oracle's RLHF reward), and for any response y the score
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 from scipy.optimize import brentq
 from scipy.special import expit
 
 from nlhf.games import bradley_terry
 from nlhf.config import check
+from nlhf.judges import TextRewardJudge
 from nlhf.tasks.synthetic_raters import preference_from_utilities
 
 
@@ -55,37 +55,16 @@ class AblationConfig:
         check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1 or null (got {self.steps})")
 
 
-class _ExactJudge(torch.nn.Module):
-    """Shared plumbing: decodes the loop's token ids (left-padded prompts, responses with EOS/padding) to text."""
-
-    def __init__(self, task, tokenizer):
-        super().__init__()
-        self.task, self.tokenizer = task, tokenizer
-
-    def _texts(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
-        rows = [[t for t, m in zip(r, k) if m] for r, k in zip(ids.tolist(), mask.tolist())]
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-
-
-class ExactPreference(_ExactJudge):
-    """P*(y ≻ y′ | x) of the task, behind the preference model's ``logits_from_ids``."""
-
-    kind = "exact_preference"
-
-    def logits_from_ids(self, prompt_ids, prompt_mask, y_ids, y_mask, yp_ids, yp_mask) -> torch.Tensor:
-        p = self.task.judge(self._texts(prompt_ids, prompt_mask), self._texts(y_ids, y_mask),
-                            self._texts(yp_ids, yp_mask))
-        return torch.logit(torch.as_tensor(p, dtype=torch.float64), eps=1e-12).float().to(y_ids.device)
-
-
-class ExactBTReward(_ExactJudge):
+class ExactBTReward(TextRewardJudge):
     """r*(x, y), the Bradley–Terry fit of P* extended to any response (module docstring), behind the reward
-    model's ``rewards_from_ids``. ``pools``: the candidate pools of the training prompts."""
+    model's ``rewards_from_ids`` (a :class:`nlhf.judges.TextRewardJudge`). ``pools``: the candidate pools of the
+    training prompts."""
 
     kind = "exact_bt_reward"
 
     def __init__(self, task, tokenizer, pools: Sequence):
-        super().__init__(task, tokenizer)
+        super().__init__(self.rewards, tokenizer)
+        self.task = task
         self.fits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for pool in pools:
             u = task.utilities([pool.prompt] * len(pool.candidates), pool.candidates)
@@ -111,7 +90,5 @@ class ExactBTReward(_ExactJudge):
             return float(hi)
         return float(brentq(excess, lo, hi, xtol=1e-10))
 
-    def rewards_from_ids(self, prompt_ids, prompt_mask, y_ids, y_mask) -> torch.Tensor:
-        prompts, ys = self._texts(prompt_ids, prompt_mask), self._texts(y_ids, y_mask)
-        return torch.tensor([self.reward(x, y) for x, y in zip(prompts, ys)], dtype=torch.float32,
-                            device=y_ids.device)
+    def rewards(self, prompts: list[str], ys: list[str]) -> list[float]:
+        return [self.reward(x, y) for x, y in zip(prompts, ys)]
