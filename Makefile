@@ -27,8 +27,11 @@ reproduce: $(STAMP)
 	@echo "  metrics                  : results/metrics/*.json  ($(BIN)/dvc metrics show)"
 	@echo "  training curves          : results/convergence*/<METHOD>.csv  ($(BIN)/dvc plots show)"
 
+# Two workers (pytest-xdist), a test module per worker at a time so that a module's fixtures are built once; the
+# tests are mostly single-threaded, so two workers use the two cores. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # A sweep (sweeps/<SWEEP>.yaml, outside the default DAG; docs/sweeps.md), in two steps with a commit between them:
 # `make sweep` computes the oracle's predictions of every run (two runs at a time, one thread each) and their report;
