@@ -31,7 +31,7 @@ reproduce: $(STAMP)
 # tests are mostly single-threaded, so two workers use the two cores. TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 # A sweep (sweeps/<SWEEP>.yaml, outside the default DAG; docs/sweeps.md), in two steps with a commit between them:
 # `make sweep` computes the oracle's predictions of every run (two runs at a time, one thread each) and their report;
@@ -41,13 +41,13 @@ test: $(STAMP)
 SWEEP ?= embellisher_share
 SWEEP_ARGS ?=
 sweep: $(STAMP)
-	$(BIN)/python -m nlhf.sweep predict sweeps/$(SWEEP).yaml --jobs 2 $(SWEEP_ARGS)
-	$(BIN)/python -m nlhf.sweep report sweeps/$(SWEEP).yaml
+	$(BIN)/python -m nlhf.pipeline.sweep predict sweeps/$(SWEEP).yaml --jobs 2 $(SWEEP_ARGS)
+	$(BIN)/python -m nlhf.pipeline.sweep report sweeps/$(SWEEP).yaml
 	@echo "Predictions in results/sweeps/$(SWEEP)/: commit them, then run make sweep-train"
 
 sweep-train: $(STAMP)
-	$(BIN)/python -m nlhf.sweep train sweeps/$(SWEEP).yaml --jobs 2 $(SWEEP_ARGS)
-	$(BIN)/python -m nlhf.sweep report sweeps/$(SWEEP).yaml
+	$(BIN)/python -m nlhf.pipeline.sweep train sweeps/$(SWEEP).yaml --jobs 2 $(SWEEP_ARGS)
+	$(BIN)/python -m nlhf.pipeline.sweep report sweeps/$(SWEEP).yaml
 
 # JupyterLab on the notebooks, offline: a read-only extension manager (no PyPI search), no news feed and no
 # update check (both would fetch from the internet). Opened interactively a notebook re-plots the committed

@@ -79,10 +79,11 @@ def provenance(loadavg_start, machine: dict, versions: dict) -> tuple[dict, str]
 
 
 def fast_decode_used(tok) -> bool:
-    """Whether our sampler takes ``nlhf.fast_decode`` for these GPT-2s (``NLHF_FAST_DECODE=0`` turns it off)."""
+    """Whether our sampler takes ``nlhf.sampling.fast_decode`` for these GPT-2s (``NLHF_FAST_DECODE=0`` turns it
+    off)."""
     from transformers import GPT2LMHeadModel
 
-    from nlhf import fast_decode
+    from nlhf.sampling import fast_decode
 
     tiny = Shape(n_layer=1, n_embd=8, n_head=1)
     enabled = os.environ.get("NLHF_FAST_DECODE", "1") != "0"

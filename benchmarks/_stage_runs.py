@@ -1,5 +1,5 @@
-"""Run one pipeline stage (``nlhf.stages``) under changed settings, several runs at a time, for the recipe sweeps
-(``pg_recipe/sweep.py``, ``scorer_recipe_sweep/sweep.py``).
+"""Run one pipeline stage (``nlhf.pipeline.stages``) under changed settings, several runs at a time, for the recipe
+sweeps (``pg_recipe/sweep.py``, ``scorer_recipe_sweep/sweep.py``).
 
 Each run is a subprocess in the repository root with its own ``OUT/<tag>/artifacts`` and ``OUT/<tag>/results``
 folders, so the pipeline's outputs are never written: the stage's inputs are symlinks to the repository's
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 _PROGRAM = """
 import dataclasses, json, time, torch
 torch.set_num_threads({threads})
-from nlhf.params import load_config
-from nlhf import stages
+from nlhf.pipeline import stages
+from nlhf.pipeline.params import load_config
 cfg = load_config("params.yaml")
 cfg.paths.results = {results!r}
 cfg.paths.artifacts = {artifacts!r}

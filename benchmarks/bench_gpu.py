@@ -12,8 +12,8 @@ of the same size (ours: the pairwise preference model, one row x <sep> y <sep> y
 What is measured, per response length (``_common.run_ours`` / ``_common.run_trl``; ``torch.cuda.synchronize()`` at
 every mark, so asynchronous kernels are charged to the phase that launched them):
 
-* generation: the sampler call (y ~ π_θ and y' ~ mixture on 2B rows, KV-cached, ``nlhf.fast_decode``); tokens/s =
-  sampled tokens of y and y' (EOS included, up to ``max_new_tokens`` per row) / time;
+* generation: the sampler call (y ~ π_θ and y' ~ mixture on 2B rows, KV-cached, ``nlhf.sampling.fast_decode``);
+  tokens/s = sampled tokens of y and y' (EOS included, up to ``max_new_tokens`` per row) / time;
 * scoring: μ's log-probs of y + the preference model;
 * update: policy forward + loss + backward + clip + Adam; tokens/s = B·(P+T) positions of the forward / time;
 * MFU of the update = model FLOPs / update time / peak, with (backward = 2 x forward)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nlhf import oracle  # noqa: E402
-from nlhf.params import load_config  # noqa: E402
+from nlhf.pipeline.params import load_config  # noqa: E402
 from nlhf.tasks import SyntheticTask, make_task  # noqa: E402
 from nlhf.tasks.synthetic_raters import POPULATION_WEIGHTS  # noqa: E402
 
@@ -37,7 +37,7 @@ def pools_for(cfg, artifacts: Path, cache: Path) -> list[oracle.Pool]:
         d = json.loads(cache.read_text())
         return [oracle.Pool(x, c, [], np.array(lm), 1.0) for x, c, lm in zip(d["prompts"], d["candidates"],
                                                                           d["log_mu"])]
-    from nlhf.runtime import load_sft, sampling_kwargs
+    from nlhf.pipeline.runtime import load_sft, sampling_kwargs
     from nlhf.sampling.texts import sample_texts
     from nlhf.seeds import seed_for
 

@@ -19,7 +19,7 @@ OFFSETS: dict[str, int] = {
     # stage eval (base: eval.seed; + the policy's index in the table)
     "eval.samples": 1000, "eval.exploitability_samples": 2000, "eval.exact_judge_training_samples": 3000,
     "eval.second_seed_samples": 4000,
-    # a sweep run's evaluation (base: eval.seed; + the policy's index): nlhf.sweep.evaluate_run
+    # a sweep run's evaluation (base: eval.seed; + the policy's index): nlhf.pipeline.sweep.evaluate_run
     "sweep.samples": 5000,
     # stage oracle (base: oracle.seed)
     "oracle.pool_samples": 1, "oracle.coverage_samples": 2,

@@ -152,7 +152,7 @@ import os, sys
 from pathlib import Path
 import yaml
 from nlhf.config import read_params
-from nlhf.params import load_config
+from nlhf.pipeline.params import load_config
 out, profile = Path(sys.argv[1]), os.environ["PIPE_PROFILE"]
 raw = read_params("params.yaml", profile)
 raw["paths"] = {"artifacts": "artifacts", "results": "results"}
@@ -270,7 +270,7 @@ EOF
     "$PY" - "$STATUS" "$OUT" "$PIPE_WORK" <<'EOF'
 import json, sys
 from pathlib import Path
-from nlhf.artifacts import Layout
+from nlhf.pipeline.layout import Layout
 status, out, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 layout = Layout(work / "artifacts", work / "results")
 rows = [dict(zip(("stage", "status", "rc", "seconds"), l.split("\t"))) for l in status.read_text().splitlines() if l]

@@ -36,27 +36,9 @@ from nlhf.tokenization import build_word_tokenizer  # noqa: E402
 from nlhf.training import policy_gradient as pg  # noqa: E402
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft  # noqa: E402
 from nlhf.training.supervised import SupervisedConfig, fit  # noqa: E402
+from tests.faulty_judges import FaultyJudge, Interrupt  # noqa: E402
 
 SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
-
-
-class Interrupt(Exception):
-    pass
-
-
-class _KillingPM(torch.nn.Module):
-    """The preference model, raising ``Interrupt`` at its ``at``-th call (a kill in the middle of a run)."""
-
-    def __init__(self, pm, at):
-        super().__init__()
-        self.pm, self.at, self.n = pm, at, 0
-        self.kind, self.tokenizer = pm.kind, pm.tokenizer
-
-    def logits_from_ids(self, *a):
-        self.n += 1
-        if self.n == self.at:
-            raise Interrupt
-        return self.pm.logits_from_ids(*a)
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -98,7 +80,7 @@ def main(out: Path) -> None:
     # interrupted at the 3rd judge call (step 3, after the step-2 checkpoint; the same step on every rank, before
     # any collective), then restarted: resumes from the checkpoint rank 0 wrote
     try:
-        run(_KillingPM(pm, 3), out / "pg_b.pt")
+        run(FaultyJudge(pm, 3), out / "pg_b.pt")
         result["pg_interrupted"] = False
     except Interrupt:
         result["pg_interrupted"] = True

@@ -1,4 +1,4 @@
-"""``nlhf.layout.Layout`` names every path, and dvc.yaml declares exactly those paths for each stage."""
+"""``nlhf.pipeline.layout.Layout`` names every path, and dvc.yaml declares exactly those paths for each stage."""
 
 import re
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlhf.layout import Layout
-from nlhf.params import load_config
+from nlhf.pipeline.layout import Layout
+from nlhf.pipeline.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_layout_names():
 
 
 def test_write_metrics_writes_the_layouts_files(tmp_path, monkeypatch):
-    from nlhf.artifacts import write_metrics
+    from nlhf.pipeline.artifacts import write_metrics
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(ROOT / "params.yaml")
@@ -129,5 +129,6 @@ def test_no_path_spelled_outside_the_layout():
     """The package and notebooks join no results/artifacts folder names themselves: every path is the Layout's."""
     pat = re.compile(r"cfg\.(results|artifacts) /|paths\.(results|artifacts)\)? /|artifacts_root /|results_root /")
     files = [*ROOT.glob("nlhf/**/*.py"), *ROOT.glob("notebooks/*.ipynb"), ROOT / "scripts/gpu_run.sh"]
-    hits = [f"{f.relative_to(ROOT)}" for f in files if f.name != "layout.py" and pat.search(f.read_text())]
+    layout = ROOT / "nlhf/pipeline/layout.py"
+    hits = [f"{f.relative_to(ROOT)}" for f in files if f != layout and pat.search(f.read_text())]
     assert not hits, hits

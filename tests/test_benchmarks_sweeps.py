@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nlhf.params import load_config
+from nlhf.pipeline.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_stage_names_map_to_their_functions():
-    from nlhf import stages
-    from nlhf.__main__ import stage_function
+    from nlhf.pipeline import stages
+    from nlhf.pipeline.cli import stage_function
 
     assert stage_function("sft") == (stages.run_sft, ())
     assert stage_function("preference@rm") == (stages.run_preference, ("rm",))
@@ -25,7 +25,7 @@ def test_stage_names_map_to_their_functions():
 
 
 def test_run_executes_the_stage(tmp_path, monkeypatch, capsys):
-    from nlhf.__main__ import main
+    from nlhf.pipeline.cli import main
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["profile"] = "tiny"

@@ -18,7 +18,7 @@ import yaml
 
 from nlhf.config import ConfigError
 from nlhf.paper import PAPER_POLICIES
-from nlhf.params import REQUIRED_KEYS, PipelineConfig, load_config
+from nlhf.pipeline.params import REQUIRED_KEYS, PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,8 +218,8 @@ def test_required_keys_are_required(tmp_path, key):
 
 
 def test_missing_upstream_artifact_names_file_and_stage(tmp_path):
-    from nlhf import artifacts, stages
-    from nlhf.comparisons import load_sft_comparisons
+    from nlhf.pipeline import artifacts, stages
+    from nlhf.pipeline.comparisons import load_sft_comparisons
 
     cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "nothing")
@@ -245,8 +245,8 @@ def test_comparisons_must_match_their_recorded_counts(tmp_path):
     on fewer pairs."""
     import datasets
 
-    from nlhf import artifacts
-    from nlhf.comparisons import load_sft_comparisons
+    from nlhf.pipeline import artifacts
+    from nlhf.pipeline.comparisons import load_sft_comparisons
 
     cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "a")
@@ -269,7 +269,7 @@ def test_comparisons_must_match_their_recorded_counts(tmp_path):
 def test_data_datasets_must_match_their_recorded_counts(tmp_path):
     import datasets
 
-    from nlhf import artifacts
+    from nlhf.pipeline import artifacts
 
     cfg = load_config(write_params(tmp_path), "tiny")
     cfg.paths.artifacts = str(tmp_path / "a")
@@ -289,7 +289,7 @@ def test_data_datasets_must_match_their_recorded_counts(tmp_path):
 def test_check_command(tmp_path, monkeypatch, capsys):
     """`python -m nlhf check` (DVC's first stage): validates everything, writes a marker whose content does not
     depend on the params, deletes resume states only with --fresh, and fails with the key named."""
-    from nlhf.__main__ import CHECK_OK, main
+    from nlhf.pipeline.cli import CHECK_OK, main
 
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path)
@@ -368,8 +368,8 @@ def test_an_edit_the_profile_overrides_stops_check(tmp_path, monkeypatch, capsys
     and the same edit under the default profile, pass."""
     import subprocess
 
-    from nlhf.__main__ import main
     from nlhf.config import shadowed_edits
+    from nlhf.pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
     path = write_params(tmp_path, lambda p: p.update(profile="tiny"))
@@ -470,7 +470,7 @@ def test_a_profile_may_not_change_a_list_dvc_expands_stages_over(tmp_path, edit,
 def test_check_refuses_paths_dvc_yaml_does_not_declare(tmp_path, monkeypatch, capsys, key, value):
     """`python -m nlhf check` (the DVC pipeline's first stage) stops when paths are not the folders dvc.yaml
     declares; the same params still load for a stage run outside DVC (`python -m nlhf run`, tests)."""
-    from nlhf.__main__ import main
+    from nlhf.pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
     path = write_params(tmp_path, lambda p: p["paths"].update({key: value}))

@@ -1,37 +1,20 @@
-"""nlhf.fast_decode: the static-KV GPT-2 decoder behind ``generate`` draws the same tokens as the generic paths
+"""nlhf.sampling.fast_decode: the static-KV GPT-2 decoder behind ``generate`` draws the same tokens as the generic paths
 (transformers cached loop and full recomputation) for a given seed, and falls back when it cannot."""
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
-from nlhf import fast_decode
-from nlhf.models import ModelConfig, build_policy
+from nlhf.sampling import fast_decode
 from nlhf.sampling.decode import generate, generate_uncached
+from tests import test_sampling
 
-WORDS = "the cat dog sat on a mat ran far and then slept ate fish summary text is short long".split()
-TEXTS = ["the cat sat on a mat", "dog ran", "a fish", "the dog ate fish and then slept on the mat"]
+TEXTS, _prompts = test_sampling.TEXTS, test_sampling.prompts
+models_ = test_sampling.models_  # the same tiny GPT-2 policy and reference (a module fixture)
 
 
 @pytest.fixture(scope="module")
 def tok():
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>", "<sep>", *WORDS])}
-    t = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
-                                   sep_token="<sep>", padding_side="left")
-
-
-@pytest.fixture(scope="module")
-def models_(tok):
-    cfg = ModelConfig(n_layer=2, n_embd=32, n_head=4, n_positions=64)
-    return build_policy(cfg, tok, seed=0), build_policy(cfg, tok, seed=1)
-
-
-def _prompts(tok, texts):
-    enc = tok(texts, return_tensors="pt", padding=True)
-    return enc["input_ids"], enc["attention_mask"]
+    return test_sampling.tiny_tokenizer()
 
 
 def _generic(monkeypatch, fn, *a, **kw):
@@ -76,7 +59,7 @@ def test_same_tokens_as_generic_paths(tok, models_, monkeypatch, beta, temperatu
         ids, mask = torch.cat([ids, ids]), torch.cat([mask, mask])
         beta = torch.tensor([0.0, 0.25, 1.0, 0.75, 0.5, 0.0, 1.0, 0.1])
     kw = dict(ref=ref, beta=beta, max_new_tokens=16, temperature=temperature, eos_token_id=tok.eos_token_id,
-              pad_token_id=tok.pad_token_id)
+              pad_token_id=tok.pad_token_id, logprobs=True)
     fast = generate(policy, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
     cached = _generic(monkeypatch, generate, policy, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
     full = generate_uncached(policy, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
@@ -107,7 +90,7 @@ def test_eos_early_stop_and_generator_state(tok, models_, monkeypatch):
         policy.lm_head.weight[eos] *= 25.0
     try:
         kw = dict(ref=ref, beta=torch.tensor([0.0, 0.5, 1.0] * 4), max_new_tokens=30, eos_token_id=eos,
-                  pad_token_id=tok.pad_token_id)
+                  pad_token_id=tok.pad_token_id, logprobs=True)
         g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
         fast = generate(policy, ids, mask, generator=g1, **kw)
         slow = _generic(monkeypatch, generate, policy, ids, mask, generator=g2, **kw)
@@ -122,7 +105,7 @@ def test_eos_early_stop_and_generator_state(tok, models_, monkeypatch):
 def test_greedy_and_self_play(tok, models_, monkeypatch):
     policy, ref = models_
     ids, mask = _prompts(tok, TEXTS)
-    kw = dict(max_new_tokens=10, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    kw = dict(max_new_tokens=10, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, logprobs=True)
     _same(generate(policy, ids, mask, temperature=0.0, **kw), generate_uncached(policy, ids, mask, temperature=0.0, **kw))
     a = generate(policy, ids, mask, generator=torch.Generator().manual_seed(1), **kw)
     assert a.ref_logprobs is None  # β = 0: the reference never runs
@@ -139,7 +122,7 @@ def test_falls_back_for_unsupported_models(tok, monkeypatch):
     neo = GPTNeoForCausalLM(cfg).eval()
     assert not fast_decode.supports(neo)
     ids, mask = _prompts(tok, TEXTS)
-    kw = dict(max_new_tokens=6, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    kw = dict(max_new_tokens=6, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, logprobs=True)
     a = generate(neo, ids, mask, generator=torch.Generator().manual_seed(2), **kw)
     b = generate_uncached(neo, ids, mask, generator=torch.Generator().manual_seed(2), **kw)
     assert torch.equal(a.sequences, b.sequences)

@@ -255,7 +255,7 @@ def _cut(path):
 def test_damaged_model_files_name_the_path(pm, tok, tmp_path):
     """A safetensors or JSON file cut short: the loaders name the folder and say how to get it back, and the stages'
     ``require`` names the file and the DVC stage to rerun before anything is loaded."""
-    from nlhf.artifacts import DamagedArtifactError, require
+    from nlhf.pipeline.artifacts import DamagedArtifactError, require
 
     save_policy(build_policy(CFG, tok, seed=0), tok, tmp_path / "sft")
     pm.save_pretrained(tmp_path / "pm")

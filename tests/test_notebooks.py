@@ -72,7 +72,7 @@ def test_the_pipeline_recomputes_and_the_reader_replots():
 
 
 def test_setup_finds_the_repository_root_from_any_subfolder(tmp_path, monkeypatch):
-    from nlhf.notebook import repo_root
+    from nlhf.pipeline.notebook import repo_root
 
     monkeypatch.chdir(ROOT / "notebooks")
     assert repo_root() == ROOT
@@ -81,8 +81,8 @@ def test_setup_finds_the_repository_root_from_any_subfolder(tmp_path, monkeypatc
 
 
 def test_replot_without_results_names_the_file_and_the_way_out(tmp_path):
-    from nlhf.notebook import stage_metrics
-    from nlhf.params import load_config
+    from nlhf.pipeline.notebook import stage_metrics
+    from nlhf.pipeline.params import load_config
 
     cfg = load_config(ROOT / "params.yaml")
     cfg.paths.results = "nowhere"
@@ -126,7 +126,7 @@ def test_headline_metrics_fit_a_terminal():
 
 
 def test_summarize_keeps_only_headline_numbers():
-    from nlhf.summary import summarize
+    from nlhf.pipeline.summary import summarize
 
     metrics = {"probe": {"p_vs_sft": 0.712345, "p_vs_target": float("nan"), "kl": 2, "converged": True},
                "method": "MD1", "runtime_s": 12.0}

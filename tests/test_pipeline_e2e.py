@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from nlhf.paper import PAPER_POLICIES
-from nlhf.params import load_config
+from nlhf.pipeline.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = Path(__file__).resolve().parent / "netguard"
@@ -224,8 +224,8 @@ def test_forced_repro_and_a_changed_param_start_training_fresh(tiny_repo):
 @pytest.mark.slow
 def test_importing_the_package_leaves_dvc_status_clean(tiny_repo):
     """Bytecode caches and other run debris in dependency folders are not changes (.dvcignore)."""
-    _run([sys.executable, "-c", "import nlhf.stages, nlhf.tasks.tldr, nlhf.training.supervised, nlhf.__main__"],
-         tiny_repo)
+    imports = "import nlhf.pipeline.stages, nlhf.tasks.tldr, nlhf.training.supervised, nlhf.__main__"
+    _run([sys.executable, "-c", imports], tiny_repo)
     assert list((tiny_repo / "nlhf").rglob("__pycache__")), "the import should have written bytecode"
     for d in ("nlhf/tasks/__pycache__", "nlhf/training/__pycache__", "notebooks/.ipynb_checkpoints",
               "profiles/.ipynb_checkpoints"):
@@ -243,9 +243,9 @@ def test_resume_state_is_not_used_against_a_retrained_preference_model(tiny_repo
     shutil.copytree(tiny_repo / "artifacts", tmp_path / "a")
     code = f"""
 import json, torch
-from nlhf import stages
 from nlhf.models import PreferenceModel
-from nlhf.params import load_config
+from nlhf.pipeline import stages
+from nlhf.pipeline.params import load_config
 
 cfg = load_config("params.yaml")
 cfg.paths.artifacts = {str(tmp_path / 'a')!r}; cfg.paths.results = {str(tmp_path / 'r')!r}
@@ -265,13 +265,16 @@ def killing(path):  # the judge dies at its 3rd call: after the step-2 checkpoin
     pm.logits_from_ids = logits_from_ids
     return pm
 
-PreferenceModel.from_pretrained = staticmethod(killing)
-try:
-    stages.run_policy(cfg, "MD1")
-except Killed:
-    pass
-del PreferenceModel.from_pretrained
-assert cfg.layout.resume("policy_MD1").exists()
+def killed_policy_run():  # policy@MD1 killed after its step-2 checkpoint: a resume state is left
+    PreferenceModel.from_pretrained = staticmethod(killing)
+    try:
+        stages.run_policy(cfg, "MD1")
+    except Killed:
+        pass
+    del PreferenceModel.from_pretrained
+    assert cfg.layout.resume("policy_MD1").exists()
+
+killed_policy_run()
 cfg.pm.lr *= 3
 stages.run_preference(cfg, "pm")
 stages.run_policy(cfg, "MD1")
@@ -281,13 +284,7 @@ stages.run_policy(cfg, "MD1")  # a clean run: no resume state left
 clean = load_file(str(cfg.layout.policy("MD1") / "policy" / "model.safetensors"))
 equal = all(torch.equal(after[k], clean[k]) for k in clean)
 # killed again, then rerun with another top-level seed (the probe's and the averaged policy's samples)
-PreferenceModel.from_pretrained = staticmethod(killing)
-try:
-    stages.run_policy(cfg, "MD1")
-except Killed:
-    pass
-del PreferenceModel.from_pretrained
-assert cfg.layout.resume("policy_MD1").exists()
+killed_policy_run()
 cfg.seed += 1
 print("SEED CHANGED")
 stages.run_policy(cfg, "MD1")
@@ -304,8 +301,8 @@ print(json.dumps({{"equal": equal}}))
 def test_same_seed_gives_identical_tables(tiny_repo, tmp_path):
     """A second, independent run of every stage (`python -m nlhf run <stage> ...`: one process, other output paths)
     reproduces the table bitwise: a stage's result does not depend on what ran before it in the process."""
-    from nlhf.layout import Layout
-    from nlhf.params import load_config
+    from nlhf.pipeline.layout import Layout
+    from nlhf.pipeline.params import load_config
 
     shutil.copytree(tiny_repo / "profiles", tmp_path / "profiles")
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())

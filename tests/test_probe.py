@@ -59,7 +59,8 @@ def test_probe_against_a_point_target_equals_the_judge(task, tok):
 
 
 def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):
-    from tests.test_training import Interrupt, _KillingPM, _train
+    from tests.faulty_judges import FaultyJudge, Interrupt
+    from tests.test_training import _train
 
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
@@ -72,7 +73,7 @@ def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):
     assert [r["step"] for r in log_a["probe"]] == [0, 2, 4, 6, 8]
     b = copy.deepcopy(ref).train()
     with pytest.raises(Interrupt):
-        _train(b, ref, _KillingPM(pm, 7), tok, prompts, cfg, state_path=tmp_path / "b.pt",
+        _train(b, ref, FaultyJudge(pm, 7), tok, prompts, cfg, state_path=tmp_path / "b.pt",
                probe=_probe(task, tok, ref), fingerprint="x")
     b = copy.deepcopy(ref).train()
     log_b, _ = _train(b, ref, pm, tok, prompts, cfg, state_path=tmp_path / "b.pt", probe=_probe(task, tok, ref),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlhf.params import FOREACH_KEYS, STAGE_PARAMS, load_config, stage_config
+from nlhf.pipeline.params import FOREACH_KEYS, STAGE_PARAMS, load_config, stage_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -109,8 +109,8 @@ STAGES = ["sft", "preference@pm", "preference@rm", "policy@MD1", "policy_exact@E
 def test_fingerprint_changes_with_every_param_the_stage_reads(tmp_path, monkeypatch, stage):
     """Param by param: changing any leaf of any section the stage reads (top-level seed included) gives another
     fingerprint, so a resume state is never reused under it; a section it does not read changes nothing."""
-    from nlhf import artifacts
-    from nlhf.artifacts import stage_fingerprint
+    from nlhf.pipeline import artifacts
+    from nlhf.pipeline.artifacts import stage_fingerprint
 
     monkeypatch.setattr(artifacts, "check_comparison_counts", lambda cfg: None)  # no upstream artifacts here
     cfg = tiny_cfg(tmp_path)
@@ -132,7 +132,7 @@ def test_fingerprint_changes_with_every_param_the_stage_reads(tmp_path, monkeypa
 
 
 def test_fingerprint_covers_every_input_and_only_those(tmp_path):
-    from nlhf.artifacts import stage_fingerprint
+    from nlhf.pipeline.artifacts import stage_fingerprint
 
     cfg = tiny_cfg(tmp_path)
     layout = cfg.layout
@@ -157,7 +157,7 @@ def _dataset(path: Path, n: int, **columns):
 def test_a_consistent_shrink_of_the_sft_pairs_stops_the_reader(tmp_path):
     """Rows and info.json shrunk alike (100 pairs where the params ask for 500): the preference stage's inputs stop
     naming the file and the param, before any training."""
-    from nlhf.artifacts import DamagedArtifactError, check_comparison_counts, stage_fingerprint
+    from nlhf.pipeline.artifacts import DamagedArtifactError, check_comparison_counts, stage_fingerprint
 
     cfg = tiny_cfg(tmp_path)
     d = cfg.layout.sft_pairs()
@@ -182,7 +182,7 @@ def test_a_consistent_shrink_of_the_sft_pairs_stops_the_reader(tmp_path):
 
 
 def test_a_consistent_shrink_of_a_dataset_stops_the_reader(tmp_path):
-    from nlhf.artifacts import DamagedArtifactError, load_dataset_dir
+    from nlhf.pipeline.artifacts import DamagedArtifactError, load_dataset_dir
 
     cfg = tiny_cfg(tmp_path)
     n = cfg.task.synthetic.n_pref_train
@@ -233,8 +233,8 @@ def _umask() -> int:
 def test_a_failed_stage_leaves_its_previous_results(tmp_path, monkeypatch):
     """The rm stage wrote its tables and metrics, then its timings folder is read-only: every result file of the
     stage is back as it was, none is new, and no copy is left behind."""
-    from nlhf import artifacts
-    from nlhf.notebook import stage_metrics
+    from nlhf.pipeline import artifacts
+    from nlhf.pipeline.notebook import stage_metrics
 
     cfg = tiny_cfg(tmp_path)
     layout = cfg.layout
@@ -326,7 +326,7 @@ def test_a_notebook_write_cut_short_leaves_the_previous_one(tmp_path, monkeypatc
     """papermill's writer fails halfway (a full disk) while writing the executed notebook: the previous one stays."""
     from papermill.iorw import LocalHandler
 
-    from nlhf.notebook import execute
+    from nlhf.pipeline.notebook import execute
 
     _notebook(tmp_path / "nb.ipynb", "x = 1")
     out = tmp_path / "out" / "nb.ipynb"
@@ -350,9 +350,9 @@ def test_a_notebook_write_cut_short_leaves_the_previous_one(tmp_path, monkeypatc
 def test_a_model_file_changed_in_place_is_named_on_load(tmp_path, completist_tok):
     """4 KB of a saved model's tensor bytes overwritten (same size, valid header): loading the policy or the scorer,
     and the stages' check of an upstream folder, stop naming the file."""
-    from nlhf.artifacts import DamagedArtifactError, require
     from nlhf.models import ModelConfig, ModelLoadError, build_policy, build_preference_model, load_policy, save_policy
     from nlhf.models import PreferenceModel
+    from nlhf.pipeline.artifacts import DamagedArtifactError, require
 
     cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
     save_policy(build_policy(cfg, completist_tok, seed=0), completist_tok, tmp_path / "sft")
@@ -425,9 +425,9 @@ def test_killing_dvc_stops_papermill_and_the_kernel(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_kernel_ends_when_its_parent_dies(tmp_path):
-    """The kernel's own watch (nlhf.notebook.setup calls it): a child that a parent started ends within seconds of
-    `kill -9` of the parent, whatever $JPY_PARENT_PID says."""
-    child = ("import os, sys, time\nfrom nlhf.notebook import exit_with_parent\nexit_with_parent()\n"
+    """The kernel's own watch (nlhf.pipeline.notebook.setup calls it): a child that a parent started ends within
+    seconds of `kill -9` of the parent, whatever $JPY_PARENT_PID says."""
+    child = ("import os, sys, time\nfrom nlhf.pipeline.notebook import exit_with_parent\nexit_with_parent()\n"
              "open('child.pid', 'w').write(str(os.getpid()))\nwhile True:\n    time.sleep(0.1)")
     env = {k: v for k, v in _env().items() if k != "JPY_PARENT_PID"}
     parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "

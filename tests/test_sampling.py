@@ -146,7 +146,8 @@ def test_cached_equals_uncached(tok, models_, beta):
     ids, mask = prompts(tok, TEXTS)
     if beta == "rows":
         beta = torch.tensor([0.0, 0.25, 1.0, 0.75])
-    kw = dict(ref=ref, beta=beta, max_new_tokens=12, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    kw = dict(ref=ref, beta=beta, max_new_tokens=12, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              logprobs=True)
     a = generate(policy, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
     b = generate_uncached(policy, ids, mask, generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(a.sequences, b.sequences)
@@ -167,7 +168,7 @@ def test_per_row_beta_rows_sample_from_their_own_distribution(tok, models_):
     beta = torch.tensor([0.0] * 4 + [1.0] * 4)
     g = generate(policy, torch.cat([ids, ids]), torch.cat([mask, mask]), ref=ref, beta=beta, max_new_tokens=10,
                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                 generator=torch.Generator().manual_seed(0))
+                 generator=torch.Generator().manual_seed(0), logprobs=True)
     m = g.response_mask.bool()
     assert torch.allclose(g.sample_logprobs[:4][m[:4]], g.policy_logprobs[:4][m[:4]], atol=1e-6)
     assert torch.allclose(g.sample_logprobs[4:][m[4:]], g.ref_logprobs[4:][m[4:]], atol=1e-6)
@@ -183,7 +184,7 @@ def test_eos_handling(tok, models_):
     ids, mask = prompts(tok, TEXTS * 4)
     try:
         g = generate(policy, ids, mask, max_new_tokens=20, eos_token_id=eos, pad_token_id=tok.pad_token_id,
-                     generator=torch.Generator().manual_seed(0))
+                     generator=torch.Generator().manual_seed(0), logprobs=True)
     finally:
         handle.remove()
     has_eos = (g.response == eos).any(1)
@@ -208,7 +209,7 @@ def test_response_logprobs_match_sampling(tok, models_):
     ids, mask = prompts(tok, TEXTS)
     g = generate_uncached(policy, ids, mask, ref=ref, beta=torch.tensor([0.0, 0.5, 1.0, 0.0]), max_new_tokens=10,
                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                          generator=torch.Generator().manual_seed(5))
+                          generator=torch.Generator().manual_seed(5), logprobs=True)
     lp = response_logprobs(policy, g.sequences, g.attention_mask, g.prompt_len)
     assert lp.shape == g.response.shape
     assert torch.allclose(lp, g.policy_logprobs, atol=1e-5)
@@ -251,3 +252,17 @@ def test_generate_restores_train_mode_and_is_repeatable(tok, models_):
     assert torch.equal(a.sequences, b.sequences)
     g = generate(policy, ids, mask, temperature=0.0, **kw)  # greedy
     assert torch.equal(g.sequences, generate_uncached(policy, ids, mask, temperature=0.0, **kw).sequences)
+
+
+def test_logprobs_are_bookkeeping_only(tok, models_):
+    """Without ``logprobs`` the sampler skips the log-probability bookkeeping (the trainer scores its samples
+    itself) and draws exactly the same tokens."""
+    policy, ref = models_
+    ids, mask = prompts(tok, TEXTS)
+    kw = dict(ref=ref, beta=torch.tensor([0.0, 0.5, 1.0, 0.25]), max_new_tokens=10, eos_token_id=tok.eos_token_id,
+              pad_token_id=tok.pad_token_id)
+    lean = generate(policy, ids, mask, generator=torch.Generator().manual_seed(4), **kw)
+    full = generate(policy, ids, mask, generator=torch.Generator().manual_seed(4), logprobs=True, **kw)
+    assert torch.equal(lean.sequences, full.sequences) and torch.equal(lean.response_mask, full.response_mask)
+    assert lean.policy_logprobs is None and lean.sample_logprobs is None and lean.ref_logprobs is None
+    assert full.policy_logprobs is not None and full.ref_logprobs is not None

@@ -1,5 +1,5 @@
-"""Sweeps (nlhf.sweep, nlhf.sweep_report): a tiny two-point, one-seed sweep on the tiny profile, run as a user runs
-it (`python -m nlhf.sweep predict|train|report`) in a scratch copy of the repository."""
+"""Sweeps (nlhf.pipeline.sweep, nlhf.pipeline.sweep_report): a tiny two-point, one-seed sweep on the tiny profile,
+run as a user runs it (`python -m nlhf.pipeline.sweep predict|train|report`) in a scratch copy of the repository."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from nlhf.config import ConfigError
-from nlhf.sweep import SweepSpec, load_sweep, run_config, runs
+from nlhf.pipeline.sweep import SweepSpec, load_sweep, run_config, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SWEEP = {
@@ -26,7 +26,7 @@ TINY_SWEEP = {
 
 
 def _sweep(repo: Path, phase: str, name: str = "tiny", check: bool = True, *extra: str):
-    r = subprocess.run([sys.executable, "-m", "nlhf.sweep", phase, f"sweeps/{name}.yaml", *extra], cwd=repo,
+    r = subprocess.run([sys.executable, "-m", "nlhf.pipeline.sweep", phase, f"sweeps/{name}.yaml", *extra], cwd=repo,
                        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if check and r.returncode != 0:
         raise AssertionError(f"sweep {phase} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -55,7 +55,8 @@ def swept(tmp_path_factory):
     git("commit", "-qm", "predictions")
     # the second point's SFT and oracle on their own, as the stages would run them (the sweep copied the first
     # point's SFT model and candidate pools)
-    alone = ("import shutil, sys; from nlhf import stages; from nlhf.sweep import load_sweep, runs, run_config\n"
+    alone = ("import shutil, sys; from nlhf.pipeline import stages\n"
+             "from nlhf.pipeline.sweep import load_sweep, runs, run_config\n"
              "spec = load_sweep('sweeps/tiny.yaml'); cfg = run_config(spec, runs(spec, ['e0.16'])[0])\n"
              "src = cfg.paths.artifacts; cfg.paths.artifacts = 'artifacts/alone'\n"
              "shutil.copytree(src + '/data', 'artifacts/alone/data'); stages.run_sft(cfg)\n"
@@ -160,7 +161,7 @@ def test_summary_verdicts_against_half_and_against_the_prediction():
     from scipy import stats
 
     from nlhf.evaluate import holm
-    from nlhf.sweep_report import summary
+    from nlhf.pipeline.sweep_report import summary
 
     spec = SweepSpec(**TINY_SWEEP)
     per_run = _per_run({"A vs B": [0.60, 0.61, 0.62], "C vs D": [0.50, 0.51, 0.49], "E vs F": [0.55, 0.58, 0.52]},
@@ -180,7 +181,7 @@ def test_summary_verdicts_against_half_and_against_the_prediction():
 
 
 def test_fit_recovers_the_slope_and_the_null():
-    from nlhf.sweep_report import fit
+    from nlhf.pipeline.sweep_report import fit
 
     rows = [{"point": f"p{k}", "seed": s, "cell": "MD1 vs RLHF", "predicted": x, "exact": 0.5 + 0.5 * (x - 0.5) + e,
              "paper": np.nan} for k, x in enumerate([0.5, 0.55, 0.6]) for s, e in enumerate([-0.01, 0.0, 0.01])]

@@ -11,8 +11,7 @@ import pytest
 
 from nlhf.games import bradley_terry
 from nlhf.config import ConfigError, from_dict
-from nlhf.tasks import (SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask, TldrTaskConfig,
-                        build_task_data, make_task)
+from nlhf.tasks import SyntheticTask, SyntheticTaskConfig, TaskConfig, TldrTask, TldrTaskConfig, make_task
 from nlhf.tasks import analysis
 from nlhf.tasks.synthetic_documents import FACT_WORDS, STYLES, parse_prompt
 from nlhf.tasks.synthetic_raters import summary_features
@@ -147,6 +146,8 @@ def test_references_and_prompts(task):
 
 
 def test_build_task_data(tmp_path, tiny_config):
+    from nlhf.pipeline.stages.supervised import build_task_data
+
     t = SyntheticTask(tiny_config(n_sft=100, n_sft_eval=20, n_pref_train=100, n_pref_test=20, n_prompts_train=30,
                                   n_prompts_eval=40))
     m = build_task_data(t, tmp_path, analysis_prompts=20)
@@ -161,7 +162,7 @@ def test_build_task_data(tmp_path, tiny_config):
     assert content_hash(tmp_path) == content_hash(tmp_path.parent / f"{tmp_path.name}_again")
     import datasets
 
-    from nlhf.layout import Layout
+    from nlhf.pipeline.layout import Layout
 
     data = {f"{kind}/{split}": datasets.load_from_disk(str(tmp_path / kind / split)) for kind, split in Layout.DATASETS}
     assert data["prefs/test"].column_names == ["prompt", "y", "y_prime", "label", "p"]

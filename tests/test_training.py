@@ -18,6 +18,7 @@ from nlhf.training.policy_gradient import PolicyGradientConfig, PolicyGradientTr
 from nlhf.training.preference import pair_loss
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import SupervisedConfig, fit
+from tests.faulty_judges import FaultyJudge, Interrupt
 
 SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
 
@@ -119,10 +120,6 @@ def test_pair_loss_goes_through_forward(task, tok, build):
         model.logits(prompts, ys, y_primes), labels.float()), atol=1e-6)
     loss.backward()
     assert all(p.grad is not None for p in model.head.parameters())
-
-
-class Interrupt(Exception):
-    pass
 
 
 def _killing(loss_fn, at):
@@ -234,7 +231,7 @@ def test_resume_state_round_trips_with_weights_only(tmp_path):
 def test_fingerprint_covers_upstream_content(tmp_path):
     """The resume fingerprint of a stage changes when an upstream artifact's bytes change (a retrained PM), not
     only when params change."""
-    from nlhf.artifacts import fingerprint
+    from nlhf.pipeline.artifacts import fingerprint
     from nlhf.training.policy_gradient import PGConfig as PG
 
     pm = tmp_path / "models" / "pm"
@@ -247,20 +244,6 @@ def test_fingerprint_covers_upstream_content(tmp_path):
     (pm / "extra.json").write_text("{}")
     b = fingerprint(PG(), inputs=[pm])
     assert b != a and fingerprint(PG(lr=1e-3), inputs=[pm]) != b
-
-
-class _KillingPM(torch.nn.Module):
-    def __init__(self, pm, at):
-        super().__init__()
-        self.pm, self.at, self.n = pm, at, 0
-        self.kind = pm.kind
-        self.tokenizer = pm.tokenizer
-
-    def logits_from_ids(self, *a):
-        self.n += 1
-        if self.n == self.at:
-            raise Interrupt
-        return self.pm.logits_from_ids(*a)
 
 
 def _train(policy, ref, judge, tok, prompts, config, **kw):
@@ -281,7 +264,7 @@ def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
     _, ema_a = _train(a, ref, pm, tok, prompts, cfg, state_path=tmp_path / "a.pt", fingerprint="x")
     b = copy.deepcopy(ref).train()
     with pytest.raises(Interrupt):
-        _train(b, ref, _KillingPM(pm, 6), tok, prompts, cfg, state_path=tmp_path / "b.pt", fingerprint="x")
+        _train(b, ref, FaultyJudge(pm, 6), tok, prompts, cfg, state_path=tmp_path / "b.pt", fingerprint="x")
     b = copy.deepcopy(ref).train()
     log, ema_b = _train(b, ref, pm, tok, prompts, cfg, state_path=tmp_path / "b.pt", fingerprint="x")
     assert log["train"][-1]["step"] == 8
@@ -297,26 +280,12 @@ def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
         assert not torch.equal(next(ema_a.parameters()), next(a.parameters()))
 
 
-class _NaNJudge(torch.nn.Module):
-    """A preference model whose logits turn NaN from its ``at``-th call on: sampling is untouched, the loss is not."""
-
-    def __init__(self, pm, at):
-        super().__init__()
-        self.pm, self.at, self.n = pm, at, 0
-        self.kind, self.tokenizer = pm.kind, pm.tokenizer
-
-    def logits_from_ids(self, *a):
-        self.n += 1
-        out = self.pm.logits_from_ids(*a)
-        return out * float("nan") if self.n >= self.at else out
-
-
 def test_policy_gradient_raises_on_nan_with_step(task, tok, tmp_path):
     """The loop's own check names the step (not torch's sampling error: the policy's weights stay finite)."""
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
     with pytest.raises(FloatingPointError, match=r"\[nan-test\] non-finite loss nan at step 2"):
-        _train(copy.deepcopy(ref), ref, _NaNJudge(pm, at=3), tok, task.prompts("train"),
+        _train(copy.deepcopy(ref), ref, FaultyJudge(pm, 3, fault="nan"), tok, task.prompts("train"),
                PolicyGradientConfig(method="nash_md", tau=0.1, beta=0.0, steps=5, batch_size=2, max_new_tokens=4),
                state_path=tmp_path / "n.pt", desc="nan-test")
 
@@ -344,7 +313,7 @@ def test_policy_gradient_checkpoint_for_another_judge_is_not_resumed(task, tok, 
     cfg = PolicyGradientConfig(method="nash_md", tau=0.05, beta=0.5, steps=4, batch_size=4, lr=1e-3,
                                checkpoint_every=2, log_every=1, max_new_tokens=6)
     with pytest.raises(Interrupt):  # killed after its step-2 checkpoint, trained against the old PM
-        _train(copy.deepcopy(ref).train(), ref, _KillingPM(old_pm, 4), tok, prompts, cfg,
+        _train(copy.deepcopy(ref).train(), ref, FaultyJudge(old_pm, 4), tok, prompts, cfg,
                state_path=tmp_path / "s.pt", fingerprint="old-pm")
     clean = copy.deepcopy(ref).train()
     _train(clean, ref, new_pm.eval(), tok, prompts, cfg, state_path=tmp_path / "clean.pt", fingerprint="new-pm")

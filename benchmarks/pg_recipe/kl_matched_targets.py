@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from nlhf import oracle  # noqa: E402
 from nlhf.games import nash  # noqa: E402
-from nlhf.params import load_config  # noqa: E402
+from nlhf.pipeline.params import load_config  # noqa: E402
 from nlhf.tasks import make_task  # noqa: E402
 
 

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from nlhf.models.policy import load_policy  # noqa: E402
-from nlhf.params import load_config  # noqa: E402
-from nlhf.runtime import load_sft, sampling_kwargs  # noqa: E402
+from nlhf.pipeline.params import load_config  # noqa: E402
+from nlhf.pipeline.runtime import load_sft, sampling_kwargs  # noqa: E402
 from nlhf.sampling.texts import sample_texts  # noqa: E402
 from nlhf.tasks import make_task  # noqa: E402
 from nlhf.tasks.synthetic_documents import parse_prompt  # noqa: E402

@@ -1,8 +1,8 @@
 """Policy-gradient recipe sweep: learning rate, step count, batch and group size, measured with the convergence probe.
 
-Runs ``nlhf.stages.run_policy`` for every (method, variant, lr) given, on the artifacts of the current default run
-(``dvc repro oracle`` first), with ``--steps`` steps and the probe every 5%, each in its own scratch folder under
-``--out`` (``benchmarks/_stage_runs.py``). Writes ``sweep.csv`` (one row per probe point) and ``summary.md`` (the
+Runs ``nlhf.pipeline.stages.run_policy`` for every (method, variant, lr) given, on the artifacts of the current
+default run (``dvc repro oracle`` first), with ``--steps`` steps and the probe every 5%, each in its own scratch folder
+under ``--out`` (``benchmarks/_stage_runs.py``). Writes ``sweep.csv`` (one row per probe point) and ``summary.md`` (the
 last point, the convergence verdict and samples per second).
 
     python benchmarks/pg_recipe/sweep.py --methods MD1 RLHF --variants paper exact --lrs 1e-4 3e-4 --steps 800

@@ -24,7 +24,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from nlhf.params import load_config  # noqa: E402
+from nlhf.pipeline.params import load_config  # noqa: E402
 
 
 def kl_to_mu(target: list[list[float]], log_mu: list[list[float]]) -> tuple[float, float, float]:

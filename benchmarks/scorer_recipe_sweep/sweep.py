@@ -1,6 +1,6 @@
 """PM/RM recipe sweep on the package's scorers: re-fits the rows of ``results_h200_20261127.csv`` that the package
-can express with ``nlhf.stages.run_preference`` (the ``pm`` / ``rm`` stage itself) and writes the recorded and the
-new numbers side by side.
+can express with ``nlhf.pipeline.stages.run_preference`` (the ``pm`` / ``rm`` stage itself) and writes the recorded
+and the new numbers side by side.
 
 ``results_h200_20261127.csv``: 94 fits, one H200 GPU, one CPU thread per fit, on the data of the default run of
 2026-11-27 (task pairs + 20,000 SFT-sample comparisons; held-out: 2,000 SFT-sample comparisons), in four rounds:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import softmax
 
-from nlhf.games.preferences import _broadcast_mu, check_preference, check_rho, check_tau
+from nlhf.games.preferences import broadcast_mu, check_preference, check_rho, check_tau
 
 
 def nash_equilibrium(P) -> np.ndarray:
@@ -87,7 +87,7 @@ def regularized_nash(P, mu=None, tau: float = 0.1, tol: float = 1e-12, max_newto
     """
     P = check_preference(P)
     tau = check_tau(tau)
-    mu = _broadcast_mu(P, mu)
+    mu = broadcast_mu(P, mu)
     if P.ndim == 3:
         return np.stack([regularized_nash(Px, mx, tau, tol, max_newton) for Px, mx in zip(P, mu)])
     n = P.shape[0]

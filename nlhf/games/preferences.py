@@ -89,7 +89,7 @@ def uniform(n: int, contexts: int | None = None) -> np.ndarray:
     return np.full(shape, 1.0 / n)
 
 
-def _broadcast_mu(P: np.ndarray, mu) -> np.ndarray:
+def broadcast_mu(P: np.ndarray, mu) -> np.ndarray:
     """Validate μ against P; ``None`` means uniform; a single (n,) μ is shared by all contexts."""
     n = P.shape[-1]
     X = None if P.ndim == 2 else P.shape[0]

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from nlhf.models.hf import (ModelConfig, _load_error, _require_folder, _resolve, _seeded, _wire_tokenizer,
+from nlhf.models.hf import (ModelConfig, load_error, require_folder, resolve, seeded, wire_tokenizer,
                             check_hashes, gpt2_config)
 from nlhf.training.checkpoint import atomic_save_dir, record_hashes
 
@@ -100,7 +100,7 @@ class Scorer(nn.Module):
         backbone initialised from the SFT weights); the head is always fresh."""
         from transformers import AutoModel
 
-        with _seeded(seed):
+        with seeded(seed):
             if cfg.name_or_path is None:
                 backbone = AutoModel.from_config(gpt2_config(cfg, tokenizer))
                 if cfg.qk_identity_init > 0:
@@ -109,9 +109,9 @@ class Scorer(nn.Module):
                 if cfg.qk_identity_init > 0:
                     raise ValueError(f"{cls.kind}: qk_identity_init applies to models built from config; set it to "
                                      f"0 with name_or_path={cfg.name_or_path!r}")
-                backbone = AutoModel.from_pretrained(_resolve(cfg.name_or_path, cls.kind))
+                backbone = AutoModel.from_pretrained(resolve(cfg.name_or_path, cls.kind))
             model = cls(backbone, tokenizer, head_hidden=cfg.head_hidden, max_length=max_length)
-        _wire_tokenizer(backbone, tokenizer)
+        wire_tokenizer(backbone, tokenizer)
         return model
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -137,7 +137,7 @@ class Scorer(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        p = _require_folder(directory, cls.kind)
+        p = require_folder(directory, cls.kind)
         meta_path = p / _SCORER_FILE
         if not meta_path.is_file() or not (p / _HEAD_FILE).is_file():
             raise FileNotFoundError(f"{cls.kind}: {p} lacks {_SCORER_FILE} or {_HEAD_FILE} (not a scorer written "
@@ -145,7 +145,7 @@ class Scorer(nn.Module):
         try:
             meta = json.loads(meta_path.read_text())
         except (ValueError, OSError) as e:
-            raise _load_error(cls.kind, p, e) from e
+            raise load_error(cls.kind, p, e) from e
         if meta.get("kind") != cls.kind:
             raise ValueError(f"{p} holds a {meta.get('kind')}, not a {cls.kind}")
         if meta.get("layout") != _LAYOUT:
@@ -156,7 +156,7 @@ class Scorer(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(p)
             head = load_file(str(p / _HEAD_FILE))
         except Exception as e:  # OSError, SafetensorError, json / tokenizer parse errors from damaged files
-            raise _load_error(cls.kind, p, e) from e
+            raise load_error(cls.kind, p, e) from e
         check_hashes(p, cls.kind)  # what loads may still not be what was saved
         model = cls(backbone, tokenizer, head_hidden=meta["head_hidden"], max_length=meta["max_length"])
         model.head.load_state_dict(head)

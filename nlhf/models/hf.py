@@ -72,7 +72,7 @@ def gpt2_config(cfg: ModelConfig, tokenizer, **extra):
     )
 
 
-class _seeded:
+class seeded:
     """Context: if ``seed`` is given, fork the global RNG and seed it (weight init repeatable, caller unaffected)."""
 
     def __init__(self, seed: int | None):
@@ -100,7 +100,7 @@ def looks_local(name: str) -> bool:
         or os.sep != "/" and os.sep in name
 
 
-def _require_folder(path: str | os.PathLike, what: str) -> Path:
+def require_folder(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a Path if it is a ``save_pretrained`` folder (has config.json); else FileNotFoundError naming
     ``what`` and the folder."""
     p = Path(path).expanduser()
@@ -111,10 +111,10 @@ def _require_folder(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def _resolve(name_or_path: str, what: str) -> str:
+def resolve(name_or_path: str, what: str) -> str:
     """What to pass to ``from_pretrained``: a checked local folder, or a Hub id as it is."""
     if looks_local(name_or_path):
-        return str(_require_folder(name_or_path, what))
+        return str(require_folder(name_or_path, what))
     return name_or_path  # a Hub id; from_pretrained reports its own errors
 
 
@@ -122,7 +122,7 @@ class ModelLoadError(RuntimeError):
     """A model folder exists but cannot be loaded (a file cut short or damaged); the message names the folder."""
 
 
-def _load_error(what: str, path: Path, e: Exception) -> ModelLoadError:
+def load_error(what: str, path: Path, e: Exception) -> ModelLoadError:
     """The :class:`ModelLoadError` for an exception raised while loading ``path``: says how to get it back."""
     msg = " ".join(str(e).split())[:300]
     return ModelLoadError(f"{what}: cannot load {path} ({type(e).__name__}: {msg}). The folder is damaged or "
@@ -145,7 +145,7 @@ def check_hashes(path: Path, what: str) -> None:
 # Tokenizers.
 
 
-def _wire_tokenizer(model, tokenizer) -> None:
+def wire_tokenizer(model, tokenizer) -> None:
     """Grow the embedding if the tokenizer has extra tokens (e.g. an added <pad>/<sep>), set special ids."""
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))

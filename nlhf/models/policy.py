@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nlhf.models.hf import (ModelConfig, _load_error, _require_folder, _resolve, _seeded, _wire_tokenizer,
+from nlhf.models.hf import (ModelConfig, load_error, require_folder, resolve, seeded, wire_tokenizer,
                             check_hashes, gpt2_config)
 from nlhf.training.checkpoint import atomic_save_dir, record_hashes
 
@@ -21,12 +21,12 @@ def build_policy(cfg: ModelConfig, tokenizer, *, seed: int | None = None):
     random init repeatable without touching the caller's RNG."""
     from transformers import AutoModelForCausalLM
 
-    with _seeded(seed):
+    with seeded(seed):
         if cfg.name_or_path is None:
             model = AutoModelForCausalLM.from_config(gpt2_config(cfg, tokenizer))
         else:
-            model = AutoModelForCausalLM.from_pretrained(_resolve(cfg.name_or_path, "policy"))
-    _wire_tokenizer(model, tokenizer)
+            model = AutoModelForCausalLM.from_pretrained(resolve(cfg.name_or_path, "policy"))
+    wire_tokenizer(model, tokenizer)
     return model
 
 
@@ -60,10 +60,10 @@ def load_policy(directory: str | os.PathLike):
     check_hashes`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    p = _require_folder(directory, "policy")
+    p = require_folder(directory, "policy")
     try:
         loaded = AutoModelForCausalLM.from_pretrained(p), AutoTokenizer.from_pretrained(p)
     except Exception as e:  # OSError, SafetensorError, json / tokenizer parse errors from damaged files
-        raise _load_error("policy", p, e) from e
+        raise load_error("policy", p, e) from e
     check_hashes(p, "policy")  # what loads may still not be what was saved
     return loaded

@@ -6,7 +6,7 @@ mixture log π_θ^β = (1−β) log π_θ + β log μ + c(x), drawn token by tok
 * :mod:`nlhf.sampling.mixture`: the per-token mixture softmax((1−β)·logits_θ + β·logits_μ);
 * :mod:`nlhf.sampling.decode`: ``generate`` / ``generate_uncached``, the decode loop shared by every backend;
 * :mod:`nlhf.sampling.transformers_backend`: the decode loop's backend for any ``transformers`` causal LM
-  (:mod:`nlhf.fast_decode` is the GPT-2 one);
+  (:mod:`nlhf.sampling.fast_decode` is the GPT-2 one);
 * :mod:`nlhf.sampling.transformers_compat`: calling a ``transformers`` model across versions, positions from masks;
 * :mod:`nlhf.sampling.texts`: ``sample_texts``, text in, text out;
 * :mod:`nlhf.sampling.logprobs`: ``response_logprobs``, log π(y_n | x, y_<n) of a sampled response.

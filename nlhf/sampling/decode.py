@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nlhf import fast_decode
-from nlhf.sampling.mixture import _row_beta
+from nlhf.sampling import fast_decode
+from nlhf.sampling.mixture import mix, row_beta
 from nlhf.sampling.transformers_backend import TransformersBackend
 
 
@@ -36,6 +36,7 @@ class Generation:
     response        [B, T]    sampled tokens; ``pad_token_id`` after the first EOS
     response_mask   [B, T]    1 up to and including the first EOS, then 0
     prompt_len      P
+    With ``logprobs=True`` (None otherwise: the trainer scores its samples itself, with gradients):
     policy_logprobs [B, T]    log π_θ(y_n | x, y_<n) at temperature 1 (0 where masked)
     sample_logprobs [B, T]    log-prob under the distribution actually sampled (mixture / temperature)
     ref_logprobs    [B, T] | None   log μ(y_n | x, y_<n) on rows with β > 0; None when every β = 0 (the reference
@@ -48,8 +49,8 @@ class Generation:
     response: Tensor
     response_mask: Tensor
     prompt_len: int
-    policy_logprobs: Tensor
-    sample_logprobs: Tensor
+    policy_logprobs: Tensor | None = None
+    sample_logprobs: Tensor | None = None
     ref_logprobs: Tensor | None = None
 
 
@@ -102,14 +103,14 @@ def _mixing_rows(beta_row: Tensor):
 
 
 def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, temperature, eos_token_id,
-              pad_token_id, generator, cached: bool) -> Generation:
+              pad_token_id, generator, cached: bool, logprobs: bool) -> Generation:
     """The decode loop, the same for every backend: mix the two models' next-token logits row by row, sample,
-    record the log-probabilities, stop each row at its EOS and the loop once every row has stopped."""
+    record the log-probabilities (if asked), stop each row at its EOS and the loop once every row has stopped."""
     _check_inputs(prompt_ids, prompt_mask, max_new_tokens, temperature)
     device = prompt_ids.device
     B, P = prompt_ids.shape
     beta_row = torch.as_tensor(beta, dtype=torch.float32, device=device)
-    beta_row = _row_beta(beta_row.expand(B) if beta_row.dim() == 0 else beta_row, prompt_ids).reshape(B)
+    beta_row = row_beta(beta_row.expand(B) if beta_row.dim() == 0 else beta_row, prompt_ids).reshape(B)
     use_ref = bool((beta_row > 0).any())  # self-play (all β = 0): never run the reference
     if use_ref and ref is None:
         raise ValueError("beta > 0 needs a reference model (ref=None given)")
@@ -133,9 +134,9 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
         lp = logits[0]
         mixed = lp
         if use_ref:
-            # (1−β)·l_θ + β·l_μ, exactly l_μ where β = 1 (:func:`mixture_logits` on the mixing rows)
+            # (1−β)·l_θ + β·l_μ on the mixing rows, exactly l_μ where β = 1
             lr = logits[1]
-            mixed_ref = torch.where(b_ref == 1, lr, (1.0 - b_ref) * lp[ref_rows] + b_ref * lr)
+            mixed_ref = mix(lp[ref_rows], lr, b_ref)
             if isinstance(ref_rows, slice) and ref_rows == slice(None):
                 mixed = mixed_ref
             else:
@@ -150,13 +151,14 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
 
         alive = ~finished
         tok = torch.where(alive, tok, pad)
-        idx = tok.unsqueeze(1)
-        policy_logp = logp if (not use_ref and temperature == 1.0) else torch.log_softmax(lp, -1)
-        pol_lp.append(torch.where(alive, policy_logp.gather(1, idx).squeeze(1), zero))
-        smp_lp.append(torch.where(alive, logp.gather(1, idx).squeeze(1), zero))
-        if use_ref:
-            ref_lp.append(torch.where(alive[ref_rows], torch.log_softmax(lr, -1).gather(1, idx[ref_rows]).squeeze(1),
-                                      zero))
+        if logprobs:
+            idx = tok.unsqueeze(1)
+            policy_logp = logp if (not use_ref and temperature == 1.0) else torch.log_softmax(lp, -1)
+            pol_lp.append(torch.where(alive, policy_logp.gather(1, idx).squeeze(1), zero))
+            smp_lp.append(torch.where(alive, logp.gather(1, idx).squeeze(1), zero))
+            if use_ref:
+                ref_lp.append(torch.where(alive[ref_rows],
+                                          torch.log_softmax(lr, -1).gather(1, idx[ref_rows]).squeeze(1), zero))
         toks.append(tok)
         resp_mask.append(alive)
         finished = finished | (alive & (tok == eos_token_id))
@@ -165,26 +167,21 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
 
     response = torch.stack(toks, 1)
     response_mask = torch.stack(resp_mask, 1).long()
-    ref_logprobs = None
-    if use_ref:  # rows with β = 0: μ was not run there, 0
-        ref_logprobs = torch.zeros(B, response.shape[1], dtype=torch.float32, device=device)
-        ref_logprobs[ref_rows] = torch.stack(ref_lp, 1)
-    return Generation(
-        sequences=torch.cat([prompt_ids, response], 1),
-        attention_mask=torch.cat([prompt_mask.long(), response_mask], 1),
-        response=response,
-        response_mask=response_mask,
-        prompt_len=P,
-        policy_logprobs=torch.stack(pol_lp, 1),
-        sample_logprobs=torch.stack(smp_lp, 1),
-        ref_logprobs=ref_logprobs,
-    )
+    out = Generation(sequences=torch.cat([prompt_ids, response], 1),
+                     attention_mask=torch.cat([prompt_mask.long(), response_mask], 1),
+                     response=response, response_mask=response_mask, prompt_len=P)
+    if logprobs:
+        out.policy_logprobs, out.sample_logprobs = torch.stack(pol_lp, 1), torch.stack(smp_lp, 1)
+        if use_ref:  # rows with β = 0: μ was not run there, 0
+            out.ref_logprobs = torch.zeros(B, response.shape[1], dtype=torch.float32, device=device)
+            out.ref_logprobs[ref_rows] = torch.stack(ref_lp, 1)
+    return out
 
 
 @torch.no_grad()
 def generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=None, beta: float | Tensor = 0.0,
              max_new_tokens: int, temperature: float = 1.0, eos_token_id: int, pad_token_id: int,
-             generator: torch.Generator | None = None) -> Generation:
+             generator: torch.Generator | None = None, logprobs: bool = False) -> Generation:
     """Sample responses from π_θ, or per row from the mixture softmax((1−β)·logits_θ + β·logits_μ).
 
     Args:
@@ -194,13 +191,14 @@ def generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=None, beta:
             π_θ alone, rows with β=1 from μ alone (exactly). When every β is 0 the reference is never run.
         max_new_tokens: response length cap T_max; the loop stops earlier once every row has emitted EOS.
         temperature: divides the MIXED logits, i.e. y_n ~ softmax(((1−β)·l_θ + β·l_μ)/temperature); 0 = greedy.
-            ``policy_logprobs`` are always at temperature 1 (what the policy gradient needs).
+        logprobs: also return the sampled tokens' log-probabilities (:class:`Generation`); ``policy_logprobs`` are
+            always at temperature 1.
         generator: the ``torch.Generator`` of :func:`sample_categorical` (on the models' device); with it a
             call is repeatable, and ``generate_uncached`` with the same seed draws the same tokens.
 
     Both models keep a KV cache (transformers' ``DynamicCache``): one prefill forward on the prompt, then one
     forward per new token per model, the two caches advanced together; the prefix is never re-encoded.
-    GPT-2 models (without forward hooks) take :mod:`nlhf.fast_decode` instead: the same weights and the same
+    GPT-2 models (without forward hooks) take :mod:`nlhf.sampling.fast_decode` instead: the same weights and the same
     sampling code on preallocated KV tensors with plain torch ops, drawing the same tokens for the same generator
     (tests/test_fast_decode.py); ``NLHF_FAST_DECODE=0`` forces the transformers loop. Its speed: benchmarks/.
     Models are put in eval mode (no dropout) for the call and restored afterwards. Runs under ``no_grad``.
@@ -216,16 +214,16 @@ def generate(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=None, beta:
     with _eval_mode(policy, ref):
         return _generate(policy, prompt_ids, prompt_mask, ref=ref, beta=beta, max_new_tokens=max_new_tokens,
                          temperature=temperature, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                         generator=generator, cached=True)
+                         generator=generator, cached=True, logprobs=logprobs)
 
 
 @torch.no_grad()
 def generate_uncached(policy, prompt_ids: Tensor, prompt_mask: Tensor, *, ref=None, beta: float | Tensor = 0.0,
                       max_new_tokens: int, temperature: float = 1.0, eos_token_id: int, pad_token_id: int,
-                      generator: torch.Generator | None = None) -> Generation:
+                      generator: torch.Generator | None = None, logprobs: bool = False) -> Generation:
     """Reference implementation of :func:`generate`: same API and same draws, but every step re-runs the full
     forward on the whole prefix (no KV cache). Quadratic in length; for tests and debugging only."""
     with _eval_mode(policy, ref):
         return _generate(policy, prompt_ids, prompt_mask, ref=ref, beta=beta, max_new_tokens=max_new_tokens,
                          temperature=temperature, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                         generator=generator, cached=False)
+                         generator=generator, cached=False, logprobs=logprobs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nlhf.sampling.transformers_compat import _accepts, position_ids_from_mask
+from nlhf.sampling.transformers_compat import accepts, position_ids_from_mask
 
 def _response_logits(model, sequences: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
     """Logits predicting each response token: [B, T, V] (position P−1+n predicts token P+n)."""
@@ -19,7 +19,7 @@ def _response_logits(model, sequences: Tensor, attention_mask: Tensor, prompt_le
                          f"sequence length {sequences.shape[1]}")
     kw = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
               use_cache=False)
-    if _accepts(model, "logits_to_keep"):
+    if accepts(model, "logits_to_keep"):
         kw["logits_to_keep"] = T + 1  # the last T+1 positions: P−1 ... P+T−1
         return model(**kw).logits[:, :T, :]
     return model(**kw).logits[:, prompt_len - 1:-1, :]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-def _row_beta(beta: float | Tensor, like: Tensor) -> Tensor:
+def row_beta(beta: float | Tensor, like: Tensor) -> Tensor:
     """β as a tensor broadcastable to ``like`` ([B, ..., V]): a scalar, or one value per row ([B])."""
     b = torch.as_tensor(beta, dtype=torch.float32, device=like.device)
     if b.dim() > 0:
@@ -27,14 +27,22 @@ def _row_beta(beta: float | Tensor, like: Tensor) -> Tensor:
     return b
 
 
+def mix(policy_logits: Tensor, ref_logits: Tensor, beta: Tensor) -> Tensor:
+    """The mixture operator, (1−β)·policy_logits + β·ref_logits with exactly ref_logits where β == 1, on rows that
+    mix (β > 0; ``beta`` already shaped to broadcast, e.g. [B, 1]). The decode loop calls it once per token, so it
+    checks nothing: :func:`mixture_logits` is the checked entry point."""
+    return torch.where(beta == 1, ref_logits, (1.0 - beta) * policy_logits + beta * ref_logits)
+
+
 def mixture_logits(policy_logits: Tensor, ref_logits: Tensor | None, beta: float | Tensor) -> Tensor:
-    """Unnormalised mixed logits (1−β)·policy_logits + β·ref_logits, in float32.
+    """Unnormalised mixed logits (1−β)·policy_logits + β·ref_logits, in float32 (:func:`mix`, with its inputs
+    checked).
 
     Rows with β == 0 return the policy logits and rows with β == 1 the reference logits EXACTLY (no 0·(−inf)
     NaNs, no rounding), so those rows sample from π_θ or μ alone. ``ref_logits`` may be None only if all β == 0.
     """
     lp = policy_logits.float()
-    b = _row_beta(beta, lp)
+    b = row_beta(beta, lp)
     if ref_logits is None:
         if bool((b != 0).any()):
             raise ValueError("beta > 0 needs the reference model's logits (ref=None given)")
@@ -43,9 +51,7 @@ def mixture_logits(policy_logits: Tensor, ref_logits: Tensor | None, beta: float
     if lr.shape != lp.shape:
         raise ValueError(f"policy and reference logits differ in shape: {tuple(lp.shape)} vs {tuple(lr.shape)} "
                          "(do the two models share a vocabulary?)")
-    mixed = (1.0 - b) * lp + b * lr
-    mixed = torch.where(b == 0, lp, mixed)
-    return torch.where(b == 1, lr, mixed)
+    return torch.where(b == 0, lp, mix(lp, lr, b))
 
 
 def mixture_logprobs(policy_logits: Tensor, ref_logits: Tensor | None, beta: float | Tensor) -> Tensor:

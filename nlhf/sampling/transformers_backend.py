@@ -3,7 +3,7 @@
 A backend holds one model's side of the loop: ``prefill()`` returns the next-token logits of the prompts,
 ``step(tok, alive, t)`` appends the sampled tokens and returns the next logits. This one keeps transformers'
 ``DynamicCache`` (one forward per new token) or re-encodes the whole prefix at every step; the GPT-2 fast path
-with the same interface is :class:`nlhf.fast_decode.GPT2Backend`.
+with the same interface is :class:`nlhf.sampling.fast_decode.GPT2Backend`.
 """
 
 from __future__ import annotations
@@ -11,31 +11,31 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nlhf.sampling.transformers_compat import (_accepts, _cache_kwarg, _new_cache, _returned_cache,
+from nlhf.sampling.transformers_compat import (accepts, cache_kwarg, new_cache, returned_cache,
                                                position_ids_from_mask)
 
 def _last_logits(model, input_ids, attention_mask, position_ids, cache) -> tuple[Tensor, object]:
     """Logits of the last position, [B, V]; with ``cache`` (a DynamicCache) it is advanced in place."""
     kw = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    if _accepts(model, "logits_to_keep"):
+    if accepts(model, "logits_to_keep"):
         kw["logits_to_keep"] = 1  # skip the LM head on the prompt positions
     if cache is None:
         out = model(**kw, use_cache=False)
     else:
-        out = model(**kw, use_cache=True, **{_cache_kwarg(model): cache})
-        cache = _returned_cache(out, cache)
+        out = model(**kw, use_cache=True, **{cache_kwarg(model): cache})
+        cache = returned_cache(out, cache)
     return out.logits[:, -1, :], cache
 
 
 class TransformersBackend:
     """One model's side of the decode loop on any ``transformers`` causal LM, for the rows ``rows`` of the batch:
     with a KV cache (``DynamicCache``: one forward per new token) or, ``cached=False``, re-encoding the whole prefix
-    at every step (the reference implementation). Same interface as :class:`nlhf.fast_decode.GPT2Backend`."""
+    at every step (the reference implementation). Same interface as :class:`nlhf.sampling.fast_decode.GPT2Backend`."""
 
     def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, rows, cached: bool):
         self.model, self.rows, self.cached = model, rows, cached
         self.seq, self.mask = prompt_ids[rows], prompt_mask[rows].long()
-        self.cache = _new_cache() if cached else None
+        self.cache = new_cache() if cached else None
 
     def prefill(self) -> Tensor:
         logits, self.cache = _last_logits(self.model, self.seq, self.mask, position_ids_from_mask(self.mask),

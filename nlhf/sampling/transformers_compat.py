@@ -19,8 +19,9 @@ from torch import Tensor
 # updates in place, so we never depend on the output field's name either.
 
 
-def _unwrap(model):
-    """The module whose ``forward`` signature tells what it accepts (DDP / accelerate wrappers hide it)."""
+def unwrap(model):
+    """The model inside DDP / accelerate wrappers (each holds the next as ``.module``): the module whose weights and
+    ``forward`` signature are the model's own."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     return model
@@ -34,21 +35,25 @@ def _forward_params(cls: type) -> frozenset[str]:
         return frozenset()
 
 
-def _accepts(model, name: str) -> bool:
-    return name in _forward_params(type(_unwrap(model)))
+def accepts(model, name: str) -> bool:
+    """Whether the (unwrapped) model's ``forward`` takes a keyword ``name``."""
+    return name in _forward_params(type(unwrap(model)))
 
 
-def _cache_kwarg(model) -> str:
-    return "cache" if _accepts(model, "cache") else "past_key_values"
+def cache_kwarg(model) -> str:
+    """The name of the model's KV-cache keyword: ``cache`` where its ``forward`` takes it, else ``past_key_values``."""
+    return "cache" if accepts(model, "cache") else "past_key_values"
 
 
-def _new_cache():
+def new_cache():
+    """An empty ``transformers`` ``DynamicCache``, which the model updates in place."""
     from transformers import DynamicCache
 
     return DynamicCache()
 
 
-def _returned_cache(out, fallback):
+def returned_cache(out, fallback):
+    """The cache a forward returned (under either field name), or ``fallback`` where it returned none."""
     for name in ("cache", "past_key_values"):
         if name in out and out[name] is not None:
             return out[name]

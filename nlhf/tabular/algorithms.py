@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from nlhf.games.nash import regularized_nash
-from nlhf.games.preferences import _broadcast_mu, check_policy, check_positive, check_preference, check_rho, check_tau
+from nlhf.games.preferences import broadcast_mu, check_policy, check_positive, check_preference, check_rho, check_tau
 from nlhf.progress import Progress
 
 METHODS = ("nash_md", "omd", "nash_ema", "fictitious_play", "best_response_to_mu")
@@ -116,7 +116,7 @@ def _simulate(P, mu, specs: list[_Spec], steps: int, rho=None, targets=None, rec
     ctx = P.ndim == 3
     P3 = P if ctx else P[None]
     X, n = P3.shape[0], P3.shape[-1]
-    mu3 = _broadcast_mu(P, mu).reshape(X, n)
+    mu3 = broadcast_mu(P, mu).reshape(X, n)
     rho = check_rho(rho, X)
     B = len(specs)
     PT = np.ascontiguousarray(np.swapaxes(P3, 1, 2))  # (o @ Pᵀ)_y = (P o)_y
@@ -280,7 +280,7 @@ def run_methods(P, mu, taus, steps, methods=METHODS, *, ema_beta=0.9, rho=None, 
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-    mu = _broadcast_mu(P, mu)
+    mu = broadcast_mu(P, mu)
     if targets is None:
         targets = {t: regularized_nash(P, mu, t) for t in taus}
     specs = [_Spec(m, t, None, ema_beta if m == "nash_ema" else 0.0) for t in taus for m in methods]

@@ -204,7 +204,7 @@ def known_answers() -> dict:
 
 def run_tabular(cfg: TabularConfig, out_dir: Path, progress: bool = True) -> dict:
     """Run the whole tabular stage, write its tables and figures to ``out_dir`` and return its metrics (the stage
-    writes them with the others: :func:`nlhf.stages.run_tabular`)."""
+    writes them with the others: :func:`nlhf.pipeline.stages.run_tabular`)."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

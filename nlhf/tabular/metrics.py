@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp, rel_entr
 
-from nlhf.games.preferences import _broadcast_mu, check_preference, check_rho, check_tau
+from nlhf.games.preferences import broadcast_mu, check_preference, check_rho, check_tau
 
 def kl(p, q, rho=None) -> float:
     """KL(p‖q) = Σ_y p(y) log(p(y)/q(y)); for (X, n) policies KL_ρ = Σ_x ρ(x) KL(p(·|x)‖q(·|x)) (§1)."""
@@ -33,7 +33,7 @@ def regularized_gap(P, mu, tau, pi, rho=None) -> float:
     Non-negative, convex in π, and zero exactly at π*_τ (max over π' is attained at BR_τ(π) ∝ μ exp(Pπ/τ))."""
     P = check_preference(P)
     tau = check_tau(tau)
-    mu = _broadcast_mu(P, mu)
+    mu = broadcast_mu(P, mu)
     pi = np.asarray(pi, float)
     Ppi = np.einsum("...ij,...j->...i", P, pi)
     gap = tau * logsumexp(np.log(mu) + Ppi / tau, axis=-1) + tau * rel_entr(pi, mu).sum(-1) - 0.5

@@ -63,9 +63,9 @@ def parse_prompt(prompt: str) -> Document:
         raise ValueError(f"not a synthetic-task prompt: {prompt!r}")
     body = words[2:-3]
     imps, facts = body[0::2], body[1::2]
-    if any(i not in IMPORTANCE for i in imps) or any(f not in _FACT_SET for f in facts) or not facts:
+    if any(i not in IMPORTANCE for i in imps) or any(f not in FACT_SET for f in facts) or not facts:
         raise ValueError(f"not a synthetic-task prompt: {prompt!r}")
     return Document(tuple(facts), tuple(IMPORTANCE[i] for i in imps))
 
 
-_FACT_SET = frozenset(FACT_WORDS)
+FACT_SET = frozenset(FACT_WORDS)  # the fact words, for membership tests

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlhf.tasks.synthetic_documents import _FACT_SET, Document
+from nlhf.tasks.synthetic_documents import FACT_SET, Document
 
 # Rater populations: each rater's utility is u_k = Σ_f coef[f] · feature_f (features: see ``summary_features``).
 #
@@ -106,7 +106,7 @@ MALFORMED_UTILITY = -100.0
 def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, float] | None:
     """Features of ``summary`` for ``doc`` (see module docstring); None if the summary is malformed."""
     words = summary.split()
-    if not words or len(words) > max_words or any(w not in _FACT_SET for w in words):
+    if not words or len(words) > max_words or any(w not in FACT_SET for w in words):
         return None
     pos = {f: i for i, f in enumerate(doc.facts)}
     seen: set[str] = set()

@@ -77,7 +77,8 @@ class ConvergenceProbe:
             enc = self.tok(flat[i: i + self.batch_size], return_tensors="pt", padding=True,
                            add_special_tokens=False).to(device)
             g = generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=self.max_new_tokens,
-                         eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id, generator=gen)
+                         eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id, generator=gen,
+                         logprobs=True)
             ref_lp = response_logprobs(self.ref, g.sequences, g.attention_mask, g.prompt_len)
             kl.append(((g.policy_logprobs - ref_lp) * g.response_mask).sum(-1).cpu().numpy())
             eos = self.tok.eos_token_id

@@ -75,7 +75,7 @@ def preference_heatmap(long: pd.DataFrame, order: Sequence[str], title: str):
 
 def beta_sweep(sweep: pd.DataFrame, title: str):
     """The paper's β sweep (§9): P(MDβ ≻ SFT) and P(MDβ ≻ RLHF) against β with 95% CIs (error bars), beside the
-    oracle targets' values (dashed). Columns as written by :func:`nlhf.reports.beta_sweep_table`."""
+    oracle targets' values (dashed). Columns as written by :func:`nlhf.pipeline.reports.beta_sweep_table`."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     for ax, (col, opp) in zip(axes, (("p_vs_sft", "SFT"), ("p_vs_rlhf", "RLHF"))):
         if col not in sweep:

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nlhf.artifacts import ensure_dir, require, write_metrics
 from nlhf.models import RewardModel
-from nlhf.params import PipelineConfig
+from nlhf.pipeline.artifacts import ensure_dir, require, write_metrics
+from nlhf.pipeline.params import PipelineConfig
+from nlhf.pipeline.runtime import accelerator_for, load_sft, sampling_kwargs
 from nlhf.sampling.texts import sample_texts
-from nlhf.runtime import accelerator_for, load_sft, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
 from nlhf.training.methods import RLHF, NashMD
@@ -26,14 +26,14 @@ def run_oracle(cfg: PipelineConfig, with_rm: bool = True, pool_cache=None) -> di
     every configured rater population (:mod:`nlhf.oracle`); the oracle table, exploitability and support facts.
 
     ``with_rm=False`` leaves out the targets computed with the trained reward model (``RLHF (RM)``), so that the
-    predictions exist before any judge is trained (:mod:`nlhf.sweep`); the DVC stage uses the default.
+    predictions exist before any judge is trained (:mod:`nlhf.pipeline.sweep`); the DVC stage uses the default.
     ``pool_cache``: a file holding the pools and SFT samples (:func:`nlhf.oracle.save_pool_set`), read when it
     exists, written otherwise. Only the SFT policy, the prompts and the oracle's sizes and seed make them, not the
-    raters, so runs that differ only in their raters share one (:mod:`nlhf.sweep`)."""
+    raters, so runs that differ only in their raters share one (:mod:`nlhf.pipeline.sweep`)."""
 
     from nlhf import oracle
     from nlhf.evaluate import to_markdown, to_matrix
-    from nlhf.plots import preference_heatmap
+    from nlhf.pipeline.plots import preference_heatmap
     from nlhf.tasks import SyntheticTask
 
     t0 = time.time()

@@ -25,16 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlhf.sampling.transformers_compat import unwrap
+
 __all__ = ["supports", "can_decode", "GPT2Backend", "GPT2Decoder"]
 
 _TANH_GELU = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}
 _EXACT_GELU = {"gelu"}
-
-
-def _unwrap(model):
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
 
 
 def _has_hooks(model: torch.nn.Module) -> bool:
@@ -53,7 +49,7 @@ def supports(model) -> bool:
         from transformers import GPT2LMHeadModel
     except ImportError:  # pragma: no cover
         return False
-    m = _unwrap(model)
+    m = unwrap(model)
     if type(m) is not GPT2LMHeadModel:
         return False
     c = m.config
@@ -72,7 +68,7 @@ class GPT2Decoder:
     :func:`nlhf.sampling.decode.generate` call."""
 
     def __init__(self, model, n_rows: int, max_len: int):
-        m = _unwrap(model)
+        m = unwrap(model)
         c = m.config
         tr = m.transformer
         self.wte, self.wpe = tr.wte.weight, tr.wpe.weight
@@ -145,7 +141,7 @@ def can_decode(models, device, max_len: int) -> bool:
     for m in models:
         if not supports(m):
             return False
-        m_ = _unwrap(m)
+        m_ = unwrap(m)
         if m_.transformer.wte.weight.device != device or max_len > m_.config.n_positions:
             return False
     return True

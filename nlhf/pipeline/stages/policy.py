@@ -9,12 +9,12 @@ from dataclasses import asdict, replace
 import numpy as np
 import pandas as pd
 
-from nlhf.artifacts import ensure_dir, require, stage_fingerprint, write_metrics
 from nlhf.judges import JUDGE_KINDS, exact_pairwise_judge
 from nlhf.models import PreferenceModel, RewardModel, check_same_tokenizer, save_policy
-from nlhf.params import PipelineConfig
+from nlhf.pipeline.artifacts import ensure_dir, require, stage_fingerprint, write_metrics
+from nlhf.pipeline.params import PipelineConfig
+from nlhf.pipeline.runtime import accelerator_for, load_sft, policy_generation, sampling_kwargs
 from nlhf.sampling.texts import sample_texts
-from nlhf.runtime import accelerator_for, load_sft, policy_generation, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
 from nlhf.training.checkpoint import seed_everything

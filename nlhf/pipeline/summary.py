@@ -2,8 +2,9 @@
 
 A stage writes everything it measured to ``results/metrics/<stage>.json`` (read by the notebooks and the README);
 ``results/summary/<stage>.json`` keeps a few numbers from it, chosen here, so that ``dvc metrics show`` and
-``dvc exp show`` fit in a terminal (both paths: :class:`nlhf.layout.Layout`). Only numbers and booleans: no strings, lists or run times. Stages that measure
-the same thing use the same name (``cycle_fraction``, ``p_vs_sft``), so all stages together stay under 40 columns.
+``dvc exp show`` fit in a terminal (both paths: :class:`nlhf.pipeline.layout.Layout`). Only numbers and booleans: no
+strings, lists or run times. Stages that measure the same thing use the same name (``cycle_fraction``,
+``p_vs_sft``), so all stages together stay under 40 columns.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ its values (the *points*), the seeds, and the methods trained at every point. A 
 default recipe of params.yaml with the point's value, the seed written into every seed key (``seed_keys``: the
 data, SFT, comparisons, PM, RM, policy, oracle and evaluation seeds, so a seed re-draws the whole chain, not only the
 policy) and the sweep's ``overrides``. Its artifacts live in ``artifacts/sweeps/<name>/<point>/seed<k>/`` and its
-results in ``results/sweeps/<name>/<point>/seed<k>/``, laid out as the default run's (:class:`nlhf.layout.Layout`).
+results in ``results/sweeps/<name>/<point>/seed<k>/``, laid out as the default run's
+(:class:`nlhf.pipeline.layout.Layout`).
 
 A run has two phases, so that a prediction is on disk (and committed) before the result it predicts exists:
 
@@ -37,8 +38,8 @@ import pandas as pd
 
 from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
 from nlhf.judges import JUDGE_KINDS
-from nlhf.layout import Layout
-from nlhf.params import PipelineConfig, check_required
+from nlhf.pipeline.layout import Layout
+from nlhf.pipeline.params import PipelineConfig, check_required
 
 DEFAULT_CELLS = ("MD1 vs RLHF", "SP vs RLHF", "BR vs RLHF", "MD1 vs SP", "MD1 vs BR", "RLHF vs SFT", "SP vs SFT",
                  "MD1 vs SFT", "BR vs SFT")
@@ -132,7 +133,7 @@ class Run:
 
     @property
     def layout(self) -> Layout:
-        """Its artifacts and results (:meth:`nlhf.layout.Layout.sweep_run`, below the default folders)."""
+        """Its artifacts and results (:meth:`nlhf.pipeline.layout.Layout.sweep_run`, below the default folders)."""
         return Layout().sweep_run(self.sweep, self.point, self.seed)
 
     def artifacts(self) -> str:
@@ -260,9 +261,9 @@ def _sft_donor(cfg: PipelineConfig) -> Path | None:
 def _sft_or_share(cfg: PipelineConfig, log) -> dict:
     """Stage ``sft``, or, when a finished run has the same :func:`sft_key`, a copy of its SFT model and only the
     rater-labelled comparisons of SFT samples that PM and RM read (they depend on the run's raters)."""
-    from nlhf import stages
-    from nlhf.comparisons import write_sft_comparisons
-    from nlhf.runtime import load_sft
+    from nlhf.pipeline import stages
+    from nlhf.pipeline.comparisons import write_sft_comparisons
+    from nlhf.pipeline.runtime import load_sft
     from nlhf.tasks import make_task
 
     donor = _sft_donor(cfg)
@@ -274,7 +275,7 @@ def _sft_or_share(cfg: PipelineConfig, log) -> dict:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(donor, dst)
-        from nlhf.runtime import accelerator_for
+        from nlhf.pipeline.runtime import accelerator_for
 
         policy, tok = load_sft(cfg, accelerator_for(cfg).device)  # where the sft stage samples them
         write_sft_comparisons(cfg, make_task(cfg.task), policy, tok)
@@ -283,7 +284,7 @@ def _sft_or_share(cfg: PipelineConfig, log) -> dict:
 
 def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
     """Phase ``predict`` of one run: data, SFT (copied from a run with the same SFT inputs), the oracle without RM."""
-    from nlhf import stages
+    from nlhf.pipeline import stages
 
     cfg = run_config(spec, run, params)
     steps = Steps(cfg)
@@ -298,7 +299,7 @@ def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=p
 def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
     """Phase ``train`` of one run: exact-judge policies; at paper points PM, RM and paper-setting policies; then
     :func:`evaluate_run`. The run's predictions must exist (phase ``predict``)."""
-    from nlhf import stages
+    from nlhf.pipeline import stages
 
     cfg = run_config(spec, run, params)
     steps = Steps(cfg)
@@ -361,7 +362,7 @@ def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFr
 
     from nlhf.evaluate import pairwise_table
     from nlhf.models.policy import load_policy
-    from nlhf.runtime import accelerator_for, load_sft, sampling_kwargs
+    from nlhf.pipeline.runtime import accelerator_for, load_sft, sampling_kwargs
     from nlhf.sampling.texts import sample_texts
     from nlhf.seeds import seed_for
     from nlhf.tasks import make_task
@@ -400,7 +401,7 @@ def evaluate_run(cfg: PipelineConfig, exact_methods, paper_methods) -> pd.DataFr
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m nlhf.sweep", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m nlhf.pipeline.sweep", description=__doc__.split("\n\n")[0])
     ap.add_argument("phase", choices=["predict", "train", "report"])
     ap.add_argument("sweep", help="sweep file, e.g. sweeps/embellisher_share.yaml")
     ap.add_argument("--points", nargs="+", help="only these points (default: all)")
@@ -421,11 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from nlhf.notebook import quiet_libraries
+    from nlhf.pipeline.notebook import quiet_libraries
 
     quiet_libraries()
     if args.phase == "report":
-        from nlhf.sweep_report import write_report
+        from nlhf.pipeline.sweep_report import write_report
 
         write_report(spec, args.params)
         return 0
@@ -450,7 +451,7 @@ def _parallel(argv: list[str], jobs: int) -> int:
     to this terminal line by line. Non-zero if any worker failed."""
     import subprocess
 
-    procs = [subprocess.Popen([sys.executable, "-m", "nlhf.sweep", *argv, "--worker", f"{k}/{jobs}"])
+    procs = [subprocess.Popen([sys.executable, "-m", "nlhf.pipeline.sweep", *argv, "--worker", f"{k}/{jobs}"])
              for k in range(jobs)]
     codes = [p.wait() for p in procs]
     for k, c in enumerate(codes):

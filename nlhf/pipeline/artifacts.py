@@ -1,6 +1,6 @@
 """The checks on what the stages read, and how they write their metrics.
 
-Every path is :class:`nlhf.layout.Layout`'s (``cfg.layout``). An upstream artifact that is missing, damaged, or
+Every path is :class:`nlhf.pipeline.layout.Layout`'s (``cfg.layout``). An upstream artifact that is missing, damaged, or
 holds another row count than its stage recorded stops the reader with a message naming the file and the
 ``dvc repro`` that makes it. Resumable training states are fingerprinted with the params and the content of every
 upstream artifact the training reads.
@@ -13,9 +13,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from nlhf.layout import Layout
-from nlhf.params import PipelineConfig, stage_config
-from nlhf.summary import summarize
+from nlhf.pipeline.layout import Layout
+from nlhf.pipeline.params import PipelineConfig, stage_config
+from nlhf.pipeline.summary import summarize
 from nlhf.training.checkpoint import content_hash, damaged, write_json
 
 
@@ -23,7 +23,8 @@ class DamagedArtifactError(RuntimeError):
     """An upstream artifact exists but cannot be read, or disagrees with the counts its stage recorded."""
 
 
-def _rerun_hint(path: Path, stage: str) -> str:
+def rerun_hint(path: Path, stage: str) -> str:
+    """How to get back the artifact ``path`` that DVC stage ``stage`` writes (the end of an error message)."""
     return (f"restore it with `dvc checkout {path}` or rerun `dvc repro {stage}` (outside DVC: rerun the "
             f"'{stage}' stage)")
 
@@ -37,7 +38,7 @@ def require(path: Path, stage: str) -> Path:
                                 f"`dvc repro {stage}` first)")
     bad = damaged(path)
     if bad is not None:
-        raise DamagedArtifactError(f"upstream artifact {bad[0]} is damaged ({bad[1]}); {_rerun_hint(path, stage)}")
+        raise DamagedArtifactError(f"upstream artifact {bad[0]} is damaged ({bad[1]}); {rerun_hint(path, stage)}")
     return Path(path)
 
 
@@ -62,8 +63,8 @@ def fingerprint(*objs, inputs=()) -> str:
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
-    """The resume fingerprint of DVC stage ``stage``: every param it reads (:func:`nlhf.params.stage_config`, its
-    dvc.yaml ``params``) and the content of every upstream artifact it reads (:meth:`Layout.deps`, its dvc.yaml
+    """The resume fingerprint of DVC stage ``stage``: every param it reads (:func:`nlhf.pipeline.params.stage_config`,
+    its dvc.yaml ``params``) and the content of every upstream artifact it reads (:meth:`Layout.deps`, its dvc.yaml
     ``deps``), so a state is resumed only by a run that DVC itself would not tell apart."""
     layout = cfg.layout
     inputs = [p for p in layout.deps(stage) if p != layout.check_ok]
@@ -75,7 +76,7 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
 def write_metrics(cfg: PipelineConfig, stage: str, metrics: dict) -> None:
     """The stage's metrics JSON (:meth:`Layout.metrics`) without its ``runtime_s``, which goes to
     :meth:`Layout.timings` (not a DVC output): metrics files are hashed outputs that later stages depend on, and a
-    wall-clock time would make them differ at every rerun. Its headline numbers (:mod:`nlhf.summary`) go to
+    wall-clock time would make them differ at every rerun. Its headline numbers (:mod:`nlhf.pipeline.summary`) go to
     :meth:`Layout.summary`, the file dvc.yaml declares as the stage's metrics."""
     layout = cfg.layout
     write_json(layout.metrics(stage), {k: v for k, v in metrics.items() if k != "runtime_s"})
@@ -91,12 +92,12 @@ def load_tokenizer(cfg: PipelineConfig):
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise DamagedArtifactError(f"cannot load the tokenizer {path} ({e}); {_rerun_hint(path, 'data')}") from e
+        raise DamagedArtifactError(f"cannot load the tokenizer {path} ({e}); {rerun_hint(path, 'data')}") from e
     tok.padding_side = "left"
     return tok
 
 
-def _load_counted(path: Path, n_expected: int, stage: str, record: Path):
+def load_counted(path: Path, n_expected: int, stage: str, record: Path):
     """``load_from_disk(path)``, which must hold the ``n_expected`` rows its stage recorded in ``record``."""
     import datasets
 
@@ -105,11 +106,11 @@ def _load_counted(path: Path, n_expected: int, stage: str, record: Path):
         ds = datasets.load_from_disk(str(path))
         n = len(ds)
     except Exception as e:  # FileNotFoundError, ArrowInvalid, json errors from a damaged folder
-        raise DamagedArtifactError(f"cannot load {path} ({type(e).__name__}: {e}); {_rerun_hint(path, stage)}") \
+        raise DamagedArtifactError(f"cannot load {path} ({type(e).__name__}: {e}); {rerun_hint(path, stage)}") \
             from e
     if n != n_expected:
         raise DamagedArtifactError(f"{path} holds {n} rows but {record} records {n_expected}; "
-                                   f"{_rerun_hint(path, stage)}")
+                                   f"{rerun_hint(path, stage)}")
     return ds
 
 
@@ -124,7 +125,7 @@ def _against_params(path: Path, n: int, key: str, expected: int, stage: str) -> 
     (rows and record alike) or an artifact built with other params stops the reader, naming the file and the key."""
     if n != expected:
         raise DamagedArtifactError(f"{path} holds {n} rows but params {key} is {expected}: it was built with "
-                                   f"other params or changed since; {_rerun_hint(path, Layout.dvc_stage(stage))}")
+                                   f"other params or changed since; {rerun_hint(path, Layout.dvc_stage(stage))}")
 
 
 def load_dataset_dir(cfg: PipelineConfig, *parts: str):
@@ -136,8 +137,8 @@ def load_dataset_dir(cfg: PipelineConfig, *parts: str):
     counts = json.loads(info.read_text())
     if not isinstance(counts.get(key), int):
         raise DamagedArtifactError(f"{info} has no row count {key!r} (not written by this version's data stage); "
-                                   f"{_rerun_hint(cfg.layout.data(), 'data')}")
-    ds = _load_counted(path, counts[key], "data", info)
+                                   f"{rerun_hint(cfg.layout.data(), 'data')}")
+    ds = load_counted(path, counts[key], "data", info)
     param = DATASET_PARAMS.get(tuple(parts))
     if cfg.task.name == "synthetic" and param is not None:
         _against_params(path, len(ds), f"task.synthetic.{param}", getattr(cfg.task.synthetic, param), "data")
@@ -155,7 +156,7 @@ def check_comparison_counts(cfg: PipelineConfig) -> None:
                                 ("heldout", "eval.n_heldout_pairs", cfg.eval.n_heldout_pairs)):
         n = info.get(part)
         if not isinstance(n, int):
-            raise DamagedArtifactError(f"{path} has no count for {part!r}; {_rerun_hint(path.parent, 'sft')}")
+            raise DamagedArtifactError(f"{path} has no count for {part!r}; {rerun_hint(path.parent, 'sft')}")
         _against_params(path.parent / part, n, key if synthetic else f"task.name ({cfg.task.name}: no exact judge)",
                         expected if synthetic else 0, "sft")
 

@@ -1,32 +1,96 @@
-"""Stages ``data`` → ``sft`` → ``preference@{pm,rm}``: the task's datasets and tokenizer, the SFT policy μ (and its
-checks and comparisons), the pairwise preference model and the Bradley–Terry reward model."""
+"""Stages ``data`` → ``sft`` → ``preference@{pm,rm}``: the task's datasets and tokenizer (:func:`build_task_data`),
+the SFT policy μ (and its checks and comparisons), the pairwise preference model and the Bradley–Terry reward
+model."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from nlhf.artifacts import ensure_dir, load_dataset_dir, load_tokenizer, stage_fingerprint, write_metrics
-from nlhf.comparisons import load_sft_comparisons, write_sft_comparisons
 from nlhf.evaluate import sft_checks
 from nlhf.models import build_policy, build_preference_model, build_reward_model, check_same_tokenizer, save_policy
-from nlhf.params import PipelineConfig
-from nlhf.runtime import accelerator_for, policy_generation, sampling_kwargs
-from nlhf.tasks import make_task
+from nlhf.pipeline.artifacts import ensure_dir, load_dataset_dir, load_tokenizer, stage_fingerprint, write_metrics
+from nlhf.pipeline.comparisons import load_sft_comparisons, write_sft_comparisons
+from nlhf.pipeline.layout import Layout
+from nlhf.pipeline.params import PipelineConfig
+from nlhf.pipeline.runtime import accelerator_for, policy_generation, sampling_kwargs
+from nlhf.tasks import SyntheticTask, Task, make_task
 from nlhf.training.checkpoint import seed_everything
 from nlhf.training.preference import pair_loss, pair_metrics, predict_proba
 from nlhf.training.sft import sft_batch, sft_loss, tokenize_sft
 from nlhf.training.supervised import fit
 
 
+def _mean_words(texts) -> float:
+    return float(np.mean([len(t.split()) for t in texts])) if len(texts) else float("nan")
+
+
+def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500, analysis_samples: int = 8) -> dict:
+    """Write the task's datasets under ``out_dir`` (the data folder, :meth:`Layout.data`) and return data-stage
+    metrics (plain Python types, so that ``json.dumps`` writes them without a converter).
+
+    Its content (``Dataset.save_to_disk``, named by :class:`Layout`): ``sft/{train,eval}`` (prompt, completion),
+    ``prefs/{train,test}`` (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt, reference)
+    (``Layout.DATASETS``); plus ``tokenizer/`` for word-level tasks (``task.vocabulary()`` is not None) and
+    ``metrics.json`` (the row counts, which the stages check their inputs against)."""
+    import datasets
+
+    from nlhf.tasks import analysis
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m: dict = {"task": task.name}
+    for kind, split in Layout.DATASETS:
+        if kind == "sft":
+            ds = task.sft_dataset(split)
+            m[f"sft_{split}_rows"] = len(ds)
+            m[f"sft_{split}_mean_words"] = _mean_words(ds["completion"])
+        elif kind == "prefs":
+            ds = task.preference_dataset(split)
+            m[f"prefs_{split}_rows"] = len(ds)
+            m[f"prefs_{split}_label_mean"] = float(np.mean(ds["label"])) if len(ds) else float("nan")
+            p = np.asarray(ds["p"], dtype=np.float64)
+            if len(p) and not np.isnan(p).any():
+                m[f"prefs_{split}_bayes_accuracy"] = float(np.mean(np.maximum(p, 1 - p)))  # best possible PM accuracy
+                m[f"prefs_{split}_label_logloss_floor"] = float(np.mean(
+                    -(p * np.log(np.clip(p, 1e-12, 1)) + (1 - p) * np.log(np.clip(1 - p, 1e-12, 1)))))
+        else:
+            prompts = task.prompts(split)
+            ds = datasets.Dataset.from_dict({"prompt": prompts, "reference": task.references(prompts)})
+            m[f"prompts_{split}_rows"] = len(ds)
+        ds.save_to_disk(str(out / kind / split))
+    vocab = task.vocabulary()
+    if vocab is not None:
+        from nlhf.tokenization import build_word_tokenizer
+
+        tok = build_word_tokenizer(vocab, out / Layout.TOKENIZER)
+        m["vocab_size"] = len(tok)
+    if isinstance(task, SyntheticTask):
+        rows = task.sft_rows("train")
+        styles, counts = np.unique(rows["style"], return_counts=True)
+        m["sft_style_mix"] = {str(s): float(c / len(rows["style"])) for s, c in zip(styles, counts)}
+        x, a, b, c = task.condorcet_example()
+        pm = analysis.preference_matrices(task.judge, [x], [[a, b, c]])[0]
+        m["condorcet_example_is_cycle"] = bool(analysis.is_cycle(pm, 0, 1, 2))
+        if analysis_prompts:
+            prompts = task.prompts("eval")[:analysis_prompts]
+            mats = analysis.preference_matrices(task.judge, prompts, task.style_samples(prompts, analysis_samples))
+            m.update({f"style_{k}": v for k, v in analysis.cycle_fraction(mats).items()})
+            m.update({f"style_{k}": v for k, v in analysis.bt_fit_agreement(mats).items()})
+            m.update({f"style_{k}": v for k, v in analysis.nash_support(mats).items()})
+    # no timings here: metrics.json is part of the DVC-hashed data artifact, which must not change between reruns
+    (out / Layout.DATA_COUNTS).write_text(json.dumps(m, indent=2, sort_keys=True))
+    return m
+
+
 def run_data(cfg: PipelineConfig) -> dict:
     """Stage ``data``: prompts, SFT pairs, labelled preference pairs and the tokenizer (artifacts/data)."""
     import datasets
-
-    from nlhf.tasks import build_task_data
 
     datasets.disable_progress_bars()
     t0 = time.time()

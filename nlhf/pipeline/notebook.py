@@ -121,7 +121,7 @@ def setup(params_file: str = "params.yaml", profile: str | None = None):
     quiet_libraries()
     import seaborn as sns
 
-    from nlhf.params import load_config
+    from nlhf.pipeline.params import load_config
 
     sns.set_theme(style="whitegrid")
     cfg = load_config(params_file, profile)
@@ -131,8 +131,8 @@ def setup(params_file: str = "params.yaml", profile: str | None = None):
 
 def stage_metrics(cfg, stage: str, run: Callable[[], dict], recompute: bool) -> dict:
     """``run()`` (the stage: trains, evaluates, writes results/) when ``recompute``; otherwise the metrics the stage
-    wrote last time (:meth:`nlhf.layout.Layout.metrics`), so the notebook re-plots without training. A stage that
-    fails leaves its previous result files as they were (:meth:`nlhf.layout.Layout.result_files`,
+    wrote last time (:meth:`nlhf.pipeline.layout.Layout.metrics`), so the notebook re-plots without training. A stage
+    that fails leaves its previous result files as they were (:meth:`nlhf.pipeline.layout.Layout.result_files`,
     :func:`nlhf.training.checkpoint.restored_on_failure`)."""
     if recompute:
         from nlhf.training.checkpoint import restored_on_failure

@@ -25,10 +25,10 @@ class Layout:
                                                    policy<v>/<method>, eval
         R/convergence<v>/<method>.csv              policy<v>@<method>: convergence probe
         R/metrics/<key>.json                       every number a stage measured
-        R/summary/<key>.json                       its headline numbers (the DVC metrics, nlhf.summary)
+        R/summary/<key>.json                       its headline numbers (the DVC metrics, nlhf.pipeline.summary)
         R/timings/<key>.json                       its run time (not a DVC output)
         R/notebooks/<notebook>.ipynb               executed notebooks
-        A/sweeps/<sweep>/<point>/seed<k>/, R/...   a sweep's run (nlhf.sweep): this same tree, below its folder
+        A/sweeps/<sweep>/<point>/seed<k>/, R/...   a sweep's run (nlhf.pipeline.sweep): this same tree, below its folder
         A/.sweep/<step>.json                       in a sweep run: its finished steps
         R/sweep/                                   in a sweep run: its pairwise table and samples
         R/sweeps/<sweep>/                          a sweep's report
@@ -222,8 +222,8 @@ class Layout:
 
     def result_files(self, stage: str) -> list[Path]:
         """What DVC stage ``stage`` writes below the results root except its executed notebook (which papermill
-        writes and :func:`nlhf.notebook.execute` replaces), plus its timings: the files that must change together
-        or not at all."""
+        writes and :func:`nlhf.pipeline.notebook.execute` replaces), plus its timings: the files that must change
+        together or not at all."""
         notebook = self.notebook(stage)
         outs = [p for p in self.outs(stage) if p != notebook and self.results_root in p.parents]
         return [*outs, self.timings(stage)]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 
-from nlhf.artifacts import require
 from nlhf.models import generation_config, load_policy
-from nlhf.params import PipelineConfig
+from nlhf.pipeline.artifacts import require
+from nlhf.pipeline.params import PipelineConfig
 from nlhf.training.methods import table_policies
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nlhf.artifacts import require
-from nlhf.params import PipelineConfig
+from nlhf.pipeline.artifacts import require
+from nlhf.pipeline.params import PipelineConfig
+from nlhf.pipeline.runtime import accelerator_for, load_table_policies, sampling_kwargs
 from nlhf.sampling.texts import sample_texts
-from nlhf.runtime import accelerator_for, load_table_policies, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.training.methods import RLHF, NashMD, average_name, policy_targets
 
@@ -45,7 +45,7 @@ def exact_judge_tables(cfg: PipelineConfig, task, tok, prompts, sft_samples, ora
     with the oracle table, the second training seed of the headline comparisons, and the scorecard with theory,
     exact-judge training, the paper's setting and the paper side by side."""
     from nlhf.evaluate import pairwise_table, scorecard, to_markdown, to_matrix
-    from nlhf.plots import preference_heatmap
+    from nlhf.pipeline.plots import preference_heatmap
 
     accelerator = accelerator_for(cfg)
     sampling = sampling_kwargs(cfg)

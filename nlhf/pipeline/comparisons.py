@@ -12,10 +12,10 @@ import shutil
 
 import numpy as np
 
-from nlhf.artifacts import DamagedArtifactError, _load_counted, _rerun_hint, require
-from nlhf.params import PipelineConfig
+from nlhf.pipeline.artifacts import DamagedArtifactError, load_counted, rerun_hint, require
+from nlhf.pipeline.params import PipelineConfig
+from nlhf.pipeline.runtime import sampling_kwargs
 from nlhf.sampling.texts import sample_texts
-from nlhf.runtime import sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.training.checkpoint import write_json
 
@@ -84,13 +84,13 @@ def load_sft_comparisons(cfg: PipelineConfig, part: str):
     info = json.loads((d / "info.json").read_text())
     n = info.get(part)
     if not isinstance(n, int):
-        raise DamagedArtifactError(f"{d / 'info.json'} has no count for {part!r}; {_rerun_hint(d, 'sft')}")
+        raise DamagedArtifactError(f"{d / 'info.json'} has no count for {part!r}; {rerun_hint(d, 'sft')}")
     if n == 0:
         if (d / part).exists():
             raise DamagedArtifactError(f"{d / part} exists but {d / 'info.json'} records no {part} comparisons; "
-                                       f"{_rerun_hint(d, 'sft')}")
+                                       f"{rerun_hint(d, 'sft')}")
         return None
     if not (d / part).is_dir():
         raise DamagedArtifactError(f"{d / part} is missing but {d / 'info.json'} records {n} {part} comparisons; "
-                                   f"{_rerun_hint(d, 'sft')}")
-    return _load_counted(d / part, n, "sft", d / "info.json")
+                                   f"{rerun_hint(d, 'sft')}")
+    return load_counted(d / part, n, "sft", d / "info.json")

@@ -1,4 +1,4 @@
-"""A sweep's report (:mod:`nlhf.sweep`): the oracle's predictions, the trained results beside them, seed-level
+"""A sweep's report (:mod:`nlhf.pipeline.sweep`): the oracle's predictions, the trained results beside them, seed-level
 intervals, the over-optimisation curves and the false-positive rate of the pipeline where theory says "tie".
 
 Written to ``results/sweeps/<name>/``:
@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from nlhf.evaluate import holm, table_cell
-from nlhf.sweep import Run, SweepSpec, run_config, runs
+from nlhf.pipeline.sweep import Run, SweepSpec, run_config, runs
 
 TIE = 0.01  # theory says "tie" when the oracle's prediction is within this of ½
 SETTINGS = {"exact": "", "paper": " (PM/RM)"}  # a trained policy's name in a run's table, by setting
@@ -52,7 +52,7 @@ def _oracle_long(spec: SweepSpec, run: Run, params) -> pd.DataFrame | None:
 
 
 def _root(spec: SweepSpec) -> Path:
-    from nlhf.layout import Layout
+    from nlhf.pipeline.layout import Layout
 
     return Layout().sweep_report(spec.name)
 

@@ -29,7 +29,7 @@ from nlhf.training.policy_gradient import PGConfig
 from nlhf.training.supervised import SupervisedConfig
 
 if TYPE_CHECKING:
-    from nlhf.layout import Layout
+    from nlhf.pipeline.layout import Layout
 
 _SUPERVISED_RECIPE = ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "checkpoint_every", "seed")
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -67,7 +67,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
 }
 """The params each DVC stage kind reads (``{item}``: the stage's foreach item): its ``params`` in dvc.yaml, less
 ``profile`` (a name; the values it selects are in the sections) and ``paths`` (where a stage writes, not what it
-computes). :func:`stage_config` resolves them; a resume fingerprint hashes them (:func:`nlhf.artifacts.
+computes). :func:`stage_config` resolves them; a resume fingerprint hashes them (:func:`nlhf.pipeline.artifacts.
 stage_fingerprint`), so a state is resumed only under the same values of everything the stage reads
 (tests/test_reliability.py checks the lists against dvc.yaml)."""
 
@@ -234,8 +234,8 @@ class PipelineConfig:
 
     @property
     def layout(self) -> Layout:
-        """Every path the stages read and write, below ``paths`` (:class:`nlhf.layout.Layout`)."""
-        from nlhf.layout import Layout
+        """Every path the stages read and write, below ``paths`` (:class:`nlhf.pipeline.layout.Layout`)."""
+        from nlhf.pipeline.layout import Layout
 
         return Layout(self.paths.artifacts, self.paths.results)
 

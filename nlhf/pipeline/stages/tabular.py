@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 
-from nlhf.artifacts import write_metrics
-from nlhf.params import PipelineConfig
+from nlhf.pipeline.artifacts import write_metrics
+from nlhf.pipeline.params import PipelineConfig
 
 
 def run_tabular(cfg: PipelineConfig) -> dict:

@@ -1,5 +1,5 @@
 """Stage ``eval``: the paper's Table 1 under the exact judge and the trained PM, ROUGE-L, exploitability, the
-scorecard, and the derived tables of :mod:`nlhf.reports`."""
+scorecard, and the derived tables of :mod:`nlhf.pipeline.reports`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from nlhf.artifacts import ensure_dir, load_tokenizer, require, write_metrics
 from nlhf.models import PreferenceModel, check_same_tokenizer
-from nlhf.params import PipelineConfig
-from nlhf.reports import beta_sweep_table, exact_judge_tables, pm_vs_rm_table
+from nlhf.pipeline.artifacts import ensure_dir, load_tokenizer, require, write_metrics
+from nlhf.pipeline.params import PipelineConfig
+from nlhf.pipeline.reports import beta_sweep_table, exact_judge_tables, pm_vs_rm_table
+from nlhf.pipeline.runtime import accelerator_for, load_table_policies, sampling_kwargs
 from nlhf.sampling.texts import sample_texts
-from nlhf.runtime import accelerator_for, load_table_policies, sampling_kwargs
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
 from nlhf.training.methods import policy_targets

@@ -1,0 +1,199 @@
+"""``python -m nlhf check [STAGE ...]``: validate params.yaml (and a stage's upstream inputs) before running anything;
+``python -m nlhf run STAGE [STAGE ...]``: run stages' functions (what their notebooks call) from the command line, in
+the order given, in one process;
+``python -m nlhf notebook IN OUT [papermill options]``: papermill, replacing OUT only when the whole notebook ran and
+stopping when its parent (DVC) dies (:func:`nlhf.pipeline.notebook.execute`).
+
+DVC runs ``python -m nlhf check --fresh --out artifacts/check.ok`` as the first stage of the DAG (dvc.yaml), so a
+bad param stops ``dvc repro`` before any stage has deleted its outputs or papermill has overwritten an executed
+notebook. The output file's content never changes, so a passing check does not invalidate the stages after it.
+
+``--fresh`` deletes the resumable training states (``<artifacts>/.resume``): DVC reruns the check stage only when
+params, code or profiles changed, or when forced (``dvc repro -f``), and in each of those cases every stage must
+start from scratch. (A state is also never resumed for other params or upstream inputs: see
+:func:`nlhf.pipeline.artifacts.fingerprint`.)
+
+With stage names (``sft``, ``preference@pm``, ``policy@MD1``, ...) it also checks that the stage's upstream
+artifacts exist, are readable and hold the row counts their stages recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CHECK_OK = "params validated by `python -m nlhf check`\n"
+
+
+def _stage_inputs(cfg, stage: str) -> list[str]:
+    """Check the upstream artifacts of ``stage`` with the stages' own loaders; returns what was checked."""
+    from nlhf.judges import JUDGE_KINDS
+    from nlhf.pipeline import artifacts
+    from nlhf.pipeline.comparisons import load_sft_comparisons
+
+    layout = cfg.layout
+    rel = lambda *paths: [str(p.relative_to(layout.artifacts_root)) for p in paths]  # noqa: E731
+    if stage in ("tabular", "data"):
+        return []
+    if stage == "sft":
+        artifacts.load_tokenizer(cfg)
+        for split in ("train", "eval"):
+            artifacts.load_dataset_dir(cfg, "sft", split)
+        return rel(layout.tokenizer, layout.data("sft"))
+    if stage in ("preference@pm", "preference@rm"):
+        artifacts.load_tokenizer(cfg)
+        for split in ("train", "test"):
+            artifacts.load_dataset_dir(cfg, "prefs", split)
+        for part in ("train", "heldout"):
+            load_sft_comparisons(cfg, part)
+        artifacts.check_comparison_counts(cfg)
+        return rel(layout.tokenizer, layout.data("prefs"), layout.sft_pairs())
+    if stage.split("@")[0] in ("policy", "policy_exact", "policy_seed") and "@" in stage:
+        kind, name = stage.split("@", 1)
+        method = cfg.method(name)
+        artifacts.require(layout.model("sft"), "sft")
+        artifacts.require(layout.oracle_pools, "oracle")
+        if kind == "policy_exact":
+            return rel(layout.model("sft"), layout.oracle())
+        judge = JUDGE_KINDS[method.JUDGE]
+        artifacts.require(layout.model(judge), layout.dvc_stage(judge))
+        return rel(layout.model("sft"), layout.model(judge), layout.oracle())
+    if stage == "eval":
+        artifacts.load_tokenizer(cfg)
+        artifacts.require(layout.model("sft"), "sft")
+        artifacts.require(layout.model("pm"), layout.dvc_stage("pm"))
+        for variant, names in (("paper", cfg.methods), ("exact", cfg.ablation.methods),
+                               ("seed", cfg.ablation.seed_methods)):
+            for name in names:
+                artifacts.require(layout.policy(name, variant), layout.policy_stage(name, variant))
+        return rel(layout.tokenizer, layout.model("sft"), layout.model("pm"),
+                   *(layout.policies(v) for v in layout.POLICY_VARIANTS))
+    if stage == "oracle":
+        artifacts.require(layout.model("sft"), "sft")
+        artifacts.require(layout.model("rm"), layout.dvc_stage("rm"))
+        return rel(layout.model("sft"), layout.model("rm"))
+    raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
+                   f"policy@<method> ({', '.join(cfg.methods)}), policy_exact@<method>, policy_seed@<method>, eval")
+
+
+def _dvc_paths(cfg) -> None:
+    """``paths`` must be the folders dvc.yaml spells (:class:`nlhf.pipeline.layout.Layout`'s defaults, checked against
+    dvc.yaml by tests/test_artifacts.py): DVC declares, caches and deletes those, so a stage writing elsewhere would
+    write outside every declared output (into the source package, for ``paths.artifacts: nlhf``). Only this command,
+    the DVC pipeline's first stage, refuses other paths: a stage run outside DVC (``python -m nlhf run``, the tests)
+    may write to any folder inside the repository."""
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.layout import Layout
+
+    dvc = Layout()
+    for key, root in (("artifacts", dvc.artifacts_root), ("results", dvc.results_root)):
+        value = getattr(cfg.paths, key)
+        if Path(value) != root:
+            raise ConfigError(f"paths.{key}: dvc.yaml declares the stages' outputs under {root}/, got {value!r}; "
+                              f"set paths.{key}: {root} (another folder needs dvc.yaml's outs changed with it)")
+
+
+def _fresh(cfg) -> None:
+    resume = cfg.layout.resume_dir
+    for state in sorted(resume.glob("*.pt")) if resume.is_dir() else []:
+        state.unlink()
+        print(f"check: removed the resumable state {state} (params, code or profiles changed, or the run was "
+              f"forced): its stage starts fresh")
+
+
+def stage_function(stage: str):
+    """``(function, args)`` of the DVC stage named ``stage`` in :mod:`nlhf.pipeline.stages`; KeyError for another
+    name."""
+    from nlhf.pipeline import stages
+    from nlhf.pipeline.layout import Layout
+
+    kind, _, item = stage.partition("@")
+    simple = {"tabular": stages.run_tabular, "data": stages.run_data, "sft": stages.run_sft,
+              "oracle": stages.run_oracle, "eval": stages.run_eval}
+    if kind in simple and not item:
+        return simple[kind], ()
+    if kind == "preference" and item in ("pm", "rm"):
+        return stages.run_preference, (item,)
+    variants = {f"policy{suffix}": variant for variant, suffix in Layout.POLICY_VARIANTS.items()}
+    if kind in variants and item:
+        return stages.run_policy, (item, variants[kind])
+    raise KeyError(f"unknown stage {stage!r}; stages: tabular, data, sft, preference@pm, preference@rm, oracle, "
+                   f"policy@<method>, policy_exact@<method>, policy_seed@<method>, eval")
+
+
+def _run_stages(names: list[str], params: str) -> int:
+    """``python -m nlhf run <stage> ...``: each stage's function, as its notebook calls it (no figures, no notebook),
+    in the order given. Every name and the params are checked before the first stage starts."""
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.params import load_config
+
+    try:
+        cfg = load_config(params)
+        calls = [stage_function(stage) for stage in names]
+    except (ConfigError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    from nlhf.pipeline.notebook import quiet_libraries
+    from nlhf.training.checkpoint import json_text
+
+    from nlhf.training.checkpoint import restored_on_failure
+
+    quiet_libraries()
+    for stage, (fn, args) in zip(names, calls):
+        with restored_on_failure(cfg.layout.result_files(stage)):  # a failed stage keeps its previous results
+            metrics = fn(cfg, *args)
+        if metrics:  # under `accelerate launch` only the main process returns the stage's metrics
+            print(json_text(metrics))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["notebook"]:  # papermill's own command line, passed through (dvc.yaml runs every notebook so)
+        from nlhf.pipeline.notebook import execute
+
+        return execute(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m nlhf", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    chk = sub.add_parser("check", help="validate params.yaml (+ profile) and, for named stages, their inputs")
+    chk.add_argument("stages", nargs="*", help="stage names whose upstream artifacts to check (e.g. policy@MD1)")
+    chk.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    chk.add_argument("--out", help="write a fixed marker file here when everything is valid (the DVC output)")
+    chk.add_argument("--fresh", action="store_true", help="delete resumable training states (<artifacts>/.resume)")
+    run = sub.add_parser("run", help="run stages' functions without their notebooks, in order (e.g. policy@MD1 eval)")
+    run.add_argument("stages", nargs="+", help="DVC stage names: tabular, data, sft, preference@pm|rm, oracle, "
+                                               "policy@<method>, policy_exact@<method>, policy_seed@<method>, eval")
+    run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run_stages(args.stages, args.params)
+
+    from nlhf.config import ConfigError, shadowed_edits
+    from nlhf.pipeline.params import load_config
+
+    try:
+        cfg = load_config(args.params)
+        _dvc_paths(cfg)
+        shadowed = shadowed_edits(args.params)
+        if shadowed:
+            raise ConfigError("\n".join(shadowed))
+        print(f"check: {args.params} (profile {cfg.profile}) is valid")
+        for stage in args.stages:
+            what = _stage_inputs(cfg, stage)
+            print(f"check: inputs of {stage} are present and complete" + (f" ({', '.join(what)})" if what else ""))
+    except (ConfigError, FileNotFoundError, KeyError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    if args.fresh:
+        _fresh(cfg)
+    if args.out:
+        from nlhf.training.checkpoint import atomic_write_text
+
+        atomic_write_text(args.out, CHECK_OK)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
