@@ -59,9 +59,9 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "sft": ("seed", "runtime", "task", "policy_model", "sampling", "sft", "eval", "preference_data"),
     "preference": ("seed", "runtime", "task", "preference_model", "reward_model", "preference_data",
                    "eval.n_heldout_pairs", "{item}"),
-    "policy": ("seed", "runtime", "task", "sampling", "pg", "eval", "methods.{item}"),
-    "policy_exact": ("seed", "runtime", "task", "sampling", "pg", "eval", "ablation", "methods.{item}"),
-    "policy_seed": ("seed", "runtime", "task", "sampling", "pg", "eval", "methods.{item}"),
+    "policy": ("seed", "runtime", "task", "sampling", "pg", "eval.confidence", "methods.{item}"),
+    "policy_exact": ("seed", "runtime", "task", "sampling", "pg", "eval.confidence", "ablation", "methods.{item}"),
+    "policy_seed": ("seed", "runtime", "task", "sampling", "pg", "eval.confidence", "methods.{item}"),
     "oracle": ("seed", "runtime", "task", "sampling", "methods", "eval.confidence", "oracle"),
     "eval": ("seed", "runtime", "task", "sampling", "eval", "ablation"),
 }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 
-import numpy as np
 import pandas as pd
 
 from nlhf.judges import JUDGE_KINDS, exact_pairwise_judge
@@ -64,7 +63,7 @@ def trained_judge(cfg: PipelineConfig, method, tok):
 
 def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     """Stage ``policy@<name>``: method ``name`` trained from μ; saves its policy (and its averaged policy, if the
-    method has one: Nash-EMA-PG's EMA*).
+    method has one: Nash-EMA-PG's EMA*, which the evaluation stage judges with the rest).
 
     ``variant``: ``paper`` trains against the trained PM (Nash) or RM (RLHF); ``exact`` against the task's exact
     judges (:mod:`nlhf.training.exact_judges`) on the ablation's training prompts, for ``ablation.steps`` at
@@ -107,19 +106,8 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
     state.unlink(missing_ok=True)
     metrics = {"method": name, "variant": variant, **asdict(method), "seed": config.seed,
                "ema_beta_effective": trained.log.get("ema_beta_effective"), "final": trained.log["train"][-1]}
-    if trained.average is not None and task.has_exact_judge:
-        metrics["p_average_vs_sft_exact"] = average_vs_sft(cfg, task, trained.average, ref.to(accelerator.device), tok)
     metrics["runtime_s"] = round(time.time() - t0, 2)
     return write_policy_results(cfg, name, variant, trained.log, config.steps, metrics)
-
-
-def average_vs_sft(cfg: PipelineConfig, task, average, ref, tok) -> float:
-    """P*(averaged policy ≻ SFT) on the evaluation prompts (the last iterate's numbers are the probe's)."""
-    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    sampling = sampling_kwargs(cfg)
-    y_avg = sample_texts(average, tok, prompts, seed=seed_for(cfg.seed, "policy.average_samples"), **sampling)
-    y_ref = sample_texts(ref, tok, prompts, seed=seed_for(cfg.seed, "policy.average_reference_samples"), **sampling)
-    return float(np.mean(task.judge(prompts, y_avg, y_ref)))
 
 
 def write_policy_results(cfg: PipelineConfig, name: str, variant: str, log: dict, steps: int, metrics: dict) -> dict:
