@@ -6,7 +6,8 @@ The library's public objects, imported on first use (``import nlhf`` stays light
 * :class:`PolicyGradientTrainer`, :class:`PolicyGradientConfig`: RLHF, self-play, Nash-MD-PG at any β, Nash-EMA-PG
   and online IPO, picked by ``config.method``; :class:`TrainerCallback`, :class:`DVCLiveCallback` for logging.
 * Judge protocols :class:`PairwiseJudge` (logit P(y ≻ y′ | x)) and :class:`RewardJudge` (r(x, y)); adapters for any
-  function on texts (:class:`TextPairwiseJudge`, :class:`TextRewardJudge`); the trained judges
+  function on texts (:class:`TextPairwiseJudge`, :class:`TextRewardJudge`); a causal LM as judge (:class:`LLMJudge`);
+  a reward as a Bradley–Terry preference (:class:`BradleyTerryPairwiseJudge`); the trained judges
   (:class:`PreferenceModel`, :class:`RewardModel`); a synthetic task's exact judge (:func:`exact_pairwise_judge`).
 """
 
@@ -26,6 +27,7 @@ _EXPORTS = {
     "TextPairwiseJudge": "nlhf.judges",
     "TextRewardJudge": "nlhf.judges",
     "BradleyTerryPairwiseJudge": "nlhf.judges",
+    "LLMJudge": "nlhf.judges",
     "exact_pairwise_judge": "nlhf.judges",
     "PreferenceModel": "nlhf.models",
     "RewardModel": "nlhf.models",

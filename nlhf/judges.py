@@ -12,8 +12,8 @@ so a model that works on ids never decodes and re-tokenizes. Three kinds of judg
 
 * the trained models, :class:`nlhf.models.PreferenceModel` and :class:`nlhf.models.RewardModel`;
 * any function on texts, through :class:`TextPairwiseJudge` (``fn(prompts, ys, y_primes) -> probabilities``) and
-  :class:`TextRewardJudge` (``fn(prompts, ys) -> rewards``): an LLM asked which summary is better, a metric, a
-  human-labelled lookup;
+  :class:`TextRewardJudge` (``fn(prompts, ys) -> rewards``): a metric, a human-labelled lookup;
+* a causal LM asked which of two responses is better, both orders averaged: :class:`LLMJudge`;
 * the synthetic task's exact judge P*, :func:`exact_pairwise_judge` (the reward that a perfect Bradley–Terry
   model would learn from P* is :class:`nlhf.training.exact_judges.ExactBTReward`).
 
@@ -114,3 +114,62 @@ class BradleyTerryPairwiseJudge(torch.nn.Module):
     def logits_from_ids(self, prompt_ids, prompt_mask, y_ids, y_mask, y_prime_ids, y_prime_mask) -> Tensor:
         r = self.reward_judge.rewards_from_ids
         return r(prompt_ids, prompt_mask, y_ids, y_mask) - r(prompt_ids, prompt_mask, y_prime_ids, y_prime_mask)
+
+
+DEFAULT_LLM_JUDGE_PROMPT = (
+    "Which of the two summaries of the text below is better? Answer with A or B.\n\n"
+    "Text: {prompt}\n\nSummary A: {a}\n\nSummary B: {b}\n\nThe better summary is")
+"""The question :class:`LLMJudge` asks by default; ``{prompt}``, ``{a}``, ``{b}`` are filled in."""
+
+
+class LLMJudge:
+    """P(y ≻ y′ | x) from a causal language model asked which of two responses is better.
+
+    The model reads ``template`` filled with the prompt and the two responses and is scored on its next token: with
+    ℓ_A, ℓ_B the log-probabilities of the two answers' first tokens, p(A first) = σ(ℓ_A − ℓ_B). A judge model tends
+    to favour one position, so each pair is asked in both orders and
+
+        P(y ≻ y′ | x) = ½ [p(y wins, y shown as A) + p(y wins, y shown as B)],
+
+    which is antisymmetric by construction (P(y ≻ y′) + P(y′ ≻ y) = 1 and P(y ≻ y) = ½) whatever the model's
+    position bias. Use it with the trainer through :meth:`pairwise_judge`; ``preference`` alone scores texts (the
+    evaluation's judge). ``model`` and ``tokenizer`` are any causal LM and its tokenizer (a local instruct model);
+    the tokenizer is set to pad on the left (with EOS as its pad token where it has none).
+    """
+
+    def __init__(self, model, tokenizer, template: str = DEFAULT_LLM_JUDGE_PROMPT, answers: tuple[str, str] = (" A", " B"),
+                 batch_size: int = 16):
+        for field in ("{prompt}", "{a}", "{b}"):
+            if field not in template:
+                raise ValueError(f"template: must contain {field} (got {template!r})")
+        ids = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+        if any(not i for i in ids) or ids[0][0] == ids[1][0]:
+            raise ValueError(f"answers: {answers!r} must start with two different tokens of the judge's tokenizer")
+        self.answer_ids = (ids[0][0], ids[1][0])
+        self.model, self.tokenizer, self.template, self.batch_size = model.eval(), tokenizer, template, batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+
+    @torch.no_grad()
+    def first_wins(self, prompts: Sequence[str], firsts: Sequence[str], seconds: Sequence[str]) -> Tensor:
+        """p(the response shown as A is better), [B]: σ(ℓ_A − ℓ_B) at the end of the filled template."""
+        from nlhf.sampling.transformers_compat import position_ids_from_mask
+
+        texts = [self.template.format(prompt=x, a=a, b=b) for x, a, b in zip(prompts, firsts, seconds)]
+        device = next(self.model.parameters()).device
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i: i + self.batch_size], return_tensors="pt", padding=True).to(device)
+            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                position_ids=position_ids_from_mask(enc["attention_mask"])).logits[:, -1].float()
+            out.append(torch.sigmoid(logits[:, self.answer_ids[0]] - logits[:, self.answer_ids[1]]).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def preference(self, prompts: Sequence[str], ys: Sequence[str], y_primes: Sequence[str]) -> Tensor:
+        """P(y ≻ y′ | x) per row, both orders averaged (class docstring)."""
+        return 0.5 * (self.first_wins(prompts, ys, y_primes) + 1.0 - self.first_wins(prompts, y_primes, ys))
+
+    def pairwise_judge(self, policy_tokenizer) -> TextPairwiseJudge:
+        """This judge behind the pairwise protocol, for a trainer whose policy uses ``policy_tokenizer``."""
+        return TextPairwiseJudge(lambda x, y, yp: self.preference(x, y, yp).double(), policy_tokenizer)

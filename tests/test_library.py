@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import nlhf
-from nlhf import (BradleyTerryPairwiseJudge, PolicyGradientConfig, PolicyGradientTrainer, TextPairwiseJudge,
-                  TextRewardJudge)
+from nlhf import (BradleyTerryPairwiseJudge, LLMJudge, PolicyGradientConfig, PolicyGradientTrainer,
+                  TextPairwiseJudge, TextRewardJudge)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,3 +152,50 @@ def test_the_public_names_import_from_the_package():
     for name in nlhf.__all__:
         assert getattr(nlhf, name) is not None
     assert math.isclose(PolicyGradientConfig().beta, 0.125)  # the paper's MD1 by default
+
+
+class _FavoursA(torch.nn.Module):
+    """A judge model with a position bias: the answer token " A" gets +``bias`` on top of the model's logit."""
+
+    def __init__(self, model, a_id: int, bias: float):
+        super().__init__()
+        self.model, self.a_id, self.bias = model, a_id, bias
+
+    def forward(self, **kw):
+        out = self.model(**kw)
+        out.logits[..., self.a_id] += self.bias
+        return out
+
+
+def test_llm_judge_averages_both_orders_and_cancels_position_bias(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    prompts = _local_model(tmp_path)[:6]
+    tok = _tokenizer(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "my-causal-lm")
+    template = "Text: {prompt} A: {a} B: {b} Better:"
+    ys, yps = ["cat sat on the mat", "dog", "red bird"] * 2, ["the dog ran all day", "cat", "blue tree"] * 2
+    # this tiny BPE splits " A" into a space and "A", so the answers are the letters alone (a real model's tokenizer
+    # usually has " A" and " B" as single tokens: the default)
+    judge = LLMJudge(model, tok, template=template, answers=("A", "B"))
+    # the definition, row by row: σ(ℓ_A − ℓ_B) of the last position, in both orders
+    a, b = judge.answer_ids
+    for x, y, yp, got in zip(prompts, ys, yps, judge.preference(prompts, ys, yps).tolist()):
+        first = [model(**tok(template.format(prompt=x, a=u, b=v), return_tensors="pt")).logits[0, -1]
+                 for u, v in ((y, yp), (yp, y))]
+        want = 0.5 * (torch.sigmoid(first[0][a] - first[0][b]) + 1 - torch.sigmoid(first[1][a] - first[1][b]))
+        assert got == pytest.approx(want.item(), abs=1e-5)
+    biased = LLMJudge(_FavoursA(model, a, 3.0), tok, template=template, answers=("A", "B"))
+    p, q = biased.preference(prompts, ys, yps), biased.preference(prompts, yps, ys)
+    assert (biased.first_wins(prompts, ys, ys) > 0.9).all()  # the bias is real ...
+    assert torch.allclose(biased.preference(prompts, ys, ys), torch.full((6,), 0.5), atol=1e-6)  # ... and cancels
+    assert torch.allclose(p + q, torch.ones(6), atol=1e-6)
+    with pytest.raises(ValueError, match=r"^template: must contain \{b\}"):
+        LLMJudge(model, tok, template="{prompt} {a}")
+    with pytest.raises(ValueError, match=r"^answers: .* two different tokens"):
+        LLMJudge(model, tok)  # " A" and " B" both start with the space token here
+    # behind the pairwise protocol, it drives the trainer
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "my-causal-lm")
+    out = PolicyGradientTrainer(policy, model, judge.pairwise_judge(tok), tok, prompts,
+                                PolicyGradientConfig(steps=2, batch_size=2, max_new_tokens=4, log_every=1)).train()
+    assert [r["step"] for r in out.log["train"]] == [1, 2] and 0 < out.log["train"][-1]["p_vs_opponent"] < 1
