@@ -428,6 +428,7 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
         (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
     seeds_done = per_run.groupby("point")["seed"].nunique()
+    trained = set(zip(per_run["point"], per_run["seed"]))  # every trained run, of complete points or not
     complete = [p for p in spec.points if seeds_done.get(p, 0) == len(spec.seeds)]
     per_run["point_complete"] = per_run["point"].isin(complete)
     per_run.to_csv(root / "cells.csv", index=False)
@@ -451,7 +452,6 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     trained_points = [p for p in spec.points if p in set(per_run["point"])]
     pmean = per_run[per_run["cell"] == headline].groupby("point")["predicted"].mean().dropna()
     null_point = (pmean - 0.5).abs().idxmin() if len(pmean) else None  # the point closest to the null
-    trained = set(zip(per_run["point"], per_run["seed"]))
     report["trained_runs"] = len(trained)
     report["runs_not_trained"] = sorted(f"{p}/seed{s}" for p, s in expected - trained)
     report["fit"] = fit(per_run, headline, null_point)
