@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from nlhf.config import check
 from nlhf.paper import CLAIMS, PAPER_CI, PAPER_TABLE1
@@ -200,6 +199,15 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adj
 
 
+@functools.lru_cache(maxsize=None)
+def z_value(confidence: float) -> float:
+    """The two-sided normal quantile of a ``confidence`` interval (1.96 at 0.95). scipy.stats is imported here, on
+    first use, not with the module: it takes about a second, paid by every stage that imports this module."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
 def claim_outcomes(cells: Sequence[Sequence[tuple[float, float]]], confidence: float = 0.95) -> pd.DataFrame:
     """Three outcomes per claim from its cells' (P̂, CI half-width), Holm-corrected across claims.
 
@@ -208,7 +216,9 @@ def claim_outcomes(cells: Sequence[Sequence[tuple[float, float]]], confidence: f
     significantly below ½ (smallest one-sided p-value of P < ½, times the number of cells, survives Holm); otherwise
     it is *inconclusive*.
     """
-    z = norm.ppf(0.5 + confidence / 2)
+    from scipy.stats import norm
+
+    z = z_value(confidence)
     alpha = 1 - confidence
     p_agree, p_disagree = [], []
     for claim in cells:

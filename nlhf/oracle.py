@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import logsumexp, softmax
-from scipy.stats import norm
 
 from nlhf.games import bradley_terry, nash
 from nlhf.config import check
+from nlhf.evaluate import z_value
 from nlhf.training.methods import NashMD
 
 
@@ -223,7 +223,7 @@ def sequence_level_mixture(pi: np.ndarray, mu: np.ndarray, beta: float) -> np.nd
 def table_long(per_prompt: list[dict[str, np.ndarray]], Ps: Sequence[np.ndarray], order: Sequence[str],
                confidence: float = 0.95) -> pd.DataFrame:
     """Long table of P(column ≻ row) = mean over prompts of colᵀ P_x row, with the normal CI over prompts."""
-    z = norm.ppf(0.5 + confidence / 2)
+    z = z_value(confidence)
     rows = []
     for r in order:
         for c in order:

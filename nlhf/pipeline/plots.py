@@ -8,7 +8,6 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 
 def loss_curves(train: dict[str, pd.DataFrame], evals: dict[str, pd.DataFrame], y: str, y_eval: str, title: str,
@@ -56,6 +55,8 @@ def preference_heatmap(long: pd.DataFrame, order: Sequence[str], title: str):
     |p − ½| over the off-diagonal cells (at least 0.02): the few cells against SFT would otherwise take the whole
     scale and leave the policy-vs-policy cells, the paper's question, the same white. Cells beyond saturate; their
     values are written in them."""
+    import seaborn as sns  # on first use: importing seaborn costs ~1.5 s in every notebook
+
     p = long.pivot(index="row", columns="column", values="p").loc[list(order), list(order)]
     ci = long.pivot(index="row", columns="column", values="ci").loc[list(order), list(order)]
     n = len(order)
@@ -107,6 +108,8 @@ def convergence(curves: dict[str, pd.DataFrame], title: str):
     """Convergence-probe curves (``nlhf.training.probe``) of one or several methods against the training step: the
     exact judge's win rate against SFT (with its 95% CI band) and against the method's oracle target, the KL to μ
     and the length. The dotted line at ½ is a tie."""
+    import seaborn as sns  # on first use: importing seaborn costs ~1.5 s in every notebook
+
     fig, axes = plt.subplots(1, len(CONVERGENCE_PANELS), figsize=(4.0 * len(CONVERGENCE_PANELS), 3.4))
     palette = sns.color_palette("viridis" if len(curves) > 6 else "deep", len(curves))
     for (name, df), color in zip(curves.items(), palette):

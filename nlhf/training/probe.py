@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
+from nlhf.evaluate import z_value
 from nlhf.sampling.decode import generate
 from nlhf.sampling.logprobs import response_logprobs
 
@@ -40,7 +40,7 @@ class ConvergenceProbe:
         self.task, self.tok, self.ref = task, tokenizer, ref
         self.prompts = list(prompts)
         self.samples, self.max_new_tokens, self.seed = samples, max_new_tokens, seed
-        self.z = float(norm.ppf(0.5 + confidence / 2))
+        self.z = z_value(confidence)
         self.batch_size = batch_size
         self.pools = [set(c) for c in candidates]
         # utilities of the references and candidates are fixed: compute them once
