@@ -312,3 +312,21 @@ def write_targets(pools_file, target_file, pools: Sequence[Pool], per_prompt: li
         path = Path(target_file(name))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([t[name].round(10).tolist() for t in per_prompt]))
+
+
+def write_probe_prompts(pools_file, target_file, prompts: Sequence[str], sft_references: Sequence[Sequence[str]],
+                        methods: Sequence[str], reason: str) -> None:
+    """On a task without an exact judge: ``pools_file`` in :func:`write_targets`' format with the probe's prompts
+    and SFT samples but no candidates, and for each method a ``target_file(name)`` holding no target, with
+    ``reason``."""
+    import json
+    from pathlib import Path
+
+    Path(pools_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(pools_file).write_text(json.dumps({"prompts": list(prompts), "candidates": [[] for _ in prompts],
+                                            "log_mu": [[] for _ in prompts],
+                                            "sft_references": [list(s) for s in sft_references]}))
+    for name in methods:
+        path = Path(target_file(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"target": None, "reason": reason}))

@@ -13,24 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dvc_stages() -> dict[str, dict]:
-    """dvc.yaml's stages with ``foreach`` expanded over params.yaml (DVC's ``${item}`` / ``${key}``)."""
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    out = {}
-    for name, spec in dvc["stages"].items():
-        if "foreach" not in spec:
-            out[name] = spec
-            continue
-        items = spec["foreach"]
-        if isinstance(items, str):  # ${methods}, ${ablation.methods}
-            node = params
-            for part in items.strip("${}").split("."):
-                node = node[part]
-            items = node
-        for item in items:
-            text = yaml.safe_dump(spec["do"]).replace("${item}", str(item)).replace("${key}", str(item))
-            out[f"{name}@{item}"] = yaml.safe_load(text)
-    return out
+    """dvc.yaml's stages as DVC resolves them (``foreach`` expanded over params.yaml): each one's artifact and result
+    paths, as the lists ``deps`` and ``outs`` (metrics and plots included), and its command."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {st.addressing: {"deps": [str(d.def_path) for d in st.deps if not isinstance(d, ParamsDependency)],
+                                "outs": [str(o.def_path) for o in st.outs], "cmd": st.cmd}
+                for st in repo.index.stages}
 
 
 def _paths(entries) -> set[str]:
@@ -44,6 +35,7 @@ def _paths(entries) -> set[str]:
 
 
 STAGES = _dvc_stages()
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def test_params_paths_are_the_ones_dvc_yaml_spells():
@@ -62,7 +54,7 @@ def test_every_stage_is_covered():
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_dvc_outs_are_the_layouts(stage):
     spec, layout = STAGES[stage], Layout()
-    declared = _paths(spec.get("outs")) | _paths(spec.get("metrics")) | _paths(spec.get("plots"))
+    declared = _paths(spec["outs"])
     assert declared == {str(p) for p in layout.outs(stage)}
     if stage != "check":
         assert str(layout.metrics(stage)) in declared and str(layout.notebook(stage)) in spec["cmd"]
@@ -70,7 +62,11 @@ def test_dvc_outs_are_the_layouts(stage):
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_dvc_deps_are_the_layouts(stage):
-    assert _paths(STAGES[stage].get("deps")) == {str(p) for p in Layout().deps(stage)}
+    kind, _, item = stage.partition("@")
+    judged_by = PARAMS["methods"][item]["judged_by"] if kind in ("policy", "policy_seed") else None
+    if kind == "policy_seed":  # the seed list names each method's judge too, for DVC
+        assert PARAMS["ablation"]["seed_methods"][item] == judged_by
+    assert _paths(STAGES[stage]["deps"]) == {str(p) for p in Layout().deps(stage, judged_by)}
 
 
 def test_check_writes_the_layouts_marker():

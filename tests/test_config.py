@@ -99,6 +99,13 @@ def _del(section, key=None):
     (lambda p: p["methods"]["MD1"].pop("tau"), r"methods\.MD1\.tau: required key missing"),
     (lambda p: p["methods"].update(MD1=None), r"methods\.MD1: expected a mapping of Method keys"),
     (lambda p: p["methods"].update(MD1=[0.1]), r"methods\.MD1: expected a mapping"),
+    # the trained judge a method's stages depend on (dvc.yaml reads it): stated, and the one its kind trains against
+    (lambda p: p["methods"]["MD1"].pop("judged_by"), r"methods\.MD1\.judged_by: required key missing \(pm or rm"),
+    (lambda p: p["methods"]["RLHF"].update(judged_by="pm"), r"methods\.RLHF\.judged_by: a rlhf method trains against the "
+                                                         r"reward judge, played by 'rm' \(got 'pm'\)"),
+    (lambda p: p["ablation"]["seed_methods"].update(SP="rm"), r"ablation\.seed_methods\.SP: SP trains against 'pm'"),
+    (lambda p: p["ablation"]["seed_methods"].update(SP="xm"), r"ablation\.seed_methods\.SP: the trained model SP "
+                                                               r"trains against: pm or rm"),
     (lambda p: p.update(sampling=3), r"sampling: expected a mapping of SamplingConfig keys"),
     # non-finite numbers
     (lambda p: p["pg"].update(lr=float("inf")), r"pg\.lr: must be a finite number, got inf"),
@@ -111,11 +118,11 @@ def _del(section, key=None):
     (lambda p: p["paths"].update(artifacts="."), r"paths\.artifacts: must be a relative path"),
     (lambda p: p["paths"].update(artifacts=".git/x"), r"paths\.artifacts: must be a relative path"),
     # method names go into shell commands and stage names: identifiers only
-    (lambda p: p["methods"].update({"MD1; rm -rf ~": {"kind": "rlhf", "tau": 0.1}}),
+    (lambda p: p["methods"].update({"MD1; rm -rf ~": {"kind": "rlhf", "judged_by": "rm", "tau": 0.1}}),
      r"methods\.MD1; rm -rf ~: method names must be identifiers"),
-    (lambda p: p["methods"].update({"1x": {"kind": "rlhf", "tau": 0.1}}), r"methods\.1x: method names must be"),
-    (lambda p: p["methods"].update({"None": {"kind": "rlhf", "tau": 0.1}}), r"methods\.None: method names must"),
-    (lambda p: p["methods"].update({"SFT": {"kind": "rlhf", "tau": 0.1}}), r"methods\.SFT: method names must"),
+    (lambda p: p["methods"].update({"1x": {"kind": "rlhf", "judged_by": "rm", "tau": 0.1}}), r"methods\.1x: method names must be"),
+    (lambda p: p["methods"].update({"None": {"kind": "rlhf", "judged_by": "rm", "tau": 0.1}}), r"methods\.None: method names must"),
+    (lambda p: p["methods"].update({"SFT": {"kind": "rlhf", "judged_by": "rm", "tau": 0.1}}), r"methods\.SFT: method names must"),
     # Hub downloads must be pinned: models only from local folders, TL;DR datasets with a commit
     (lambda p: p["policy_model"].update(name_or_path="gpt2"), r"policy_model\.name_or_path: 'gpt2' is not a local"),
     (lambda p: p["task"].update(name="tldr"), r"task\.tldr\.sft_revision: sft_path 'trl-lib/tldr' is a Hub dataset"),
@@ -449,7 +456,7 @@ def test_longest_synthetic_prompt_is_what_check_assumes(completist_tok):
 
 @pytest.mark.parametrize("edit, key", [
     (lambda p: p.update(ablation={"methods": ["RLHF", "SP"]}), "ablation.methods"),
-    (lambda p: p.update(ablation={"seed_methods": ["RLHF"]}), "ablation.seed_methods"),
+    (lambda p: p.update(ablation={"seed_methods": {"NEW": "pm"}}), "ablation.seed_methods"),
     (lambda p: p.update(methods={"NEW": {"kind": "rlhf", "tau": 0.1}}), "methods"),
 ])
 def test_a_profile_may_not_change_a_list_dvc_expands_stages_over(tmp_path, edit, key):

@@ -63,7 +63,7 @@ def expand(pattern: str) -> list[str]:
     p = params()
     if "<METHOD>" in pattern:
         names = (p["ablation"]["methods"] if "_exact" in pattern else
-                 p["ablation"]["seed_methods"] if "_seed" in pattern else list(p["methods"]))
+                 list(p["ablation"]["seed_methods"]) if "_seed" in pattern else list(p["methods"]))
         return [q for n in names for q in expand(pattern.replace("<METHOD>", n))]
     if "<population>" in pattern:
         return [q for n in p["oracle"]["populations"] for q in expand(pattern.replace("<population>", n))]

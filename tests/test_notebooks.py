@@ -87,8 +87,8 @@ def test_replot_without_results_names_the_file_and_the_way_out(tmp_path):
     cfg = load_config(ROOT / "params.yaml")
     cfg.paths.results = "nowhere"
     with pytest.raises(FileNotFoundError, match=r"nowhere/metrics/sft\.json not found.*dvc repro.*recompute = True"):
-        stage_metrics(cfg, "sft", lambda: {}, recompute=False)
-    assert stage_metrics(cfg, "sft", lambda: {"ran": 1}, recompute=True) == {"ran": 1}
+        stage_metrics(cfg, "sft", lambda c: {}, recompute=False)
+    assert stage_metrics(cfg, "sft", lambda c: {"ran": 1}, recompute=True) == {"ran": 1}
 
 
 @pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.name)

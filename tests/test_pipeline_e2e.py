@@ -168,8 +168,9 @@ def test_second_repro_is_a_no_op_and_a_method_change_reruns_only_that_policy_and
     # then DVC rightly sees eval's inputs unchanged)
     original = _edit_params(tiny_repo, lambda p: p["methods"]["MD3"].update(beta=0.9, tau=0.5))
     status = json.loads(_dvc(tiny_repo, "status", "--json").stdout)
-    # check validates every param; the oracle solves every method's target
-    assert set(status) == {"check", "oracle", "policy@MD3"}, status
+    # check validates every param; the oracle solves every method's target; eval reads the methods (the β of its
+    # β-sweep table, each policy's target)
+    assert set(status) == {"check", "oracle", "policy@MD3", "eval"}, status
     out = _dvc(tiny_repo, "repro").stdout
     # only that policy, its oracle target and the table downstream of them (check's output does not change, so it
     # invalidates nothing)

@@ -40,21 +40,27 @@ def tiny_cfg(tmp_path):
 
 # ------------------------------------------------------------------------------------------ resume fingerprints
 
-def _declared_params(spec: dict) -> set[str]:
-    """A dvc.yaml stage's ``params``, less profile, paths and the profile file (STAGE_PARAMS leaves them out)."""
-    out = set()
-    for p in spec["params"]:
-        for key in ([p] if isinstance(p, str) else list(p)):
-            if key not in ("profile", "paths") and not key.startswith("profiles/"):
-                out.add(key.replace("${item}", "{item}").replace("${key}", "{item}"))
-    return out
+def _dvc_stage_params() -> dict[str, set[str]]:
+    """Each DVC stage's params as DVC resolves dvc.yaml (foreach items filled in), less profile, paths and the
+    profile file (STAGE_PARAMS leaves them out)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {st.addressing: {k for d in st.deps if isinstance(d, ParamsDependency) and d.def_path == "params.yaml"
+                                for k in d.params if k not in ("profile", "paths")}
+                for st in repo.index.stages if st.addressing != "check"}
 
 
-@pytest.mark.parametrize("kind", sorted(STAGE_PARAMS))
-def test_stage_params_are_dvc_yamls(kind):
-    """What a resume fingerprint hashes is exactly what DVC reruns the stage for."""
-    spec = DVC["stages"][kind]
-    assert _declared_params(spec.get("do", spec)) == set(STAGE_PARAMS[kind])
+def test_stage_params_are_dvc_yamls():
+    """What a resume fingerprint hashes, and what a stage may read (nlhf.pipeline.params.restrict), is exactly what
+    DVC reruns the stage for, stage by stage."""
+    from nlhf.pipeline.params import stage_keys
+
+    declared = _dvc_stage_params()
+    assert {s.partition("@")[0] for s in declared} == set(STAGE_PARAMS)
+    for stage, keys in declared.items():
+        assert keys == set(stage_keys(stage)), stage
 
 
 def test_foreach_keys_are_dvc_yamls():
@@ -81,6 +87,8 @@ def _other(v):
         return not v
     if isinstance(v, (int, float)):
         return v * 2 + 1
+    if v in ("pm", "rm"):  # a method's judged_by: the other trained judge
+        return {"pm": "rm", "rm": "pm"}[v]
     if isinstance(v, str):
         return v + "_x"
     if isinstance(v, list):
@@ -254,7 +262,7 @@ def test_a_failed_stage_leaves_its_previous_results(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         real(path, obj)
 
-    def stage():
+    def stage(_cfg):
         (layout.results("rm") / "loss.csv").write_text("step,loss\n0,0.1\n")
         (layout.results("rm") / "eval.csv").write_text("step,log_loss\n0,0.2\n")
         artifacts.write_metrics(cfg, "rm", {"test": {"log_loss": 0.1}, "runtime_s": 2.0})
@@ -444,3 +452,26 @@ def test_a_kernel_ends_when_its_parent_dies(tmp_path):
         parent.kill()
         if (tmp_path / "child.pid").exists() and not _gone(int((tmp_path / "child.pid").read_text())):
             os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+
+
+def test_a_stage_sees_only_the_params_it_declares(tmp_path):
+    """restrict(): a stage reading a param DVC would not rerun it for stops with the key; what it declares reads
+    as before, and so does its resume fingerprint."""
+    from nlhf.pipeline.params import UndeclaredParamError, restrict
+
+    cfg = tiny_cfg(tmp_path)
+    sft = restrict(cfg, "sft")
+    assert sft.sft == cfg.sft and sft.eval.n_heldout_pairs == cfg.eval.n_heldout_pairs
+    assert sft.layout.model("sft") == cfg.layout.model("sft")
+    with pytest.raises(UndeclaredParamError, match=r"stage sft read eval\.n_prompts, which is not among the params"):
+        sft.eval.n_prompts
+    with pytest.raises(UndeclaredParamError, match=r"stage sft read pg\.steps"):
+        sft.pg.steps
+    md1 = restrict(cfg, "policy@MD1")
+    assert md1.method("MD1") == cfg.method("MD1") and md1.pg == cfg.pg
+    with pytest.raises(UndeclaredParamError, match=r"stage policy@MD1 read methods\.SP"):
+        md1.methods["SP"]
+    with pytest.raises(UndeclaredParamError, match=r"stage preference@pm read reward_model\.n_layer"):
+        restrict(cfg, "preference@pm").reward_model.n_layer
+    for stage in ("sft", "preference@rm", "policy_seed@RLHF", "oracle", "eval"):
+        assert stage_config(restrict(cfg, stage), stage) == stage_config(cfg, stage)

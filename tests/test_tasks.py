@@ -222,7 +222,10 @@ def test_tldr_loaders(tldr):
     assert all(math.isnan(p) for p in prefs["p"])
     assert prefs[0]["y_prime"] == " The author asks a question about cooking."  # stripped, one leading space
     assert prefs[0]["prompt"] == sft[0]["prompt"]  # same prompt format as SFT
-    assert len(tldr.preference_dataset("test")) == 4
+    # the held-out judge's comparisons and the test comparisons: the two halves of the validation split
+    test, judge = tldr.preference_dataset("test"), tldr.preference_dataset("judge")
+    assert len(test) == len(judge) == 2
+    assert not {(r["prompt"], r["y"]) for r in test} & {(r["prompt"], r["y"]) for r in judge}
     ev = tldr.prompts("eval")
     assert len(ev) == 2 and tldr.references(ev)[0].startswith(" ")
     assert tldr.is_well_formed(ev[0], " a summary") and not tldr.is_well_formed(ev[0], "  ")

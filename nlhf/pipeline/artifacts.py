@@ -67,7 +67,9 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     its dvc.yaml ``params``) and the content of every upstream artifact it reads (:meth:`Layout.deps`, its dvc.yaml
     ``deps``), so a state is resumed only by a run that DVC itself would not tell apart."""
     layout = cfg.layout
-    inputs = [p for p in layout.deps(stage) if p != layout.check_ok]
+    kind, _, item = stage.partition("@")
+    judged_by = cfg.method(item).judged_by if kind in ("policy", "policy_seed") else None
+    inputs = [p for p in layout.deps(stage, judged_by) if p != layout.check_ok]
     if layout.sft_pairs() in inputs:  # before its content enters the hash, the count it holds must be the params'
         check_comparison_counts(cfg)
     return fingerprint(stage, stage_config(cfg, stage), inputs=inputs)

@@ -126,7 +126,7 @@ def _run_stages(names: list[str], params: str) -> int:
     """``python -m nlhf run <stage> ...``: each stage's function, as its notebook calls it (no figures, no notebook),
     in the order given. Every name and the params are checked before the first stage starts."""
     from nlhf.config import ConfigError
-    from nlhf.pipeline.params import load_config
+    from nlhf.pipeline.params import load_config, restrict
 
     try:
         cfg = load_config(params)
@@ -142,9 +142,27 @@ def _run_stages(names: list[str], params: str) -> int:
     quiet_libraries()
     for stage, (fn, args) in zip(names, calls):
         with restored_on_failure(cfg.layout.result_files(stage)):  # a failed stage keeps its previous results
-            metrics = fn(cfg, *args)
+            metrics = fn(restrict(cfg, stage), *args)  # the params it declares, as under DVC
         if metrics:  # under `accelerate launch` only the main process returns the stage's metrics
             print(json_text(metrics))
+    return 0
+
+
+def _local_model(args) -> int:
+    """``python -m nlhf local-model``: :func:`nlhf.models.local.build_local_lm` on the texts of ``--texts``."""
+    from nlhf.config import ConfigError
+    from nlhf.models import ModelConfig
+    from nlhf.models.local import build_local_lm, read_texts
+
+    try:
+        cfg = ModelConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, n_positions=args.n_positions)
+        texts = read_texts(args.texts, args.columns)
+        out = build_local_lm(texts, args.out, cfg, args.vocab_size, args.seed)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"local-model: wrote {out} (GPT-2 {args.n_layer} x {args.n_embd}, BPE of {args.vocab_size} tokens trained "
+          f"on {len(texts)} texts)")
     return 0
 
 
@@ -165,9 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("stages", nargs="+", help="DVC stage names: tabular, data, sft, preference@pm|rm, oracle, "
                                                "policy@<method>, policy_exact@<method>, policy_seed@<method>, eval")
     run.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    loc = sub.add_parser("local-model", help="build a small GPT-2 with its own BPE tokenizer from a JSON-lines "
+                                             "file's texts and save it as a local model folder")
+    loc.add_argument("out", help="the model folder to write")
+    loc.add_argument("--texts", nargs="+", required=True, help="JSON-lines files whose text columns train the BPE")
+    loc.add_argument("--columns", nargs="+", default=["prompt", "completion"], help="text columns (default: prompt "
+                                                                                    "completion)")
+    loc.add_argument("--vocab-size", type=int, default=2000)
+    loc.add_argument("--n-layer", type=int, default=1)
+    loc.add_argument("--n-embd", type=int, default=32)
+    loc.add_argument("--n-head", type=int, default=2)
+    loc.add_argument("--n-positions", type=int, default=512)
+    loc.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run_stages(args.stages, args.params)
+    if args.command == "local-model":
+        return _local_model(args)
 
     from nlhf.config import ConfigError, shadowed_edits
     from nlhf.pipeline.params import load_config
@@ -191,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from nlhf.training.checkpoint import atomic_write_text
 
+        # eval depends on each policy variant's folder as a whole; a variant whose foreach list is empty (no exact
+        # judge: ablation.methods is []) has no stage to create it, so it is an empty folder
+        for variant in cfg.layout.POLICY_VARIANTS:
+            cfg.layout.policies(variant).mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, CHECK_OK)
     return 0
 

@@ -18,7 +18,7 @@ class Layout:
         A/data/metrics.json                        data: the row counts readers check
         A/models/{sft,pm,rm}/                      sft, preference@pm, preference@rm
         A/sft_pairs/{train,heldout}/, info.json    sft: comparisons of SFT samples and their counts
-        A/oracle/pools.json, targets/<method>.json oracle
+        A/oracle/pools.json, targets/<method>.json, judge/  oracle (judge/: the evaluation's judge)
         A/policies<v>/<method>/                    policy<v>@<method>
         A/.resume/<name>.pt                        resumable training states (not a DVC output)
         R/<folder>/                                tables and figures: tabular, sft, pm, rm, oracle/<population>,
@@ -149,6 +149,12 @@ class Layout:
         """The candidate pools every policy stage measures itself on."""
         return self.oracle("pools.json")
 
+    @property
+    def eval_judge(self) -> Path:
+        """The judge of the evaluation and of the policies' convergence probe, written by the oracle stage: on a task
+        without an exact judge the held-out judge (a preference model folder), otherwise ``judge.json`` naming P*."""
+        return self.oracle("judge")
+
     def oracle_target(self, name: str) -> Path:
         """The oracle policy of method ``name`` (``RLHF (RM)`` -> targets/RLHF_RM.json)."""
         return self.oracle("targets", f"{name.replace(' (', '_').replace(')', '')}.json")
@@ -228,15 +234,19 @@ class Layout:
         outs = [p for p in self.outs(stage) if p != notebook and self.results_root in p.parents]
         return [*outs, self.timings(stage)]
 
-    def deps(self, stage: str) -> list[Path]:
-        """The artifacts and results DVC stage ``stage`` reads (its deps in dvc.yaml besides code and notebooks)."""
+    def deps(self, stage: str, judged_by: str | None = None) -> list[Path]:
+        """The artifacts and results DVC stage ``stage`` reads (its deps in dvc.yaml besides code and notebooks);
+        a policy stage trained against a trained judge reads that model, ``judged_by`` (``pm`` or ``rm``: the
+        method's ``judged_by``)."""
         kind, _, item = stage.partition("@")
         if kind == "check":
             return []
-        models = [self.model(k) for k in ("sft", "pm", "rm")]
         pools = self.oracle_pools
         if kind in ("policy", "policy_seed"):  # trained judges
-            deps = [self.data(), *models, pools, self.oracle_target(item)]
+            if judged_by not in ("pm", "rm"):
+                raise ValueError(f"{stage}: judged_by must be 'pm' or 'rm', got {judged_by!r}")
+            deps = [self.data(), self.model("sft"), self.model(judged_by), pools, self.oracle_target(item),
+                    self.eval_judge]
         elif kind == "policy_exact":  # the task's exact judges
             deps = [self.data(), self.model("sft"), pools, self.oracle_target(item)]
         elif kind in ("tabular", "data", "sft", "preference", "oracle", "eval"):
@@ -244,7 +254,7 @@ class Layout:
                     "oracle": [self.data(), self.model("sft"), self.model("rm")],
                     "eval": [self.data(), self.model("sft"), self.model("pm"),
                              *(self.policies(v) for v in self.POLICY_VARIANTS), self.metrics("pm"),
-                             self.metrics("rm"), self.results("oracle"), pools]}.get(kind, [])
+                             self.metrics("rm"), self.results("oracle"), pools, self.eval_judge]}.get(kind, [])
         else:
             raise KeyError(f"unknown stage {stage!r}")
         return [self.check_ok, *deps]

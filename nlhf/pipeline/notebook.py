@@ -129,17 +129,20 @@ def setup(params_file: str = "params.yaml", profile: str | None = None):
     return cfg
 
 
-def stage_metrics(cfg, stage: str, run: Callable[[], dict], recompute: bool) -> dict:
-    """``run()`` (the stage: trains, evaluates, writes results/) when ``recompute``; otherwise the metrics the stage
-    wrote last time (:meth:`nlhf.pipeline.layout.Layout.metrics`), so the notebook re-plots without training. A stage
+def stage_metrics(cfg, stage: str, run: Callable, recompute: bool) -> dict:
+    """``run(cfg)`` (the stage: trains, evaluates, writes results/) when ``recompute``, with a config that shows the
+    stage only the params it declares (:func:`nlhf.pipeline.params.restrict`); otherwise the metrics the stage wrote
+    last time (:meth:`nlhf.pipeline.layout.Layout.metrics`), so the notebook re-plots without training. A stage
     that fails leaves its previous result files as they were (:meth:`nlhf.pipeline.layout.Layout.result_files`,
     :func:`nlhf.training.checkpoint.restored_on_failure`)."""
     if recompute:
+        from nlhf.pipeline.params import restrict
         from nlhf.training.checkpoint import restored_on_failure
 
         layout = cfg.layout
-        with restored_on_failure(layout.result_files(layout.dvc_stage(stage))):
-            return run()
+        dvc_stage = layout.dvc_stage(stage)
+        with restored_on_failure(layout.result_files(dvc_stage)):
+            return run(restrict(cfg, dvc_stage))
     path = cfg.layout.metrics(stage)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the stage has not run here. Run it with `dvc repro`, or set "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from nlhf.config import ConfigError, check, from_dict, read_params, read_params_parts
 from nlhf.evaluate import EvalConfig
+from nlhf.judges import JUDGE_KINDS
 from nlhf.models import ModelConfig, looks_local
 from nlhf.oracle import OracleConfig
 from nlhf.tabular.experiment import TabularConfig
@@ -37,6 +38,8 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "policy_model": ("n_positions",),
     "preference_model": ("n_positions", "qk_identity_init"),
     "reward_model": ("n_positions", "qk_identity_init"),
+    "heldout_judge.model": ("n_positions", "qk_identity_init"),
+    "heldout_judge.fit": _SUPERVISED_RECIPE,
     "sampling": ("batch_size",),
     "sft": _SUPERVISED_RECIPE,
     "pm": _SUPERVISED_RECIPE,
@@ -55,21 +58,27 @@ dvc.yaml)."""
 
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "tabular": ("tabular",),
-    "data": ("task",),
-    "sft": ("seed", "runtime", "task", "policy_model", "sampling", "sft", "eval", "preference_data"),
-    "preference": ("seed", "runtime", "task", "preference_model", "reward_model", "preference_data",
-                   "eval.n_heldout_pairs", "{item}"),
+    "data": ("task", "policy_model.name_or_path"),
+    "sft": ("seed", "runtime", "task", "policy_model", "sampling", "sft", "preference_data", "eval.n_heldout_pairs",
+            "eval.nontransitivity_prompts", "eval.nontransitivity_samples"),
+    "preference": ("seed", "runtime", "task", "{model}", "preference_data", "eval.n_heldout_pairs", "{item}"),
     "policy": ("seed", "runtime", "task", "sampling", "pg", "eval.confidence", "methods.{item}"),
     "policy_exact": ("seed", "runtime", "task", "sampling", "pg", "eval.confidence", "ablation", "methods.{item}"),
     "policy_seed": ("seed", "runtime", "task", "sampling", "pg", "eval.confidence", "methods.{item}"),
-    "oracle": ("seed", "runtime", "task", "sampling", "methods", "eval.confidence", "oracle"),
-    "eval": ("seed", "runtime", "task", "sampling", "eval", "ablation"),
+    "oracle": ("seed", "runtime", "task", "sampling", "methods", "eval.confidence", "eval.nontransitivity_samples",
+               "oracle", "heldout_judge"),
+    "eval": ("seed", "runtime", "task", "sampling", "methods", "eval", "ablation"),
 }
-"""The params each DVC stage kind reads (``{item}``: the stage's foreach item): its ``params`` in dvc.yaml, less
-``profile`` (a name; the values it selects are in the sections) and ``paths`` (where a stage writes, not what it
-computes). :func:`stage_config` resolves them; a resume fingerprint hashes them (:func:`nlhf.pipeline.artifacts.
-stage_fingerprint`), so a state is resumed only under the same values of everything the stage reads
-(tests/test_reliability.py checks the lists against dvc.yaml)."""
+"""The params each DVC stage kind reads (``{item}``: the stage's foreach item; ``{model}``: the model section of
+the preference stage's item, :data:`JUDGE_MODELS`): its ``params`` in dvc.yaml, less ``profile`` (a name; the values
+it selects are in the sections) and ``paths`` (where a stage writes, not what it computes). A stage run through its
+notebook sees only these (:func:`restrict`: reading anything else stops it, naming the key), so DVC reruns a stage
+exactly when something it reads changes. :func:`stage_config` resolves them; a resume fingerprint hashes them
+(:func:`nlhf.pipeline.artifacts.stage_fingerprint`), so a state is resumed only under the same values of everything
+the stage reads (tests/test_reliability.py checks the lists against dvc.yaml)."""
+
+JUDGE_MODELS = {"pm": "preference_model", "rm": "reward_model"}
+"""The trained judges (the ``preference`` stage's items) → their network's params section."""
 
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -114,6 +123,27 @@ class SamplingConfig:
 
 
 @dataclass
+class SFTConfig(SupervisedConfig):
+    """The SFT fit (:class:`~nlhf.training.supervised.SupervisedConfig`) and the size of its checks."""
+
+    check_prompts: int = 1000  # evaluation prompts of the stage's checks (well-formedness, P(SFT ≻ init))
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.check_prompts >= 1, "check_prompts", f"must be >= 1 (got {self.check_prompts})")
+
+
+@dataclass
+class HeldoutJudgeConfig:
+    """The held-out judge of a task without an exact judge (TL;DR): a pairwise preference model of its own size and
+    seed, which the oracle stage trains on the task's ``judge`` comparisons (disjoint from the training PM's) and
+    which judges the evaluation and the policies' convergence probe in place of P*."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)  # its network (a local folder in name_or_path, or a size)
+    fit: SupervisedConfig = field(default_factory=lambda: SupervisedConfig(seed=1))  # its fit (own seed)
+
+
+@dataclass
 class PreferenceDataConfig:
     """Extra human-labelled pairs for the PM/RM stages: pairs of SFT samples on RL prompts, labelled by the task's
     raters (like TL;DR's comparisons of SFT outputs). Only for tasks with raters (the synthetic task)."""
@@ -151,7 +181,7 @@ class PipelineConfig:
     preference_model: ModelConfig = field(default_factory=ModelConfig)
     reward_model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    sft: SupervisedConfig = field(default_factory=SupervisedConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     preference_data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     pm: SupervisedConfig = field(default_factory=SupervisedConfig)
     rm: SupervisedConfig = field(default_factory=SupervisedConfig)
@@ -160,6 +190,7 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    heldout_judge: HeldoutJudgeConfig = field(default_factory=HeldoutJudgeConfig)
 
     def __post_init__(self):
         for name in self.methods:
@@ -179,19 +210,27 @@ class PipelineConfig:
         for key in ("methods", "seed_methods"):
             unknown = [m for m in getattr(self.ablation, key) if m not in self.methods]
             check(not unknown, f"ablation.{key}", f"{unknown} are not in methods ({', '.join(self.methods)})")
+        check(self.task.name == "synthetic" or not self.ablation.methods, "ablation.methods",
+              f"task {self.task.name!r} has no exact judge, which the exact-judge ablation trains against: set "
+              f"ablation.methods to [] in params.yaml (got {self.ablation.methods})")
+        for name, judge in self.ablation.seed_methods.items():
+            expected = JUDGE_KINDS[self.methods[name].JUDGE]
+            check(judge == expected, f"ablation.seed_methods.{name}",
+                  f"{name} trains against {expected!r} (its kind is {self.methods[name].kind}), got {judge!r}")
         from nlhf.tasks.synthetic_raters import POPULATIONS
 
         unknown = [p for p in (self.oracle.populations or []) if p not in POPULATIONS]
         check(not unknown, "oracle.populations", f"unknown populations {unknown}; expected some of {sorted(POPULATIONS)}")
-        for section in ("policy_model", "preference_model", "reward_model"):
-            name = getattr(self, section).name_or_path
+        for section, model in (("policy_model", self.policy_model), ("preference_model", self.preference_model),
+                               ("reward_model", self.reward_model), ("heldout_judge.model", self.heldout_judge.model)):
+            name = model.name_or_path
             check(name is None or looks_local(name), f"{section}.name_or_path",
                   f"{name!r} is not a local folder; Hub models are not downloaded by the pipeline (the download "
                   f"would not be pinned to a revision): run `hf download {name} --revision <commit> --local-dir "
                   f"<folder>` and set name_or_path to that folder (starting with ./ or /)")
 
-        for section in ("sft", "pm", "rm"):
-            recipe = getattr(self, section)
+        for section, recipe in (("sft", self.sft), ("pm", self.pm), ("rm", self.rm),
+                                ("heldout_judge.fit", self.heldout_judge.fit)):
             check(recipe.warmup_steps <= recipe.steps, f"{section}.warmup_steps",
                   f"must be <= {section}.steps ({recipe.steps}), got {recipe.warmup_steps}: the learning rate "
                   f"would never reach its peak")
@@ -246,19 +285,79 @@ class PipelineConfig:
         return self.methods[name]
 
 
-def stage_config(cfg: PipelineConfig, stage: str) -> dict:
-    """The params DVC stage ``stage`` (``sft``, ``preference@pm``, ``policy_exact@MD1``) reads, by key
-    (:data:`STAGE_PARAMS`): ``{"seed": 0, "pg": PGConfig(...), "methods.MD1": NashMD(...), ...}``."""
+def stage_keys(stage: str) -> list[str]:
+    """The params keys DVC stage ``stage`` (``sft``, ``preference@pm``, ``policy_exact@MD1``) reads
+    (:data:`STAGE_PARAMS` with its item filled in)."""
     kind, _, item = stage.partition("@")
     if kind not in STAGE_PARAMS:
         raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_PARAMS)}")
+    return [key.format(item=item, model=JUDGE_MODELS.get(item, "")) for key in STAGE_PARAMS[kind]]
+
+
+def stage_config(cfg: PipelineConfig, stage: str) -> dict:
+    """The params DVC stage ``stage`` reads, by key (:func:`stage_keys`): ``{"seed": 0, "pg": PGConfig(...),
+    "methods.MD1": NashMD(...), ...}``."""
     out = {}
-    for key in STAGE_PARAMS[kind]:
-        key = key.format(item=item)
+    for key in stage_keys(stage):
         node = cfg
         for part in key.split("."):
             node = node[part] if isinstance(node, dict) else getattr(node, part)
         out[key] = node
+    return out
+
+
+class UndeclaredParamError(AttributeError):
+    """A stage read a param its dvc.yaml entry does not declare (DVC would not rerun it when that param changes)."""
+
+
+class _Undeclared:
+    """Stands for a params section, or the undeclared part of one, inside a stage's config (:func:`restrict`)."""
+
+    def __init__(self, stage: str, path: str, value=None, allowed: frozenset = frozenset()):
+        self._stage, self._path, self._value, self._allowed = stage, path, value, allowed
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._allowed:
+            return getattr(self._value, name)
+        raise UndeclaredParamError(
+            f"stage {self._stage} read {self._path}.{name}, which is not among the params it declares (dvc.yaml; "
+            f"nlhf/pipeline/params.py STAGE_PARAMS): DVC would not rerun it when that value changes. Declare it in "
+            f"both, or read something the stage declares")
+
+
+class _DeclaredMethods(dict):
+    """The ``methods`` entries a stage declares; asking for another one names it."""
+
+    def __init__(self, stage: str, entries: dict):
+        super().__init__(entries)
+        self._stage = stage
+
+    def __missing__(self, name):
+        raise UndeclaredParamError(f"stage {self._stage} read methods.{name}, which is not among the params it "
+                                   f"declares (dvc.yaml; nlhf/pipeline/params.py STAGE_PARAMS)")
+
+
+def restrict(cfg: PipelineConfig, stage: str) -> PipelineConfig:
+    """A copy of ``cfg`` in which DVC stage ``stage`` can read only the params it declares (:func:`stage_keys`),
+    plus ``profile`` and ``paths``; reading anything else raises :class:`UndeclaredParamError` naming the key. Every
+    stage the notebooks run goes through it, so the pipeline's own run (and the tests' tiny run of the DAG) shows
+    that no stage reads a param DVC does not rerun it for."""
+    import copy
+
+    keys = stage_keys(stage)
+    out = copy.copy(cfg)
+    for f in fields(PipelineConfig):
+        if f.name in ("profile", "paths") or f.name in keys:
+            continue
+        subkeys = frozenset(k.split(".", 1)[1] for k in keys if k.startswith(f.name + "."))
+        value = getattr(cfg, f.name)
+        if f.name == "methods":
+            value = _DeclaredMethods(stage, {k: v for k, v in value.items() if k in subkeys})
+        else:
+            value = _Undeclared(stage, f.name, value, subkeys)
+        object.__setattr__(out, f.name, value)
     return out
 
 
@@ -322,6 +421,11 @@ def load_config(params_file: str | Path = "params.yaml", profile: str | None = N
         check_required(base, f" in {Path(params_file).name}")
         check_foreach(base, overlay, raw["profile"])
         check_required(raw)
-        return from_dict(PipelineConfig, raw, "")
+        cfg = from_dict(PipelineConfig, raw, "")
+        for name, method in cfg.methods.items():
+            if method.judged_by is None:  # from_dict has checked the value of one that is there
+                raise ConfigError(f"methods.{name}.judged_by: required key missing (pm or rm: the trained model it "
+                                  f"trains against, which dvc.yaml makes its stages depend on)")
+        return cfg
     except ConfigError as e:
         raise ConfigError(f"{Path(params_file).name} (profile {raw['profile']}): {e}") from None

@@ -50,3 +50,20 @@ def load_table_policies(cfg: PipelineConfig, names, variant: str = "paper") -> d
         model, _ = load_policy(require(path, stage))
         models[name] = model.eval()
     return models
+
+
+def text_judge(model_dir, what: str, stage: str, tok, device=None):
+    """The pairwise preference model in ``model_dir`` (written by ``stage``) as ``judge(prompts, ys, y_primes) ->
+    P(y ≻ y′ | x)`` on texts; its tokenizer must be the policies' (``what`` names it in the error)."""
+    from nlhf.models import PreferenceModel, check_same_tokenizer
+    from nlhf.training.preference import predict_proba
+
+    pm = PreferenceModel.from_pretrained(require(model_dir, stage)).to(device or "cpu").eval()
+    check_same_tokenizer(pm.tokenizer, tok, what, "policies")
+    return lambda xs, ys, yps: predict_proba(pm, list(xs), list(ys), list(yps))
+
+
+def heldout_judge(cfg: PipelineConfig, tok, device=None):
+    """The held-out judge of a task without an exact judge (:meth:`nlhf.pipeline.layout.Layout.eval_judge`, trained
+    by the oracle stage) as a judge on texts (:func:`text_judge`)."""
+    return text_judge(cfg.layout.eval_judge, "held-out judge", "oracle", tok, device)

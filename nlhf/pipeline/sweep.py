@@ -166,7 +166,7 @@ def run_config(spec: SweepSpec, run: Run, params: str | Path = "params.yaml") ->
         raise ConfigError(f"sweep {spec.name}: methods {missing} are not in params.yaml methods")
     raw["methods"] = {m: raw["methods"][m] for m in spec.methods}
     raw["ablation"]["methods"] = list(spec.methods)  # the sweep's train phase picks the ones it trains
-    raw["ablation"]["seed_methods"] = []
+    raw["ablation"]["seed_methods"] = {}
     raw["oracle"]["populations"] = None  # the run's own population only
     try:
         check_required(raw)

@@ -23,7 +23,7 @@ import numpy as np
 
 PROMPT_SPLITS = ("train", "eval")
 SFT_SPLITS = ("train", "eval")
-PREF_SPLITS = ("train", "test")
+PREF_SPLITS = ("train", "test", "judge")  # judge: a task without an exact judge only (its held-out judge)
 
 
 def check_split(split: str, allowed: Sequence[str], what: str) -> None:

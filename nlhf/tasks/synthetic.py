@@ -149,7 +149,7 @@ class SyntheticTask(Task):
         return datasets.Dataset.from_dict({"prompt": rows["prompt"], "completion": rows["completion"]})
 
     def preference_rows(self, split: str) -> dict[str, list]:
-        check_split(split, PREF_SPLITS, "preference_dataset")
+        check_split(split, PREF_SPLITS[:2], "preference_dataset")  # no "judge" split: P* itself judges
 
         def build():
             docs = self._documents("prefs/" + split, self._size("pref", split))

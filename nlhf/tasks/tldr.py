@@ -11,7 +11,8 @@ Loading goes through ``datasets.load_dataset``: a Hub name (with ``*_revision`` 
 offline set ``*_path`` to a builder (``"json"``, ``"parquet"``) and ``*_data_files`` to ``{split: file}``, or
 ``*_path`` to a local directory. Every row is checked when loaded (columns, types, non-empty text); a bad file or row
 stops with :class:`TldrDataError` naming the file and the row (counted from 1, the line of a JSON-lines file).
-There is no exact judge: the GPU profile judges with a held-out preference model (``judge`` raises).
+There is no exact judge (``judge`` raises): the pipeline judges with a held-out preference model, which the oracle
+stage trains on the ``judge`` comparisons (``preference_dataset("judge")``, disjoint from ``train`` and ``test``).
 """
 
 from __future__ import annotations
@@ -66,22 +67,30 @@ class TldrTaskConfig:
     sft_eval_split: str = "validation"  # source split for sft_dataset("eval")
     pref_train_split: str = "train"  # source split for preference_dataset("train") (92k pairs, the paper's §8)
     pref_test_split: str = "validation"  # source split for preference_dataset("test")
+    pref_judge_split: str = "validation"  # source split for preference_dataset("judge"), the held-out judge's pairs;
+    # where it is the test split, that split's rows are shuffled (seed) and halved: the first half is "test", the
+    # second "judge", so the judge never trains on a pair it is scored on, nor on the training PM's
     prompts_train_split: str = "train"  # SFT source split whose prompts are the RL prompts
     prompts_eval_split: str = "test"  # SFT source split whose prompts are the evaluation prompts
     n_sft: int = 0  # rows kept per split (0 = all) ...
     n_sft_eval: int = 0
     n_pref_train: int = 0
     n_pref_test: int = 0
+    n_pref_judge: int = 0
     n_prompts_train: int = 0
     n_prompts_eval: int = 2_000  # the paper's 2000 samples per table cell
     max_summary_words: int = 128  # longer (or empty) completions are malformed
 
     def __post_init__(self) -> None:
-        for f in ("n_sft", "n_sft_eval", "n_pref_train", "n_pref_test", "n_prompts_train", "n_prompts_eval"):
+        for f in ("n_sft", "n_sft_eval", "n_pref_train", "n_pref_test", "n_pref_judge", "n_prompts_train",
+                  "n_prompts_eval"):
             check(getattr(self, f) >= 0, f, f"must be >= 0 (0 = all rows), got {getattr(self, f)}")
         check(self.max_summary_words >= 1, "max_summary_words", f"must be >= 1, got {self.max_summary_words}")
         check(bool(self.sft_path), "sft_path", "must not be empty")
         check(bool(self.pref_path), "pref_path", "must not be empty")
+        check(self.pref_judge_split != self.pref_train_split, "pref_judge_split",
+              f"must differ from pref_train_split ({self.pref_train_split!r}): the held-out judge must not train on "
+              f"the training PM's comparisons")
         for f in ("sft_revision", "pref_revision"):
             v = getattr(self, f)
             check(v is None or _COMMIT.fullmatch(v) is not None, f, f"must be a 40-hex-digit commit id, got {v!r}")
@@ -252,9 +261,12 @@ class TldrTask(Task):
         return out
 
     def preference_dataset(self, split: str):
+        """``train`` (the PM's and RM's comparisons), ``test`` (where the judges are scored against the human labels)
+        or ``judge`` (the held-out judge's); ``test`` and ``judge`` from one source split are its two halves."""
         check_split(split, PREF_SPLITS, "preference_dataset")
         c = self.cfg
-        src, n = (c.pref_train_split, c.n_pref_train) if split == "train" else (c.pref_test_split, c.n_pref_test)
+        src, n = {"train": (c.pref_train_split, c.n_pref_train), "test": (c.pref_test_split, c.n_pref_test),
+                  "judge": (c.pref_judge_split, c.n_pref_judge)}[split]
         ds = self._load(c.pref_path, c.pref_name, c.pref_data_files, src, c.pref_revision, "comparisons")
         where = self._where(c.pref_path, c.pref_data_files, src)
         missing = {"info", "summaries", "choice"} - set(ds.column_names)
@@ -268,6 +280,10 @@ class TldrTask(Task):
             problem = comparison_problem(ex)
             if problem is not None:
                 raise TldrDataError(f"{where}: row {i + 1}: {problem}")
+        if split != "train" and c.pref_test_split == c.pref_judge_split:
+            half = len(ds) // 2
+            ds = ds.shuffle(seed=c.seed)
+            ds = ds.select(range(half)) if split == "test" else ds.select(range(half, len(ds)))
         ds = self._subsample(ds, n)
         return ds.map(comparison_to_row, remove_columns=ds.column_names, desc=f"comparisons[{src}]")
 

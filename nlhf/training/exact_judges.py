@@ -41,8 +41,9 @@ class AblationConfig:
     # every one of which gets a candidate pool of ``pool_sft_samples`` SFT samples for the RLHF reward r*
     train_prompts: int = 2000
     pool_sft_samples: int = 16
-    seed_methods: list[str] = field(default_factory=lambda: ["RLHF", "SP", "MD1", "BR"])  # retrained with the
-    # paper's judges at seed pg.seed + 1: the spread of the headline comparisons over training seeds
+    seed_methods: dict[str, str] = field(default_factory=lambda: {"RLHF": "rm", "SP": "pm", "MD1": "pm", "BR": "pm"})
+    # retrained with the paper's judges at seed pg.seed + 1 (the spread of the headline comparisons over training
+    # seeds), each with the trained model it trains against (its method's ``judged_by``: DVC depends on that one)
     lr: float | None = None  # the exact-judge stages' learning rate (None: pg.lr). An exact judge has no errors
     # for a faster policy to exploit, so its best rate can be higher than the trained judges' (benchmarks/pg_recipe/)
     steps: int | None = None  # the exact-judge stages' step count (None: pg.steps); more steps let a policy reach
@@ -53,6 +54,9 @@ class AblationConfig:
             check(getattr(self, f) >= 1, f, f"must be >= 1 (got {getattr(self, f)})")
         check(self.lr is None or self.lr > 0, "lr", f"must be > 0 or null (got {self.lr})")
         check(self.steps is None or self.steps >= 1, "steps", f"must be >= 1 or null (got {self.steps})")
+        for name, judge in self.seed_methods.items():
+            check(judge in ("pm", "rm"), f"seed_methods.{name}",
+                  f"the trained model {name} trains against: pm or rm (got {judge!r})")
 
 
 class ExactBTReward(TextRewardJudge):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from nlhf.config import ConfigError, check
+from nlhf.judges import JUDGE_KINDS
 from nlhf.training.reinforce import effective_ema_beta, ema_update, pg_loss
 
 
@@ -70,9 +71,15 @@ class Method:
     kind: str  # selects the class (:data:`METHODS`)
     tau: float  # KL-regularisation strength toward μ (paper: 0.05 RLHF, 0.008 Nash)
     lr: float | None = None  # per-method learning rate (None: pg.lr)
+    judged_by: str | None = None  # the trained model that plays its judge (JUDGE_KINDS[JUDGE]: "pm" or "rm"); a
+    # pipeline names it so that the method's stage can depend on that model alone (DVC cannot derive it from kind)
 
     def __post_init__(self):
         check(self.kind == self.KIND, "kind", f"{type(self).__name__} has kind {self.KIND!r}, got {self.kind!r}")
+        expected = JUDGE_KINDS[self.JUDGE]
+        check(self.judged_by in (None, expected), "judged_by",
+              f"a {self.kind} method trains against the {self.JUDGE} judge, played by {expected!r} (got "
+              f"{self.judged_by!r})")
         check(self.tau > 0, "tau", f"must be > 0 (got {self.tau})")
         check(self.lr is None or self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
 

@@ -1,4 +1,5 @@
-"""Convergence probe: where a policy stands during training, measured with the exact judge on fixed prompts.
+"""Convergence probe: where a policy stands during training, measured with the exact judge on fixed prompts (or, on a
+task without one, with the evaluation's judge: :class:`JudgeProbe`).
 
 Every ``eval_every`` steps the probe samples ``samples`` responses per prompt from π_t on the oracle's evaluation
 prompts (``artifacts/oracle``, :func:`nlhf.oracle.write_targets`) and reports, with P* the task's exact judge:
@@ -65,7 +66,9 @@ class ConvergenceProbe:
                                          self.task.cfg.rater_sharpness)
 
     @torch.no_grad()
-    def __call__(self, model, step: int) -> dict:
+    def draw(self, model, step: int) -> tuple[list[str], list[str], np.ndarray]:
+        """``samples`` responses per prompt from ``model`` (prompt-major), from the probe's own generator seeded by
+        ``step``: (the prompt of each response, the responses, KL(π ‖ μ) of each)."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -86,7 +89,11 @@ class ConvergenceProbe:
                 texts.append(self.tok.decode([t for t, b in zip(row, m) if b and t != eos], skip_special_tokens=True))
         if was_training:
             model.train()
-        kl = np.concatenate(kl)
+        return flat, texts, np.concatenate(kl)
+
+    def __call__(self, model, step: int) -> dict:
+        flat, texts, kl = self.draw(model, step)
+        k = self.samples
         u = self.task.utilities(flat, texts)
         p_sft, p_tgt, in_pool = [], [], []
         for j, x in enumerate(self.prompts):
@@ -95,10 +102,50 @@ class ConvergenceProbe:
             p_tgt.append((self._preference(uj, self.u_cand[j]) @ self.target[j]).mean())
             in_pool.append(np.mean([y in self.pools[j] for y in texts[j * k: (j + 1) * k]]))
         p_sft, p_tgt = np.array(p_sft), np.array(p_tgt)
-        half = lambda v: float(self.z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
-        return {"step": step, "p_vs_sft": float(p_sft.mean()), "p_vs_sft_ci": half(p_sft),
-                "p_vs_target": float(p_tgt.mean()), "p_vs_target_ci": half(p_tgt), "kl": float(kl.mean()),
+        return {"step": step, "p_vs_sft": float(p_sft.mean()), "p_vs_sft_ci": self.half_width(p_sft),
+                "p_vs_target": float(p_tgt.mean()), "p_vs_target_ci": self.half_width(p_tgt), "kl": float(kl.mean()),
                 "words": float(np.mean([len(t.split()) for t in texts])), "in_pool": float(np.mean(in_pool))}
+
+    def half_width(self, per_prompt: np.ndarray) -> float:
+        """The normal CI half-width of a mean over prompts."""
+        v = per_prompt
+        return float(self.z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+class JudgeProbe(ConvergenceProbe):
+    """The probe on a task without an exact judge: the same draws, scored by a pairwise ``judge(prompts, ys,
+    y_primes) -> P(y ≻ y′ | x)`` (the evaluation's judge) instead of P*: ``p_vs_sft`` = E_{y~π_t} mean_j P(y ≻ s_j)
+    with its CI over prompts, ``kl`` and ``words``; no target, no pool (``p_vs_target`` and ``in_pool`` are None)."""
+
+    def __init__(self, judge, tokenizer, ref, prompts: Sequence[str], sft_references: Sequence[Sequence[str]], *,
+                 samples: int, max_new_tokens: int, seed: int = 0, confidence: float = 0.95, batch_size: int = 1024):
+        if len(prompts) != len(sft_references):
+            raise ValueError("JudgeProbe: prompts and references differ in length")
+        self.judge, self.tok, self.ref = judge, tokenizer, ref
+        self.prompts, self.references = list(prompts), [list(r) for r in sft_references]
+        self.samples, self.max_new_tokens, self.seed = samples, max_new_tokens, seed
+        self.z = z_value(confidence)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_prompts_file(cls, pools_file, judge, tokenizer, ref, **kwargs) -> "JudgeProbe":
+        """The probe on the oracle stage's prompts and SFT samples (:func:`nlhf.oracle.write_probe_prompts`)."""
+        pools = json.loads(Path(pools_file).read_text())
+        return cls(judge, tokenizer, ref, pools["prompts"], pools["sft_references"], **kwargs)
+
+    def __call__(self, model, step: int) -> dict:
+        flat, texts, kl = self.draw(model, step)
+        k = self.samples
+        xs, ys, refs = [], [], []
+        for j, x in enumerate(self.prompts):
+            for y in texts[j * k: (j + 1) * k]:
+                for s in self.references[j]:
+                    xs.append(x), ys.append(y), refs.append(s)
+        p = np.asarray(self.judge(xs, ys, refs), dtype=np.float64).reshape(len(self.prompts), -1)
+        p_sft = p.mean(axis=1)
+        return {"step": step, "p_vs_sft": float(p_sft.mean()), "p_vs_sft_ci": self.half_width(p_sft),
+                "p_vs_target": None, "p_vs_target_ci": None, "kl": float(kl.mean()),
+                "words": float(np.mean([len(t.split()) for t in texts])), "in_pool": None}
 
 
 def converged(curve: Sequence[dict], steps: int, key: str = "p_vs_sft", window: float = 0.25) -> dict:

@@ -9,11 +9,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from nlhf.models import PreferenceModel, check_same_tokenizer
 from nlhf.pipeline.artifacts import ensure_dir, load_tokenizer, require, write_metrics
 from nlhf.pipeline.params import PipelineConfig
 from nlhf.pipeline.reports import beta_sweep_table, exact_judge_tables, pm_vs_rm_table
-from nlhf.pipeline.runtime import accelerator_for, load_table_policies, sampling_kwargs
+from nlhf.pipeline.runtime import accelerator_for, heldout_judge, load_table_policies, sampling_kwargs, text_judge
 from nlhf.sampling.texts import sample_texts
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
@@ -37,16 +36,11 @@ def run_eval(cfg: PipelineConfig) -> dict:
         samples[name] = sample_texts(model.to(accelerator.device), tok, prompts,
                                      seed=seed_for(cfg.eval.seed, "eval.samples", k), **sampling)
     layout = cfg.layout
-    pm = PreferenceModel.from_pretrained(require(layout.model("pm"), "pm")).to(accelerator.device).eval()
-    check_same_tokenizer(pm.tokenizer, tok, "preference model", "policies")
-
-    def pm_judge(xs, ys, yps):
-        from nlhf.training.preference import predict_proba
-        return predict_proba(pm, list(xs), list(ys), list(yps))
-
-    judges = {"pm": pm_judge}
-    if task.has_exact_judge:
-        judges = {"exact": task.judge, **judges}
+    pm_judge = text_judge(layout.model("pm"), "preference model", "pm", tok, accelerator.device)
+    # the table's main judge first: P* where the task has it, else the held-out judge; then the training PM
+    main_judge = {"exact": task.judge} if task.has_exact_judge else {
+        "heldout": heldout_judge(cfg, tok, accelerator.device)}
+    judges = {**main_judge, "pm": pm_judge}
     out = ensure_dir(layout.results("eval"))
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
     oracle_long = oracle_policy = None
@@ -66,7 +60,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
         (out / f"scorecard_{jname}.md").write_text(card.to_markdown(index=False) + "\n")
         metrics[f"scorecard_{jname}"] = {o: int((card["outcome"] == o).sum()) for o in
                                          ("agrees", "inconclusive", "disagrees")}
-    main = "exact" if "exact" in judges else "pm"
+    main = next(iter(judges))
     refs = task.references(prompts)
     expl = {n: None for n in names}
     if hasattr(task, "candidates") and task.has_exact_judge:  # the adversary's pool needs an enumerable task

@@ -17,6 +17,7 @@ from nlhf.pipeline.params import PipelineConfig
 from nlhf.pipeline.runtime import accelerator_for, load_sft, sampling_kwargs
 from nlhf.sampling.texts import sample_texts
 from nlhf.seeds import seed_for
+from nlhf.training.checkpoint import write_json
 from nlhf.tasks import make_task
 from nlhf.training.methods import RLHF, NashMD
 
@@ -39,8 +40,7 @@ def run_oracle(cfg: PipelineConfig, with_rm: bool = True, pool_cache=None) -> di
     t0 = time.time()
     task = make_task(cfg.task)
     if not isinstance(task, SyntheticTask):
-        raise ValueError(f"task.name: the oracle needs an enumerable task with an exact judge (synthetic), got "
-                         f"{cfg.task.name!r}")
+        return run_probe_prompts(cfg, task, t0)
     ocfg = cfg.oracle
     accelerator = accelerator_for(cfg)
     policy, tok = load_sft(cfg, accelerator.device)
@@ -109,6 +109,56 @@ def run_oracle(cfg: PipelineConfig, with_rm: bool = True, pool_cache=None) -> di
         metrics["populations"][population] = pm
         if own:  # the targets the policy stages measure their convergence against
             oracle.write_targets(layout.oracle_pools, layout.oracle_target, pools, per_prompt, fresh)
+    write_json(layout.eval_judge / "judge.json", {"judge": "exact", "what": EXACT_JUDGE})
     metrics["runtime_s"] = round(time.time() - t0, 2)
+    write_metrics(cfg, "oracle", metrics)
+    return metrics
+
+
+EXACT_JUDGE = "the task's exact P(y > y' | x), which judges the evaluation and the policies' convergence probe"
+
+NOT_APPLICABLE = ("task {task} has no exact judge, so no method's target can be solved: the oracle's tables, the "
+                  "exact-judge ablation and the P* probes are not applicable. In place of P*, the held-out judge "
+                  "(a preference model trained on comparisons disjoint from the training PM's) judges the evaluation "
+                  "and the policies' convergence probe, on these prompts against SFT.")
+
+
+def run_probe_prompts(cfg: PipelineConfig, task, t0: float) -> dict:
+    """Stage ``oracle`` on a task without an exact judge (TL;DR): it states that the oracle does not apply
+    (``results/oracle/not_applicable.md``, ``applicable: false`` in its metrics), trains the held-out judge
+    (``heldout_judge``: a pairwise preference model on the task's ``judge`` comparisons, saved in the oracle's folder,
+    :meth:`Layout.eval_judge`) and writes what the policy stages' convergence probe needs: the first
+    ``oracle.n_prompts`` evaluation prompts with ``oracle.coverage_samples`` SFT samples each (``pools.json``, no
+    candidates), and for each method a target file saying it has none (:func:`nlhf.oracle.write_probe_prompts`)."""
+    from nlhf import oracle
+    from nlhf.models import build_preference_model
+    from nlhf.pipeline.artifacts import load_dataset_dir, stage_fingerprint
+    from nlhf.pipeline.stages.supervised import fit_scorer
+
+    ocfg, layout = cfg.oracle, cfg.layout
+    rows = load_dataset_dir(cfg, "prefs", "judge")
+    pairs = {k: list(rows[k]) for k in ("prompt", "y", "y_prime", "label")}
+    state = layout.resume("oracle_judge")
+    judge, log = fit_scorer(cfg, "heldout judge", build_preference_model, cfg.heldout_judge.model,
+                            cfg.heldout_judge.fit, pairs, state, stage_fingerprint(cfg, "oracle"))
+    judge.save_pretrained(layout.eval_judge)
+    state.unlink(missing_ok=True)
+    out = ensure_dir(layout.results("oracle"))
+    pd.DataFrame(log["train"]).to_csv(out / "judge_loss.csv", index=False)
+    pd.DataFrame(log["eval"]).to_csv(out / "judge_eval.csv", index=False)
+    accelerator = accelerator_for(cfg)
+    policy, tok = load_sft(cfg, accelerator.device)
+    prompts = task.prompts("eval")[: ocfg.n_prompts]
+    k = ocfg.coverage_samples
+    flat = sample_texts(policy, tok, [x for x in prompts for _ in range(k)],
+                        seed=seed_for(ocfg.seed, "oracle.coverage_samples"), **sampling_kwargs(cfg))
+    references = [flat[i * k: (i + 1) * k] for i in range(len(prompts))]
+    reason = NOT_APPLICABLE.format(task=cfg.task.name)
+    oracle.write_probe_prompts(layout.oracle_pools, layout.oracle_target, prompts, references, list(cfg.methods),
+                               reason)
+    (out / "not_applicable.md").write_text(f"# Oracle: not applicable\n\n{reason}\n")
+    metrics = {"applicable": False, "reason": reason, "n_prompts": len(prompts), "sft_references_per_prompt": k,
+               "heldout_judge": {"n_train_pairs": len(pairs["prompt"]), "test": log["eval"][-1]},
+               "runtime_s": round(time.time() - t0, 2)}
     write_metrics(cfg, "oracle", metrics)
     return metrics

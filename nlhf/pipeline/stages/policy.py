@@ -12,13 +12,13 @@ from nlhf.judges import JUDGE_KINDS, exact_pairwise_judge
 from nlhf.models import PreferenceModel, RewardModel, check_same_tokenizer, save_policy
 from nlhf.pipeline.artifacts import ensure_dir, require, stage_fingerprint, write_metrics
 from nlhf.pipeline.params import PipelineConfig
-from nlhf.pipeline.runtime import accelerator_for, load_sft, policy_generation, sampling_kwargs
+from nlhf.pipeline.runtime import accelerator_for, heldout_judge, load_sft, policy_generation, sampling_kwargs
 from nlhf.sampling.texts import sample_texts
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
 from nlhf.training.checkpoint import seed_everything
 from nlhf.training.policy_gradient import PolicyGradientConfig, PolicyGradientTrainer
-from nlhf.training.probe import ConvergenceProbe, converged
+from nlhf.training.probe import ConvergenceProbe, JudgeProbe, converged
 
 
 def trainer_config(cfg: PipelineConfig, name: str, variant: str) -> PolicyGradientConfig:
@@ -84,13 +84,16 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
         judge = exact_judge(cfg, task, ref, tok, method, prompts)
     else:
         judge = trained_judge(cfg, method, tok)
-    probe = None
+    probe_kw = dict(samples=config.probe_samples, max_new_tokens=cfg.sampling.max_new_tokens,
+                    seed=seed_for(cfg.seed, "policy.probe"), confidence=cfg.eval.confidence)
     if task.has_exact_judge:
         probe = ConvergenceProbe.from_oracle(require(layout.oracle_pools, "oracle"),
                                              require(layout.oracle_target(name), "oracle"), task, tok,
-                                             ref.to(accelerator.device), samples=config.probe_samples,
-                                             max_new_tokens=cfg.sampling.max_new_tokens,
-                                             seed=seed_for(cfg.seed, "policy.probe"), confidence=cfg.eval.confidence)
+                                             ref.to(accelerator.device), **probe_kw)
+    else:  # the held-out judge against SFT on the oracle stage's prompts
+        probe = JudgeProbe.from_prompts_file(require(layout.oracle_pools, "oracle"),
+                                             heldout_judge(cfg, tok, accelerator.device), tok,
+                                             ref.to(accelerator.device), **probe_kw)
     state = layout.resume(layout.policy_key(name, variant))
     trained = PolicyGradientTrainer(policy, ref, judge, tok, prompts, config, accelerator=accelerator,
                                     state_path=state, fingerprint=stage_fingerprint(cfg, layout.policy_stage(name, variant)),

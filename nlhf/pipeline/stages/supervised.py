@@ -35,7 +35,8 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
     metrics (plain Python types, so that ``json.dumps`` writes them without a converter).
 
     Its content (``Dataset.save_to_disk``, named by :class:`Layout`): ``sft/{train,eval}`` (prompt, completion),
-    ``prefs/{train,test}`` (prompt, y, y_prime, label, p), ``prompts/{train,eval}`` (prompt, reference)
+    ``prefs/{train,test}`` (prompt, y, y_prime, label, p; and ``prefs/judge``, the held-out judge's, on a task without
+    an exact judge), ``prompts/{train,eval}`` (prompt, reference)
     (``Layout.DATASETS``); plus ``tokenizer/`` for word-level tasks (``task.vocabulary()`` is not None) and
     ``metrics.json`` (the row counts, which the stages check their inputs against)."""
     import datasets
@@ -45,7 +46,9 @@ def build_task_data(task: Task, out_dir: str | Path, analysis_prompts: int = 500
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m: dict = {"task": task.name}
-    for kind, split in Layout.DATASETS:
+    # a task without an exact judge also has the held-out judge's comparisons (the oracle stage trains it)
+    judge_split = () if task.has_exact_judge else (("prefs", "judge"),)
+    for kind, split in (*Layout.DATASETS, *judge_split):
         if kind == "sft":
             ds = task.sft_dataset(split)
             m[f"sft_{split}_rows"] = len(ds)
@@ -145,7 +148,7 @@ def run_sft(cfg: PipelineConfig) -> dict:
               fingerprint=stage_fingerprint(cfg, "sft"))
     policy = accelerator.unwrap_model(policy).eval()
 
-    prompts = task.prompts("eval")[: cfg.eval.n_prompts]
+    prompts = task.prompts("eval")[: cfg.sft.check_prompts]
     checks, ys = sft_checks(task, policy, init.to(accelerator.device), tok, prompts, sampling_kwargs(cfg), cfg.seed,
                             cfg.eval.nontransitivity_prompts, cfg.eval.nontransitivity_samples)
     metrics = {"train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"],
@@ -170,40 +173,17 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     t0 = time.time()
     train_cfg = cfg.pm if kind == "pm" else cfg.rm
     model_cfg = cfg.preference_model if kind == "pm" else cfg.reward_model
-    seed_everything(train_cfg.seed)
-    accelerator = accelerator_for(cfg)
-    tok = load_tokenizer(cfg)
     train = load_dataset_dir(cfg, "prefs", "train")
-    test = load_dataset_dir(cfg, "prefs", "test")
-    build = build_preference_model if kind == "pm" else build_reward_model
-    model = build(model_cfg, tok, seed=train_cfg.seed)
-    check_same_tokenizer(model.tokenizer, tok, f"{kind} model", "data tokenizer")
-    prompts, ys, y_primes = list(train["prompt"]), list(train["y"]), list(train["y_prime"])
-    labels = list(train["label"])
+    pairs = {k: list(train[k]) for k in ("prompt", "y", "y_prime", "label")}
     extra = load_sft_comparisons(cfg, "train")
     if extra is not None:
-        prompts, ys = prompts + list(extra["prompt"]), ys + list(extra["y"])
-        y_primes = y_primes + list(extra["y_prime"])
-        labels = labels + list(extra["label"])
-    labels = torch.tensor(labels, dtype=torch.float32)
-    # tokenize once (not at every step): the scorer builds the same rows from token ids as from the strings
-    prompts, ys = model.token_ids(prompts), model.token_ids(ys, response=True)
-    y_primes = model.token_ids(y_primes, response=True)
-    test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
-
-    def loss_fn(m, idx):
-        return pair_loss(m, [prompts[i] for i in idx], [ys[i] for i in idx], [y_primes[i] for i in idx], labels[idx])
-
-    def eval_fn(m):
-        q = predict_proba(m, test["prompt"], test["y"], test["y_prime"])
-        return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
-
+        pairs = {k: pairs[k] + list(extra[k]) for k in pairs}
+    build = build_preference_model if kind == "pm" else build_reward_model
     layout = cfg.layout
-    log = fit(model, loss_fn, len(prompts), train_cfg, layout.resume(kind), accelerator, eval_fn, desc=kind,
-              fingerprint=stage_fingerprint(cfg, layout.dvc_stage(kind)))
-    model = accelerator.unwrap_model(model).eval()
-    metrics = {"n_train_pairs": len(prompts), "test": log["eval"][-1], "train_loss_first": log["train"][0]["loss"],
-               "train_loss_last": log["train"][-1]["loss"]}
+    model, log = fit_scorer(cfg, kind, build, model_cfg, train_cfg, pairs, layout.resume(kind),
+                            stage_fingerprint(cfg, layout.dvc_stage(kind)))
+    metrics = {"n_train_pairs": len(pairs["prompt"]), "test": log["eval"][-1],
+               "train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"]}
     pairs = load_sft_comparisons(cfg, "heldout")
     if pairs is not None:
         q = predict_proba(model, list(pairs["prompt"]), list(pairs["y"]), list(pairs["y_prime"]))
@@ -216,3 +196,30 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     pd.DataFrame(log["eval"]).to_csv(out / "eval.csv", index=False)
     write_metrics(cfg, kind, metrics)
     return metrics
+
+
+def fit_scorer(cfg: PipelineConfig, name: str, build, model_cfg, train_cfg, pairs: dict, state, fingerprint: str):
+    """A scorer ``build(model_cfg, tok, seed=...)`` fitted by ``train_cfg`` (:func:`nlhf.training.supervised.fit`,
+    resumable from ``state``) on ``pairs`` (prompt, y, y_prime, label lists), scored on the test comparisons at
+    every evaluation (:func:`nlhf.training.preference.pair_metrics`); returns ``(model in eval mode, log)``."""
+    seed_everything(train_cfg.seed)
+    accelerator = accelerator_for(cfg)
+    tok = load_tokenizer(cfg)
+    test = load_dataset_dir(cfg, "prefs", "test")
+    model = build(model_cfg, tok, seed=train_cfg.seed)
+    check_same_tokenizer(model.tokenizer, tok, f"{name} model", "data tokenizer")
+    labels = torch.tensor(pairs["label"], dtype=torch.float32)
+    # tokenize once (not at every step): the scorer builds the same rows from token ids as from the strings
+    prompts, ys = model.token_ids(pairs["prompt"]), model.token_ids(pairs["y"], response=True)
+    y_primes = model.token_ids(pairs["y_prime"], response=True)
+    test = {k: list(test[k]) for k in ("prompt", "y", "y_prime", "label", "p")}
+
+    def loss_fn(m, idx):
+        return pair_loss(m, [prompts[i] for i in idx], [ys[i] for i in idx], [y_primes[i] for i in idx], labels[idx])
+
+    def eval_fn(m):
+        q = predict_proba(m, test["prompt"], test["y"], test["y_prime"])
+        return pair_metrics(q, np.asarray(test["label"]), np.asarray(test["p"], dtype=float))
+
+    log = fit(model, loss_fn, len(prompts), train_cfg, state, accelerator, eval_fn, desc=name, fingerprint=fingerprint)
+    return accelerator.unwrap_model(model).eval(), log

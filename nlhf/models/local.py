@@ -1,0 +1,49 @@
+"""A causal LM built from config with its own tokenizer, saved as a local model folder: a stand-in for a pretrained
+checkpoint where none can be downloaded, so that the ``name_or_path`` path of every stage (tokenizer from the
+folder, weights loaded with ``from_pretrained``) runs offline on small models.
+
+``python -m nlhf local-model OUT --texts FILE.jsonl`` builds one from the text columns of a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from nlhf.models.hf import ModelConfig
+from nlhf.models.policy import build_policy, save_policy
+from nlhf.tokenization import build_bpe_tokenizer
+
+
+def read_texts(files: Sequence[str | os.PathLike], columns: Sequence[str]) -> list[str]:
+    """The non-empty strings of ``columns`` in every row of JSON-lines ``files``; a file that is missing or not
+    JSON lines stops with its name and line."""
+    texts = []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file (--texts)")
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {i} is not JSON ({e.msg})") from None
+            texts += [row[c] for c in columns if isinstance(row, dict) and isinstance(row.get(c), str) and row[c]]
+    if not texts:
+        raise ValueError(f"{', '.join(map(str, files))}: no text in columns {list(columns)}")
+    return texts
+
+
+def build_local_lm(texts: Sequence[str], out_dir: str | os.PathLike, cfg: ModelConfig, vocab_size: int,
+                   seed: int = 0) -> Path:
+    """Train a byte-level BPE of ``vocab_size`` tokens on ``texts`` (:func:`nlhf.tokenization.build_bpe_tokenizer`),
+    build a GPT-2 of ``cfg``'s size on it (random weights, seeded) and save both to ``out_dir``: a folder that
+    ``policy_model.name_or_path`` (and the scorers' ``name_or_path``) can name."""
+    if cfg.name_or_path is not None:
+        raise ValueError("build_local_lm: cfg.name_or_path must be None (the model is built from its size fields)")
+    tok = build_bpe_tokenizer(texts, vocab_size, model_max_length=cfg.n_positions)
+    return save_policy(build_policy(cfg, tok, seed=seed), tok, out_dir)

@@ -1,0 +1,108 @@
+"""The paper's own setting through the pipeline, offline: `dvc repro` on a task without an exact judge (TL;DR) runs
+every stage on the real-schema fixtures (tests/fixtures/), with a small model built from config and saved as a
+local folder standing in for a pretrained checkpoint (profile tldr-tiny; numbers are meaningless). What needs P* is
+left out visibly: no exact-judge stages (their foreach list is empty), the oracle stage states it does not apply and
+trains the held-out judge, which judges the evaluation table and the policies' convergence probe."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import pytest
+import yaml
+
+from nlhf.config import ConfigError
+from nlhf.pipeline.params import load_config
+
+from test_pipeline_e2e import _run
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("RLHF", "MD1", "EMA1")  # one of each kind of judge and opponent; the full list runs the same stages
+
+
+def _params(dst: Path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "tldr-tiny"
+    params["methods"] = {n: params["methods"][n] for n in METHODS}
+    params["ablation"]["methods"] = []  # no exact judge to train against
+    params["ablation"]["seed_methods"] = {}
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def tldr_repo(tmp_path_factory):
+    """A copy of the working tree on the tldr-tiny profile with its local model folder, after `dvc repro`."""
+    dst = tmp_path_factory.mktemp("tldr")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file() and not f.startswith(("results/", "artifacts/")) and f != "dvc.lock":
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    _params(dst)
+    _run(["git", "init", "-q"], dst)
+    _run([sys.executable, "-m", "nlhf", "local-model", "models/tldr-tiny", "--texts",
+          "tests/fixtures/tldr_sft_train.jsonl", "--vocab-size", "500"], dst)
+    _run([sys.executable, "-m", "dvc", "repro"], dst)
+    return dst
+
+
+@pytest.mark.slow
+def test_every_stage_runs_on_a_task_without_an_exact_judge(tldr_repo):
+    r = tldr_repo / "results"
+    stages = _run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], tldr_repo).stdout.split()
+    assert not [s for s in stages if s.startswith("policy_exact@")]  # the ablation's foreach list is empty
+    for nb in ["01_data", "02_sft", "03_preference_models_pm", "03_preference_models_rm", "06_oracle",
+               *(f"04_policy_{n}" for n in METHODS), "05_evaluation"]:
+        executed = json.loads((r / "notebooks" / f"{nb}.ipynb").read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code"), nb
+    # the oracle says it does not apply, and trains the held-out judge instead
+    oracle = json.loads((r / "metrics" / "oracle.json").read_text())
+    assert oracle["applicable"] is False and "no exact judge" in (r / "oracle" / "not_applicable.md").read_text()
+    assert oracle["heldout_judge"]["n_train_pairs"] > 0 and 0 < oracle["heldout_judge"]["test"]["accuracy"] <= 1
+    assert (tldr_repo / "artifacts" / "oracle" / "judge" / "config.json").exists()
+    # the table under the held-out judge (and the training PM), every policy, antisymmetric, with CIs
+    ev = json.loads((r / "metrics" / "eval.json").read_text())
+    assert ev["judges"] == ["heldout", "pm"]
+    long = pd.read_csv(r / "eval" / "table_heldout_long.csv")
+    assert set(long["row"]) == {"SFT", *METHODS, "EMA1*"}
+    piv = long.pivot(index="row", columns="column", values="p")
+    assert ((piv + piv.T - 1).abs().max().max()) < 1e-9 and long["ci"].notna().all()
+    # each policy's convergence probe: the held-out judge against SFT, no oracle target
+    for n in METHODS:
+        probe = pd.read_csv(r / "convergence" / f"{n}.csv")
+        assert len(probe) >= 2 and probe["p_vs_sft"].between(0, 1).all() and probe["p_vs_target"].isna().all()
+
+
+@pytest.mark.slow
+def test_the_heldout_judge_never_sees_the_training_or_test_comparisons(tldr_repo):
+    data = tldr_repo / "artifacts" / "data" / "prefs"
+    pairs = {s: {(x, y, yp) for x, y, yp in zip(*(datasets.load_from_disk(str(data / s))[k]
+                                                   for k in ("prompt", "y", "y_prime")))}
+             for s in ("train", "test", "judge")}
+    assert pairs["judge"] and pairs["test"]
+    assert not pairs["judge"] & pairs["train"] and not pairs["judge"] & pairs["test"]
+
+
+@pytest.mark.slow
+def test_the_policies_use_the_local_models_tokenizer(tldr_repo):
+    from transformers import AutoTokenizer
+
+    local = AutoTokenizer.from_pretrained(str(tldr_repo / "models" / "tldr-tiny"))
+    policy = AutoTokenizer.from_pretrained(str(tldr_repo / "artifacts" / "policies" / "MD1" / "policy"))
+    assert local.get_vocab() == policy.get_vocab() and len(local) == 500
+
+
+def test_a_task_without_an_exact_judge_refuses_the_exact_judge_ablation(tmp_path):
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    _params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["ablation"]["methods"] = ["RLHF"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"ablation\.methods: task 'tldr' has no exact judge"):
+        load_config(tmp_path / "params.yaml")
