@@ -19,7 +19,7 @@ The win rate ± CI and ROUGE-L are the package's Hugging Face ``evaluate`` modul
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,6 +42,9 @@ class EvalConfig:
     exploitability_prompts: int = 200  # prompts on which each policy's exploitability is measured
     exploitability_samples: int = 16  # samples of each policy per such prompt (the adversary plays against them)
     policies: list[str] | None = None  # rows/columns of the table (None: every policy of the configured methods)
+    llm_judge: str | None = None  # a local causal-LM folder that also judges the table (nlhf.judges.LLMJudge)
+    llm_judge_prompt: str | None = None  # its question, with {prompt}, {a}, {b} (None: DEFAULT_LLM_JUDGE_PROMPT)
+    llm_judge_answers: list[str] = field(default_factory=lambda: [" A", " B"])  # the answers it is scored on
 
     def __post_init__(self):
         for f in ("n_prompts", "nontransitivity_prompts", "n_heldout_pairs", "exploitability_prompts",
@@ -50,6 +53,8 @@ class EvalConfig:
         check(self.nontransitivity_samples >= 3, "nontransitivity_samples",
               f"must be >= 3 (triples), got {self.nontransitivity_samples}")
         check(0 < self.confidence < 1, "confidence", f"must be in (0, 1) (got {self.confidence})")
+        check(len(self.llm_judge_answers) == 2, "llm_judge_answers",
+              f"must be two answers, for the first and the second response (got {self.llm_judge_answers})")
 
 
 Judge = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
@@ -100,6 +105,23 @@ def pairwise_table(judge: Judge, prompts: Sequence[str], samples: dict[str, list
             rows.append({"row": c, "column": r, "p": 1.0 - mean, "ci": half, "n": n})
         rows.append({"row": r, "column": r, "p": 0.5, "ci": 0.0, "n": n})
     return pd.DataFrame(rows)
+
+
+def judge_agreement(prob: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[dict, pd.DataFrame]:
+    """How far a judge can be trusted, from its P(y ≻ y′ | x) on comparisons with human labels (the fraction of
+    raters who preferred y): log-loss against the labels, accuracy on the labels that pick a side, and its
+    calibration, the mean label in each of ``bins`` equal-width bins of P (a calibrated judge lies on the diagonal)."""
+    q, z = np.asarray(prob, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    eps = 1e-7
+    qc = np.clip(q, eps, 1 - eps)
+    decided = z != 0.5
+    out = {"n": int(len(q)), "log_loss": float(-np.mean(z * np.log(qc) + (1 - z) * np.log(1 - qc))),
+           "accuracy": float(np.mean((q[decided] > 0.5) == (z[decided] > 0.5))) if decided.any() else float("nan")}
+    which = np.minimum((q * bins).astype(int), bins - 1)
+    calibration = pd.DataFrame([{"bin_low": b / bins, "bin_high": (b + 1) / bins, "n": int((which == b).sum()),
+                                 "mean_p": float(q[which == b].mean()), "mean_label": float(z[which == b].mean())}
+                                for b in range(bins) if (which == b).any()])
+    return out, calibration
 
 
 def to_matrix(long: pd.DataFrame, order: Sequence[str], value: str = "p") -> pd.DataFrame:

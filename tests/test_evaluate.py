@@ -77,3 +77,22 @@ def test_paired_bootstrap_ci_covers_the_paired_difference():
     assert d == pytest.approx(0.02) and lo == pytest.approx(0.02) and hi == pytest.approx(0.02)
     d, lo, hi = paired_bootstrap_ci(rng.random(500), rng.random(500))
     assert lo < d < hi and lo < 0 < hi
+
+
+def test_judge_agreement_scores_a_judge_against_the_labels():
+    """A judge that knows P draws labels from: its calibration bins lie on the diagonal (within sampling noise) and
+    its log-loss is the labels' cross-entropy under P; a judge that flips P scores below chance; ties (label ½)
+    count in the log-loss, not in the accuracy."""
+    from nlhf.evaluate import judge_agreement
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 20_000)
+    labels = (rng.random(p.size) < p).astype(float)
+    stats, bins = judge_agreement(p, labels)
+    assert stats["n"] == p.size
+    assert stats["log_loss"] == pytest.approx(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)), rel=1e-6)
+    assert np.allclose(bins["mean_label"], bins["mean_p"], atol=0.03) and bins["n"].sum() == p.size
+    flipped, _ = judge_agreement(1 - p, labels)
+    assert flipped["accuracy"] < 0.5 < stats["accuracy"] and flipped["log_loss"] > stats["log_loss"]
+    half, _ = judge_agreement(np.array([0.9, 0.9]), np.array([1.0, 0.5]))
+    assert half["accuracy"] == 1.0 and half["log_loss"] > -np.log(0.9)

@@ -46,10 +46,9 @@ def _run(args, cwd, check=True, **env):
     return r
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    """A copy of the working tree (tracked + untracked, not ignored) with `profile: tiny`, as a fresh git repo."""
-    dst = tmp_path_factory.mktemp("repo")
+def copy_working_tree(dst: Path) -> None:
+    """The working tree's files (tracked + untracked, not ignored) into ``dst``, less results/, artifacts/ and
+    dvc.lock: what a fresh clone has before its first `dvc repro`."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split("\n")
     for f in filter(None, files):
@@ -57,6 +56,13 @@ def tiny_repo(tmp_path_factory):
         if src.is_file() and not f.startswith(("results/", "artifacts/")) and f != "dvc.lock":
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / f)
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    """A copy of the working tree (tracked + untracked, not ignored) with `profile: tiny`, as a fresh git repo."""
+    dst = tmp_path_factory.mktemp("repo")
+    copy_working_tree(dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["profile"] = "tiny"
     # the exact-judge ablation on one method of each kind (reward judge, mixture opponent, averaged policy, pairwise

@@ -6,7 +6,6 @@ trains the held-out judge, which judges the evaluation table and the policies' c
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 from nlhf.config import ConfigError
 from nlhf.pipeline.params import load_config
 
-from test_pipeline_e2e import _run
+from test_pipeline_e2e import _run, copy_working_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("RLHF", "MD1", "EMA1")  # one of each kind of judge and opponent; the full list runs the same stages
@@ -37,13 +36,7 @@ def _params(dst: Path) -> None:
 def tldr_repo(tmp_path_factory):
     """A copy of the working tree on the tldr-tiny profile with its local model folder, after `dvc repro`."""
     dst = tmp_path_factory.mktemp("tldr")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for f in filter(None, files):
-        src = ROOT / f
-        if src.is_file() and not f.startswith(("results/", "artifacts/")) and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
+    copy_working_tree(dst)
     _params(dst)
     _run(["git", "init", "-q"], dst)
     _run([sys.executable, "-m", "nlhf", "local-model", "models/tldr-tiny", "--texts",
@@ -68,11 +61,17 @@ def test_every_stage_runs_on_a_task_without_an_exact_judge(tldr_repo):
     assert (tldr_repo / "artifacts" / "oracle" / "judge" / "config.json").exists()
     # the table under the held-out judge (and the training PM), every policy, antisymmetric, with CIs
     ev = json.loads((r / "metrics" / "eval.json").read_text())
-    assert ev["judges"] == ["heldout", "pm"]
+    assert ev["judges"] == ["heldout", "pm", "llm"]  # the LLM judge: the local model asked which summary is better
     long = pd.read_csv(r / "eval" / "table_heldout_long.csv")
     assert set(long["row"]) == {"SFT", *METHODS, "EMA1*"}
     piv = long.pivot(index="row", columns="column", values="p")
     assert ((piv + piv.T - 1).abs().max().max()) < 1e-9 and long["ci"].notna().all()
+    # each judge scored against the human labels of the test comparisons, and each policy against the references
+    agreement = pd.read_csv(r / "eval" / "judge_agreement.csv").set_index("judge")
+    assert list(agreement.index) == ["heldout", "pm", "llm"] and agreement["log_loss"].gt(0).all()
+    assert set(pd.read_csv(r / "eval" / "judge_calibration.csv")["judge"]) <= {"heldout", "pm", "llm"}
+    per_policy = pd.read_csv(r / "eval" / "per_policy.csv")
+    assert per_policy["p_vs_reference"].between(0, 1).all() and per_policy["p_vs_reference_ci"].notna().all()
     # each policy's convergence probe: the held-out judge against SFT, no oracle target
     for n in METHODS:
         probe = pd.read_csv(r / "convergence" / f"{n}.csv")

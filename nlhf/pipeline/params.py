@@ -221,10 +221,12 @@ class PipelineConfig:
 
         unknown = [p for p in (self.oracle.populations or []) if p not in POPULATIONS]
         check(not unknown, "oracle.populations", f"unknown populations {unknown}; expected some of {sorted(POPULATIONS)}")
-        for section, model in (("policy_model", self.policy_model), ("preference_model", self.preference_model),
-                               ("reward_model", self.reward_model), ("heldout_judge.model", self.heldout_judge.model)):
-            name = model.name_or_path
-            check(name is None or looks_local(name), f"{section}.name_or_path",
+        for key, name in (("policy_model.name_or_path", self.policy_model.name_or_path),
+                          ("preference_model.name_or_path", self.preference_model.name_or_path),
+                          ("reward_model.name_or_path", self.reward_model.name_or_path),
+                          ("heldout_judge.model.name_or_path", self.heldout_judge.model.name_or_path),
+                          ("eval.llm_judge", self.eval.llm_judge)):
+            check(name is None or looks_local(name), key,
                   f"{name!r} is not a local folder; Hub models are not downloaded by the pipeline (the download "
                   f"would not be pinned to a revision): run `hf download {name} --revision <commit> --local-dir "
                   f"<folder>` and set name_or_path to that folder (starting with ./ or /)")

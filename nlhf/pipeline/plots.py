@@ -1,5 +1,5 @@
 """Figures shared by the notebooks: loss curves, policy training curves, the pairwise-preference heatmap, the
-convergence probe and the β sweep."""
+convergence probe, the β sweep and the judges' calibration."""
 
 from __future__ import annotations
 
@@ -124,5 +124,19 @@ def convergence(curves: dict[str, pd.DataFrame], title: str):
         ax.set(title=label, xlabel="training step")
     axes[-1].legend(fontsize=7, ncol=1 if len(curves) < 8 else 2)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def calibration(bins: pd.DataFrame, title: str):
+    """Reliability diagram of the evaluation's judges (:func:`nlhf.evaluate.judge_agreement`): in each bin of a
+    judge's P(y ≻ y′ | x), the fraction of human raters who preferred y; a calibrated judge lies on the diagonal."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="0.5", ls=":", lw=1, label="calibrated")
+    sns.lineplot(data=bins, x="mean_p", y="mean_label", hue="judge", marker="o", ax=ax)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="judge's P(y ≻ y′ | x), bin mean", ylabel="share of raters preferring y",
+           title=title)
     fig.tight_layout()
     return fig

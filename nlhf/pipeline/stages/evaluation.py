@@ -22,7 +22,7 @@ from nlhf.training.methods import policy_targets
 def run_eval(cfg: PipelineConfig) -> dict:
     """Stage ``eval``: Table 1 under the exact judge P* and under the trained PM, ROUGE-L, exploitability, scorecard."""
     from nlhf.evaluate import (exploitability_on_pool, paired_bootstrap_ci, pairwise_table, rouge_l, scorecard,
-                               to_markdown, to_matrix)
+                               to_markdown, to_matrix, win_rate_ci)
 
     t0 = time.time()
     accelerator = accelerator_for(cfg)
@@ -41,6 +41,8 @@ def run_eval(cfg: PipelineConfig) -> dict:
     main_judge = {"exact": task.judge} if task.has_exact_judge else {
         "heldout": heldout_judge(cfg, tok, accelerator.device)}
     judges = {**main_judge, "pm": pm_judge}
+    if cfg.eval.llm_judge is not None:
+        judges["llm"] = llm_judge(cfg.eval, accelerator.device)
     out = ensure_dir(layout.results("eval"))
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
     oracle_long = oracle_policy = None
@@ -62,6 +64,7 @@ def run_eval(cfg: PipelineConfig) -> dict:
                                          ("agrees", "inconclusive", "disagrees")}
     main = next(iter(judges))
     refs = task.references(prompts)
+    metrics["judge_agreement"] = write_judge_agreement(cfg, judges, out)
     expl = {n: None for n in names}
     if hasattr(task, "candidates") and task.has_exact_judge:  # the adversary's pool needs an enumerable task
         k, ex_prompts = cfg.eval.exploitability_samples, prompts[: cfg.eval.exploitability_prompts]
@@ -71,9 +74,12 @@ def run_eval(cfg: PipelineConfig) -> dict:
                                 seed=seed_for(cfg.eval.seed, "eval.exploitability_samples", j), **sampling)
             expl[name] = exploitability_on_pool(task.judge, ex_prompts, pools,
                                                 [flat[i * k: (i + 1) * k] for i in range(len(ex_prompts))])
+    vs_reference = {n: win_rate_ci(judges[main](prompts, samples[n], refs), cfg.eval.confidence) for n in names}
     per_policy = pd.DataFrame({
         "policy": names,
         "p_vs_sft": [float(to_matrix(tables[main], names).loc["SFT", n]) for n in names],
+        "p_vs_reference": [vs_reference[n][0] for n in names],  # against the dataset's reference summaries
+        "p_vs_reference_ci": [vs_reference[n][1] for n in names],
         "rouge_l": [rouge_l(samples[n], refs) for n in names],
         "exploitability": [expl[n] for n in names],
         "mean_words": [float(np.mean([len(y.split()) for y in samples[n]])) for n in names],
@@ -118,3 +124,37 @@ def run_eval(cfg: PipelineConfig) -> dict:
     metrics["runtime_s"] = round(time.time() - t0, 2)
     write_metrics(cfg, "eval", metrics)
     return metrics
+
+
+def llm_judge(ecfg, device=None):
+    """``eval.llm_judge`` (a local causal-LM folder) asked which summary is better (:class:`nlhf.judges.LLMJudge`,
+    both orders averaged), as a judge on texts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nlhf.judges import DEFAULT_LLM_JUDGE_PROMPT, LLMJudge
+    from nlhf.models.hf import resolve
+
+    folder = resolve(ecfg.llm_judge, "eval.llm_judge")
+    judge = LLMJudge(AutoModelForCausalLM.from_pretrained(folder).to(device or "cpu"),
+                     AutoTokenizer.from_pretrained(folder), ecfg.llm_judge_prompt or DEFAULT_LLM_JUDGE_PROMPT,
+                     tuple(ecfg.llm_judge_answers))
+    return lambda xs, ys, yps: judge.preference(list(xs), list(ys), list(yps)).double().numpy()
+
+
+def write_judge_agreement(cfg: PipelineConfig, judges: dict, out) -> dict:
+    """Each judge of the table against the human labels of the test comparisons (:func:`nlhf.evaluate.
+    judge_agreement`): ``judge_agreement.csv`` and the calibration bins ``judge_calibration.csv``; returns the
+    per-judge numbers for the metrics."""
+    from nlhf.evaluate import judge_agreement
+    from nlhf.pipeline.artifacts import load_dataset_dir
+
+    test = load_dataset_dir(cfg, "prefs", "test")
+    rows, bins = [], []
+    for name, judge in judges.items():
+        stats, calibration = judge_agreement(judge(list(test["prompt"]), list(test["y"]), list(test["y_prime"])),
+                                             np.asarray(test["label"], dtype=np.float64))
+        rows.append({"judge": name, **stats})
+        bins.append(calibration.assign(judge=name))
+    pd.DataFrame(rows).to_csv(out / "judge_agreement.csv", index=False)
+    pd.concat(bins).to_csv(out / "judge_calibration.csv", index=False)
+    return {r["judge"]: {k: r[k] for k in ("log_loss", "accuracy")} for r in rows}
