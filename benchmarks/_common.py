@@ -136,18 +136,57 @@ def gpt2_config(tok, shape: Shape, **extra):
     return package_gpt2_config(cfg, tok, **extra)
 
 
+class StepFlops:
+    """Counts the floating-point operations of each step with ``torch.utils.flop_counter.FlopCounterMode`` (matrix
+    products and attention, forward and backward: what a step's time is bound by): ``begin()`` at a step's start,
+    ``end()`` at its end; ``per_step`` holds one count per step. The counter slows the step: a run that counts is
+    not timed."""
+
+    def __init__(self):
+        self.mode, self.per_step = None, []
+
+    def begin(self):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.end()
+        self.mode = FlopCounterMode(display=False)
+        self.mode.__enter__()
+
+    def end(self):
+        if self.mode is not None:
+            self.mode.__exit__(None, None, None)
+            self.per_step.append(self.mode.get_total_flops())
+            self.mode = None
+
+
+def matmul_peak_gflops(n_embd: int, vocab: int, rows: int = 4096, repeats: int = 20) -> float:
+    """The best fp32 matrix-product rate (GFLOP/s) this process reaches at the models' shapes (rows x n_embd times
+    n_embd x {n_embd, 4 n_embd, vocab}, and back): the rate a step whose every FLOP ran at it would take; the FLOP
+    floor of a step is its count over this rate."""
+    best = 0.0
+    for k, n in ((n_embd, n_embd), (n_embd, 4 * n_embd), (n_embd, vocab), (4 * n_embd, n_embd)):
+        a, b = torch.randn(rows, k), torch.randn(k, n)
+        torch.mm(a, b)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = max(best, 2 * rows * k * n * repeats / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Our side: the library's trainer, nlhf.training.policy_gradient.PolicyGradientTrainer.
 
 
 def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
              accelerator=None, sync: Callable[[], None] = no_sync, phases: bool = False,
-             on_models: Callable | None = None) -> dict:
+             on_models: Callable | None = None, flops: bool = False) -> dict:
     """The trainer (method nash_md) for warm-up + ``n_steps`` + 1 steps on ``shape``; returns the measured steps'
     times (the warm-up and the last, checkpointing, step dropped). ``accelerator``: passed to the trainer (e.g.
     ``Accelerator(mixed_precision="bf16")``; None: the trainer builds its own). ``phases``: also return the per-step
     generation / scoring / update split (module docstring) with token counts. ``on_models(policy, ref, judge)`` is
-    called once with the built models (e.g. to count parameters)."""
+    called once with the built models (e.g. to count parameters). ``flops``: also count each measured step's FLOPs
+    (:class:`StepFlops`; its times are then not the step's)."""
     from nlhf.models import ModelConfig, build_policy, build_preference_model
     from nlhf.training import policy_gradient as pg
 
@@ -163,11 +202,17 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
                                   batch_size=shape.batch, lr=LR, log_every=10**9, checkpoint_every=10**9, seed=seed,
                                   max_new_tokens=max_new_tokens)
     marks, gen_end, upd_start, lengths, gen_tokens, upd_shape = [], [], [], [], [], []
+    counter = StepFlops()
 
     class Timer(pg.TrainerCallback):
         def on_step_begin(self, step):
             sync()
             marks.append(time.perf_counter())
+            if flops and warmup <= step < total - 1:
+                counter.begin()
+
+        def on_step_end(self, step):
+            counter.end()
 
         def on_rollout(self, step, roll):
             masks = torch.cat([roll.response_y_mask, roll.opponent_mask])  # y and y', one sampler call
@@ -189,6 +234,8 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
                                  callbacks=[Timer()]).train()
     steps = [b - a for a, b in zip(marks, marks[1:])]  # the last (checkpointing) step has no end mark: dropped
     out = {"step_s": steps[warmup:], "mean_len": statistics.mean(lengths[warmup:])}
+    if flops:
+        out["flops"] = counter.per_step
     if phases:
         keep = range(warmup, len(steps))
         out.update(
@@ -207,7 +254,9 @@ def run_ours(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed:
 
 
 def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: int, shape: Shape, *,
-            use_cpu: bool = True, bf16: bool = False, sync: Callable[[], None] = no_sync) -> dict:
+            use_cpu: bool = True, bf16: bool = False, sync: Callable[[], None] = no_sync, flops: bool = False) -> dict:
+    """TRL's ``NashMDTrainer`` for warm-up + ``n_steps`` steps on ``shape``; the measured steps' times (and their
+    FLOPs with ``flops``, as :func:`run_ours`)."""
     from datasets import Dataset
     from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback
     from trl.experimental.nash_md import NashMDConfig, NashMDTrainer
@@ -217,6 +266,8 @@ def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: 
     reward_model = GPT2ForSequenceClassification(gpt2_config(tok, shape, num_labels=1))
     reward_model.config.pad_token_id = tok.pad_token_id
 
+    counter = StepFlops()
+
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.t0, self.times = None, []
@@ -224,10 +275,13 @@ def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: 
         def on_step_begin(self, args, state, control, **kw):
             sync()
             self.t0 = time.perf_counter()
+            if flops and state.global_step >= warmup:
+                counter.begin()
 
         def on_step_end(self, args, state, control, **kw):
             sync()
             self.times.append(time.perf_counter() - self.t0)
+            counter.end()
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="trl_bench_") as d:
@@ -254,5 +308,8 @@ def run_trl(tok, prompts, max_new_tokens: int, n_steps: int, warmup: int, seed: 
 
         trainer._process_completions = process
         trainer.train()
-    return {"step_s": timer.times[warmup:], "mean_len": statistics.mean(lengths[warmup:]),
-            "prompt_tokens": statistics.mean(plens)}
+    out = {"step_s": timer.times[warmup:], "mean_len": statistics.mean(lengths[warmup:]),
+           "prompt_tokens": statistics.mean(plens)}
+    if flops:
+        out["flops"] = counter.per_step
+    return out
