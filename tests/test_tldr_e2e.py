@@ -105,3 +105,26 @@ def test_a_task_without_an_exact_judge_refuses_the_exact_judge_ablation(tmp_path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(ConfigError, match=r"ablation\.methods: task 'tldr' has no exact judge"):
         load_config(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda d: shutil.rmtree(d), r"policy_model\.name_or_path: folder not found"),
+    (lambda d: (d / "tokenizer_config.json").write_text(
+        (d / "tokenizer_config.json").read_text().replace('"pad_token": "<pad>"', '"pad_token": null')),
+     r"policy_model\.name_or_path: the tokenizer in .* has no pad_token"),
+    (lambda d: (d / "config.json").write_text((d / "config.json").read_text().replace('"gpt2"', '"distilbert"')),
+     r"policy_model\.name_or_path: .* holds a 'distilbert' model, which AutoModelForCausalLM cannot load"),
+])
+def test_a_bad_policy_folder_stops_with_the_key(tmp_path, break_it, message):
+    """A missing folder, a tokenizer without a pad token, or a model that cannot generate: an error naming the key,
+    before anything is trained; a good folder gives its type and content hash for the run's metrics."""
+    from nlhf.models import ModelConfig
+    from nlhf.models.local import build_local_lm, check_policy_folder
+
+    folder = tmp_path / "lm"
+    build_local_lm(["a short text", "another one"] * 20, folder, ModelConfig(n_layer=1, n_embd=8, n_head=2), 300)
+    info = check_policy_folder(str(folder), "policy_model.name_or_path")
+    assert info["model_type"] == "gpt2" and len(info["content_sha256"]) == 64
+    break_it(folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        check_policy_folder(str(folder), "policy_model.name_or_path")

@@ -47,3 +47,30 @@ def build_local_lm(texts: Sequence[str], out_dir: str | os.PathLike, cfg: ModelC
         raise ValueError("build_local_lm: cfg.name_or_path must be None (the model is built from its size fields)")
     tok = build_bpe_tokenizer(texts, vocab_size, model_max_length=cfg.n_positions)
     return save_policy(build_policy(cfg, tok, seed=seed), tok, out_dir)
+
+
+def check_policy_folder(name_or_path: str, key: str) -> dict:
+    """A local folder a pipeline takes its policy (and its tokenizer) from, checked before anything is trained: it
+    holds a causal LM's config and a tokenizer with the EOS, pad and sep tokens the stages need (EOS ends a summary,
+    pad batches them, sep joins x <sep> y <sep> y′ for the scorers). Each failure is a ValueError (FileNotFoundError
+    for a missing folder) naming ``key``. Returns what identifies the model: its type and the SHA-256 of the
+    folder's files (:func:`nlhf.training.checkpoint.content_hash`), for the run's metrics."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoTokenizer
+
+    from nlhf.models.hf import require_folder
+    from nlhf.training.checkpoint import content_hash
+
+    folder = require_folder(name_or_path, key)
+    config = AutoConfig.from_pretrained(folder)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ValueError(f"{key}: {folder} holds a {config.model_type!r} model, which AutoModelForCausalLM cannot load: "
+                         f"the policy must be a causal language model that can generate")
+    tok = AutoTokenizer.from_pretrained(folder)
+    missing = [t for t in ("eos_token", "pad_token", "sep_token") if getattr(tok, t) is None]
+    if missing:
+        raise ValueError(f"{key}: the tokenizer in {folder} has no {', '.join(missing)}; add them (e.g. "
+                         f"tokenizer.add_special_tokens({{'pad_token': '<pad>', 'sep_token': '<sep>'}}), then "
+                         f"save_pretrained into the folder; the models' embeddings are resized to it)")
+    if len({tok.pad_token_id, tok.sep_token_id}) < 2:
+        raise ValueError(f"{key}: the tokenizer in {folder} uses one token as pad and sep; they must differ")
+    return {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}

@@ -210,6 +210,9 @@ class PipelineConfig:
         for key in ("methods", "seed_methods"):
             unknown = [m for m in getattr(self.ablation, key) if m not in self.methods]
             check(not unknown, f"ablation.{key}", f"{unknown} are not in methods ({', '.join(self.methods)})")
+        check(self.task.name == "synthetic" or self.policy_model.name_or_path is not None, "policy_model.name_or_path",
+              f"task {self.task.name!r} takes its tokenizer and policy from a local model folder; set it (python -m "
+              f"nlhf local-model builds a small one from a JSON-lines file's texts)")
         check(self.task.name == "synthetic" or not self.ablation.methods, "ablation.methods",
               f"task {self.task.name!r} has no exact judge, which the exact-judge ablation trains against: set "
               f"ablation.methods to [] in params.yaml (got {self.ablation.methods})")

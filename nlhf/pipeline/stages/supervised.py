@@ -102,9 +102,12 @@ def run_data(cfg: PipelineConfig) -> dict:
     metrics = build_task_data(task, out, cfg.task.analysis_prompts, cfg.task.analysis_samples)
     if task.vocabulary() is not None:  # written by build_task_data
         tok = load_tokenizer(cfg)
-    else:  # open-text task: the policy's own tokenizer (e.g. a Hub model in the gpu profile)
+    else:  # open-text task: the tokenizer of the policy's folder (a pretrained model downloaded beforehand)
         from transformers import AutoTokenizer
 
+        from nlhf.models.local import check_policy_folder
+
+        metrics["policy_model"] = check_policy_folder(cfg.policy_model.name_or_path, "policy_model.name_or_path")
         tok = AutoTokenizer.from_pretrained(cfg.policy_model.name_or_path)
         tok.save_pretrained(out / "tokenizer")
     metrics.update({"vocab_size": len(tok), "runtime_s": round(time.time() - t0, 2)})
