@@ -63,22 +63,19 @@ def scratch(tmp_path_factory) -> Path:
     return repo
 
 
-def _edit(repo: Path, section: str, key: str, value) -> None:
+def _stale_after_edit(repo: Path, section: str, key: str, value) -> set[str]:
+    """The stages `dvc status` reports with ``params.yaml`` ``section.key`` set to ``value``; the file is put back."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _restore(repo: Path) -> None:
-    shutil.copy2(ROOT / "params.yaml", repo / "params.yaml")
+    try:
+        return _stale(repo)
+    finally:
+        shutil.copy2(ROOT / "params.yaml", repo / "params.yaml")
 
 
 def test_eval_n_prompts_reruns_only_eval(scratch):
-    _edit(scratch, "eval", "n_prompts", 500)
-    try:
-        assert _stale(scratch) == {"eval"}
-    finally:
-        _restore(scratch)
+    assert _stale_after_edit(scratch, "eval", "n_prompts", 500) == {"eval"}
 
 
 def test_the_reward_models_params_rerun_the_rm_and_what_reads_it(scratch):
@@ -89,11 +86,7 @@ def test_the_reward_models_params_rerun_the_rm_and_what_reads_it(scratch):
     seed_rlhf = {n for n, j in params["ablation"]["seed_methods"].items() if j == "rm"}
     assert rlhf and seed_rlhf and len(rlhf) < len(params["methods"])
     for section, key, value in (("rm", "lr", 0.001), ("reward_model", "head_hidden", 64)):
-        _edit(scratch, section, key, value)
-        try:
-            assert _stale(scratch) == {"preference@rm"}, (section, key)
-        finally:
-            _restore(scratch)
+        assert _stale_after_edit(scratch, section, key, value) == {"preference@rm"}, (section, key)
     model = scratch / "artifacts" / "models" / "rm"
     original = model.read_text()
     model.write_text("a retrained reward model")
@@ -106,8 +99,4 @@ def test_the_reward_models_params_rerun_the_rm_and_what_reads_it(scratch):
 
 
 def test_the_preference_models_params_rerun_only_the_pm(scratch):
-    _edit(scratch, "pm", "steps", 10)
-    try:
-        assert _stale(scratch) == {"preference@pm"}
-    finally:
-        _restore(scratch)
+    assert _stale_after_edit(scratch, "pm", "steps", 10) == {"preference@pm"}
