@@ -62,9 +62,12 @@ def swept(tmp_path_factory):
              "shutil.copytree(src + '/data', 'artifacts/alone/data'); stages.run_sft(cfg)\n"
              "cfg.paths.results = 'results/alone'; stages.run_oracle(cfg, with_rm=False)")
     subprocess.run([sys.executable, "-c", alone], cwd=repo, check=True, capture_output=True, timeout=600)
-    _sweep(repo, "train", "tiny", True, "--jobs", "2")
+    exact_only = _sweep(repo, "train", "tiny", True, "--jobs", "2", "--settings", "exact")
+    exact_table = pd.read_csv(repo / "results/sweeps/tiny/e0.16/seed3/sweep/table_long.csv")
+    then_paper = _sweep(repo, "train")
     _sweep(repo, "report")
-    return {"repo": repo, "early": early, "predict": predict, "again": again, "uncommitted": uncommitted}
+    return {"repo": repo, "early": early, "predict": predict, "again": again, "uncommitted": uncommitted,
+            "exact_only": exact_only, "exact_table": exact_table, "then_paper": then_paper}
 
 
 def test_spec_errors_name_the_key(tmp_path):
@@ -98,6 +101,20 @@ def test_training_waits_for_the_prediction(swept):
     assert swept["uncommitted"].returncode != 0 and "commit the predictions" in swept["uncommitted"].stderr
     assert "policy_exact" not in swept["uncommitted"].stdout  # refused before any run started
     assert "oracle: done" in swept["again"].stdout and "running" not in swept["again"].stdout
+
+
+def test_settings_train_apart_and_agree(swept):
+    """``--settings exact`` at a paper point trains no PM, RM or paper policy; the later call trains those only and
+    evaluates again with the exact-judge samples unchanged."""
+    assert "pm: running" not in swept["exact_only"].stdout and "policy@" not in swept["exact_only"].stdout
+    later = swept["then_paper"].stdout
+    assert "[tiny e0.16/seed3] policy_exact@MD1: done" in later and "[tiny e0.16/seed3] pm: running" in later
+    assert "[tiny e0.26/seed3] evaluate: done" in later  # nothing to add where the paper setting is not trained
+    final = pd.read_csv(swept["repo"] / "results/sweeps/tiny/e0.16/seed3/sweep/table_long.csv")
+    key = ["row", "column"]
+    merged = swept["exact_table"].merge(final, on=key, suffixes=("", "_final"))
+    assert len(merged) == len(swept["exact_table"]) > 0 and "MD1 (PM/RM)" in set(final["column"])
+    assert (merged["p"] == merged["p_final"]).all()
 
 
 @pytest.mark.slow

@@ -296,9 +296,14 @@ def predict(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=p
     _step(steps, "oracle", lambda: stages.run_oracle(cfg, with_rm=False, pool_cache=cache), say, [layout.model("sft")])
 
 
-def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print) -> None:
+SETTINGS = ("exact", "paper")  # the exact-judge policies; PM, RM and the policies trained against them
+
+
+def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=print, settings=SETTINGS) -> None:
     """Phase ``train`` of one run: exact-judge policies; at paper points PM, RM and paper-setting policies; then
-    :func:`evaluate_run`. The run's predictions must exist (phase ``predict``)."""
+    :func:`evaluate_run` of what was trained. ``settings`` names the settings to train now (a later call with the
+    other one trains it and evaluates again, with the exact-judge samples unchanged: each policy's sampling seed is
+    its place in the table, and the exact ones come first). The run's predictions must exist (phase ``predict``)."""
     from nlhf.pipeline import stages
 
     cfg = run_config(spec, run, params)
@@ -307,9 +312,14 @@ def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=pri
     layout = cfg.layout
     predicted(spec, run, params)
     upstream = [layout.model("sft"), layout.oracle()]
-    for m in spec.exact_methods:
-        _step(steps, f"policy_exact@{m}", lambda m=m: stages.run_policy(cfg, m, "exact"), say, upstream)
-    paper = spec.paper_methods if run.point in spec.paper_points else []
+    untrained = [m for m in spec.exact_methods if not steps.done(f"policy_exact@{m}", upstream)]
+    if "exact" not in settings and untrained:  # the evaluation table holds the exact-judge policies first
+        raise RuntimeError(f"sweep {spec.name}, run {run.tag}: exact-judge policies {untrained} are not trained; "
+                           "train with --settings exact first")
+    if "exact" in settings:
+        for m in spec.exact_methods:
+            _step(steps, f"policy_exact@{m}", lambda m=m: stages.run_policy(cfg, m, "exact"), say, upstream)
+    paper = spec.paper_methods if run.point in spec.paper_points and "paper" in settings else []
     if paper:
         for kind in ("pm", "rm"):
             _step(steps, kind, lambda kind=kind: stages.run_preference(cfg, kind), say,
@@ -409,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (predict: one "
                                                         "process per seed, so that a seed's points share its SFT)")
+    ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
+                    help="train: only these settings (default: both; the paper setting only at paper_points)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # "k/N": the k-th of N processes started by --jobs N
     args = ap.parse_args(argv)
     try:
@@ -442,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "predict":
             predict(spec, r, args.params)
         else:
-            train(spec, r, args.params)
+            train(spec, r, args.params, settings=tuple(args.settings))
     return 0
 
 
