@@ -45,6 +45,8 @@ class EvalConfig:
     llm_judge: str | None = None  # a local causal-LM folder that also judges the table (nlhf.judges.LLMJudge)
     llm_judge_prompt: str | None = None  # its question, with {prompt}, {a}, {b} (None: DEFAULT_LLM_JUDGE_PROMPT)
     llm_judge_answers: list[str] = field(default_factory=lambda: [" A", " B"])  # the answers it is scored on
+    synthetic_export: str | None = None  # a TL;DR-schema export of the synthetic task (nlhf.tasks.tldr_export) that
+    # the run trains on: its P* judges the table too, and each judge's gap to it is reported (judge_gap.csv)
 
     def __post_init__(self):
         for f in ("n_prompts", "nontransitivity_prompts", "n_heldout_pairs", "exploitability_prompts",
@@ -122,6 +124,23 @@ def judge_agreement(prob: np.ndarray, labels: np.ndarray, bins: int = 10) -> tup
                                  "mean_p": float(q[which == b].mean()), "mean_label": float(z[which == b].mean())}
                                 for b in range(bins) if (which == b).any()])
     return out, calibration
+
+
+def judge_gap(judge: Judge, reference: Judge, prompts: Sequence[str], samples: dict[str, list[str]],
+              confidence: float = 0.95) -> pd.DataFrame:
+    """Per cell of the table (each pair of policies once, P(column ≻ row)): the judge's win rate, the reference
+    judge's on the same samples, and the gap (judge − reference) with its paired bootstrap interval over prompts
+    (:func:`paired_bootstrap_ci`): how far the table under ``judge`` is from the table under ``reference``."""
+    names = list(samples)
+    rows = []
+    for i, r in enumerate(names):
+        for c in names[i + 1:]:
+            a = np.asarray(judge(prompts, samples[c], samples[r]), dtype=np.float64)
+            b = np.asarray(reference(prompts, samples[c], samples[r]), dtype=np.float64)
+            gap, lo, hi = paired_bootstrap_ci(a, b, confidence)
+            rows.append({"row": r, "column": c, "p": float(a.mean()), "p_reference": float(b.mean()), "gap": gap,
+                         "gap_lo": lo, "gap_hi": hi})
+    return pd.DataFrame(rows)
 
 
 def to_matrix(long: pd.DataFrame, order: Sequence[str], value: str = "p") -> pd.DataFrame:

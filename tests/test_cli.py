@@ -41,3 +41,31 @@ def test_run_executes_the_stage(tmp_path, monkeypatch, capsys):
     assert metrics["theorem1_holds"] and metrics["steps"] == 300  # the tiny profile's recipe
     assert json.loads((tmp_path / "results" / "summary" / "tabular.json").read_text())["theorem1_holds"] is True
     assert '"theorem1_holds": true' in capsys.readouterr().out
+
+
+def test_export_synthetic_writes_the_configured_task_and_refuses_another(tmp_path, monkeypatch, capsys):
+    """``python -m nlhf export-synthetic`` exports the synthetic task of the params file; on a TL;DR profile it
+    stops naming task.name, and eval.synthetic_export on a synthetic run is refused naming the key."""
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.cli import main
+    from nlhf.pipeline.params import load_config
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-synthetic", "export"]) == 0
+    rows = json.loads((tmp_path / "export" / "manifest.json").read_text())["rows"]
+    assert rows["sft_train.jsonl"] == 2000 and rows["comparisons_train.jsonl"] == 2000 * params["task"]["synthetic"][
+        "labels_per_pair"]  # the tiny profile's sizes, one record per rater asked
+    params["profile"] = "tldr-tiny"
+    params["ablation"]["methods"], params["ablation"]["seed_methods"] = [], {}
+    (tmp_path / "tldr.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert main(["export-synthetic", "again", "--params", "tldr.yaml"]) == 1
+    assert "task.name: export-synthetic exports the synthetic task" in capsys.readouterr().err
+    params["profile"] = "tiny"
+    params["eval"]["synthetic_export"] = "export"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(ConfigError, match="eval.synthetic_export: judges a run of task 'tldr'"):
+        load_config(tmp_path / "params.yaml")

@@ -96,3 +96,24 @@ def test_judge_agreement_scores_a_judge_against_the_labels():
     assert flipped["accuracy"] < 0.5 < stats["accuracy"] and flipped["log_loss"] > stats["log_loss"]
     half, _ = judge_agreement(np.array([0.9, 0.9]), np.array([1.0, 0.5]))
     assert half["accuracy"] == 1.0 and half["log_loss"] > -np.log(0.9)
+
+
+def test_judge_gap_is_the_paired_difference_of_two_tables():
+    """Against itself a judge has no gap; a judge that always says ½ is ½ − P_reference on every cell, with a
+    paired interval as narrow as the reference's spread allows."""
+    from nlhf.evaluate import judge_gap
+
+    rng = np.random.default_rng(0)
+    prompts = [f"x{i}" for i in range(200)]
+    samples = {n: [f"{n}{k}" for k in rng.integers(0, 5, size=200)] for n in ("A", "B", "C")}
+    value = {f"{n}{k}": v for n in "ABC" for k, v in enumerate(rng.normal(size=5))}
+
+    def reference(xs, ys, yps):
+        return 1 / (1 + np.exp(-(np.array([value[y] for y in ys]) - np.array([value[y] for y in yps]))))
+
+    same = judge_gap(reference, reference, prompts, samples)
+    assert len(same) == 3 and (same["gap"] == 0).all() and (same["gap_lo"] == 0).all()
+    half = judge_gap(lambda xs, ys, yps: np.full(len(ys), 0.5), reference, prompts, samples)
+    np.testing.assert_allclose(half["gap"], 0.5 - half["p_reference"])
+    assert ((half["gap_lo"] <= half["gap"]) & (half["gap"] <= half["gap_hi"])).all()
+    assert list(zip(half["row"], half["column"])) == [("A", "B"), ("A", "C"), ("B", "C")]

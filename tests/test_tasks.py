@@ -365,3 +365,34 @@ def test_analysis_on_hand_made_matrices():
     assert analysis.condorcet_winner(bt) == 2 and analysis.condorcet_winner(cyc) is None
     ns = analysis.nash_support([cyc, bt])
     assert ns["condorcet_winner_fraction"] == 0.5 and ns["nash_support_mean"] == 2.0
+
+
+# ------------------------------------------------------------------------------------------------ TL;DR export
+def test_the_synthetic_export_reads_back_as_tldr_data_with_its_exact_judge(tmp_path, tiny_config):
+    """The export is TL;DR data (the loaders read it), its comparisons carry each rater's vote (their mean is the
+    pair's label), the held-out judge's pairs are fresh, and the exported P* on TL;DR prompts is the task's P*."""
+    from nlhf.tasks.tldr_export import (COMPARISON_FILES, SFT_FILES, ExportedJudge, export_synthetic,
+                                        from_tldr_prompt, load_manifest)
+
+    task = SyntheticTask(tiny_config(seed=5, labels_per_pair=3, n_pref_train=30, n_pref_test=12))
+    manifest = export_synthetic(task, tmp_path)
+    assert manifest["rows"]["comparisons_train.jsonl"] == 3 * 30 and load_manifest(tmp_path) == manifest
+    tldr = TldrTask(TldrTaskConfig(
+        sft_path="json", sft_data_files={s: str(tmp_path / f) for s, f in SFT_FILES.items()}, pref_path="json",
+        pref_name=None, pref_data_files={s: str(tmp_path / f) for s, (f, _) in COMPARISON_FILES.items()},
+        pref_judge_split="judge"))
+    assert [from_tldr_prompt(x) for x in tldr.prompts("eval")] == task.prompts("eval")
+    assert [r.strip() for r in tldr.references(tldr.prompts("eval"))] == task.references(task.prompts("eval"))
+    train = tldr.preference_dataset("train")
+    rows = task.preference_rows("train")
+    votes = np.asarray(train["label"], dtype=float).reshape(30, 3)  # three raters' records per pair
+    np.testing.assert_allclose(votes.mean(1), rows["label"])
+    judge = ExportedJudge(tmp_path)
+    np.testing.assert_allclose(judge(train["prompt"], train["y"], train["y_prime"]), np.repeat(rows["p"], 3))
+    pairs = {s: set(zip(*(tldr.preference_dataset(s)[k] for k in ("prompt", "y", "y_prime"))))
+             for s in ("train", "test", "judge")}
+    assert pairs["judge"] and not pairs["judge"] & (pairs["train"] | pairs["test"])
+    with pytest.raises(ValueError, match="not a prompt of the synthetic export"):
+        judge(["SUBREDDIT: r/cooking\n\nTITLE: x\n\nPOST: y\n\nTL;DR:"], [" a"], [" b"])
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'none'}: not a synthetic export"):
+        ExportedJudge(tmp_path / "none")

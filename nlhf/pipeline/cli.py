@@ -166,6 +166,27 @@ def _local_model(args) -> int:
     return 0
 
 
+def _export_synthetic(args) -> int:
+    """``python -m nlhf export-synthetic``: :func:`nlhf.tasks.tldr_export.export_synthetic` of the configured
+    synthetic task."""
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.params import load_config
+    from nlhf.tasks import make_task
+    from nlhf.tasks.tldr_export import export_synthetic
+
+    try:
+        cfg = load_config(args.params)
+        if cfg.task.name != "synthetic":
+            raise ConfigError(f"task.name: export-synthetic exports the synthetic task, {args.params} "
+                              f"(profile {cfg.profile}) configures {cfg.task.name!r}")
+        manifest = export_synthetic(make_task(cfg.task), args.out)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"export-synthetic: wrote {args.out} ({', '.join(f'{f}: {n}' for f, n in manifest['rows'].items())} rows)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["notebook"]:  # papermill's own command line, passed through (dvc.yaml runs every notebook so)
@@ -195,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     loc.add_argument("--n-head", type=int, default=2)
     loc.add_argument("--n-positions", type=int, default=512)
     loc.add_argument("--seed", type=int, default=0)
+    exp = sub.add_parser("export-synthetic", help="write the synthetic task's data in the TL;DR schema (JSON-lines "
+                                                  "SFT rows and comparisons) with the manifest its exact judge is "
+                                                  "rebuilt from")
+    exp.add_argument("out", help="the folder to write")
+    exp.add_argument("--params", default="params.yaml", help="params file whose synthetic task is exported")
     args = parser.parse_args(argv)
+    if args.command == "export-synthetic":
+        return _export_synthetic(args)
     if args.command == "run":
         return _run_stages(args.stages, args.params)
     if args.command == "local-model":

@@ -216,6 +216,8 @@ class PipelineConfig:
         check(self.task.name == "synthetic" or not self.ablation.methods, "ablation.methods",
               f"task {self.task.name!r} has no exact judge, which the exact-judge ablation trains against: set "
               f"ablation.methods to [] in params.yaml (got {self.ablation.methods})")
+        check(self.eval.synthetic_export is None or self.task.name == "tldr", "eval.synthetic_export",
+              f"judges a run of task 'tldr' on the exported files; task {self.task.name!r} has its own judge")
         for name, judge in self.ablation.seed_methods.items():
             expected = JUDGE_KINDS[self.methods[name].JUDGE]
             check(judge == expected, f"ablation.seed_methods.{name}",

@@ -43,6 +43,10 @@ def run_eval(cfg: PipelineConfig) -> dict:
     judges = {**main_judge, "pm": pm_judge}
     if cfg.eval.llm_judge is not None:
         judges["llm"] = llm_judge(cfg.eval, accelerator.device)
+    if cfg.eval.synthetic_export is not None:  # the exact judge of the data this run trained on
+        from nlhf.tasks.tldr_export import ExportedJudge
+
+        judges["pstar"] = ExportedJudge(cfg.eval.synthetic_export)
     out = ensure_dir(layout.results("eval"))
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
     oracle_long = oracle_policy = None
@@ -65,6 +69,8 @@ def run_eval(cfg: PipelineConfig) -> dict:
     main = next(iter(judges))
     refs = task.references(prompts)
     metrics["judge_agreement"] = write_judge_agreement(cfg, judges, out)
+    if "pstar" in judges:
+        metrics["judge_gap"] = write_judge_gap(cfg, judges, prompts, samples, out)
     expl = {n: None for n in names}
     if hasattr(task, "candidates") and task.has_exact_judge:  # the adversary's pool needs an enumerable task
         k, ex_prompts = cfg.eval.exploitability_samples, prompts[: cfg.eval.exploitability_prompts]
@@ -139,6 +145,35 @@ def llm_judge(ecfg, device=None):
                      AutoTokenizer.from_pretrained(folder), ecfg.llm_judge_prompt or DEFAULT_LLM_JUDGE_PROMPT,
                      tuple(ecfg.llm_judge_answers))
     return lambda xs, ys, yps: judge.preference(list(xs), list(ys), list(yps)).double().numpy()
+
+
+def write_judge_gap(cfg: PipelineConfig, judges: dict, prompts, samples: dict, out) -> dict:
+    """Each judge's table against the table under the exported P* (:func:`nlhf.evaluate.judge_gap`):
+    ``judge_gap.csv``; returns per judge the largest gap, its cell and interval, and the headline cell's gap."""
+    from nlhf.evaluate import judge_gap
+
+    tables, summary = [], {}
+    for name, judge in judges.items():
+        if name == "pstar":
+            continue
+        gap = judge_gap(judge, judges["pstar"], prompts, samples, cfg.eval.confidence)
+        tables.append(gap.assign(judge=name))
+        worst = gap.loc[gap["gap"].abs().idxmax()]
+        summary[name] = {"max_abs_gap": round(abs(float(worst["gap"])), 4),
+                         "max_gap_cell": f"{worst['column']} vs {worst['row']}",
+                         "max_gap_ci": [round(float(worst["gap_lo"]), 4), round(float(worst["gap_hi"]), 4)],
+                         "cells_gap_excludes_zero": int(((gap["gap_lo"] > 0) | (gap["gap_hi"] < 0)).sum()),
+                         "cells": len(gap)}
+        for _, h in gap[gap[["row", "column"]].isin(["MD1", "RLHF"]).all(axis=1)].iterrows():
+            flip = h["column"] != "MD1"  # reported as P(MD1 ≻ RLHF)
+            p, ref, lo, hi = ((1 - h["p"], 1 - h["p_reference"], -h["gap_hi"], -h["gap_lo"]) if flip else
+                              (h["p"], h["p_reference"], h["gap_lo"], h["gap_hi"]))
+            summary[name]["headline"] = {"cell": "MD1 vs RLHF", "p": round(float(p), 4),
+                                         "p_reference": round(float(ref), 4), "gap": round(float(p - ref), 4),
+                                         "gap_ci": [round(float(lo), 4), round(float(hi), 4)]}
+    pd.concat(tables)[["judge", "row", "column", "p", "p_reference", "gap", "gap_lo", "gap_hi"]].to_csv(
+        out / "judge_gap.csv", index=False)
+    return summary
 
 
 def write_judge_agreement(cfg: PipelineConfig, judges: dict, out) -> dict:

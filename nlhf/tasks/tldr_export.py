@@ -1,0 +1,130 @@
+"""The synthetic task written in the TL;DR schema, and its exact judge P* read back on TL;DR prompts.
+
+No TL;DR data can be judged exactly, so the real path (task ``tldr``: JSON-lines files, a local model folder, a
+held-out preference model as the judge) is checked on data whose truth is known: the synthetic task exported as
+
+* ``sft_train.jsonl``, ``sft_validation.jsonl``, ``sft_test.jsonl``: ``{"prompt", "completion"}`` rows in the
+  ``trl-lib/tldr`` form; the prompt is ``format_prompt("synthetic", None, x)`` around the synthetic prompt x, the
+  completion is " " + a reference summary (train, validation: the SFT rows; test: the evaluation prompts with the
+  complete summary, the task's reference);
+* ``comparisons_train.jsonl``, ``comparisons_validation.jsonl``, ``comparisons_judge.jsonl``: ``summarize_from_
+  feedback`` "comparisons" records, one per rater asked (``labels_per_pair`` records for a pair, as the human data
+  has several workers per pair), ``choice`` = the summary that rater preferred; the P* of the pair is kept in
+  ``extra.p_star`` (read by nothing in the pipeline). The judge file holds fresh pairs (the synthetic task's
+  ``judge`` split), so the held-out judge shares no pair with the PM's training pairs or with the test pairs;
+* ``manifest.json``: the synthetic task's params, from which :class:`ExportedJudge` rebuilds P*.
+
+A pipeline run of task ``tldr`` on these files measures its policies with the held-out judge; the same samples
+judged by :class:`ExportedJudge` (``eval.synthetic_export``) give the gap between the two, the check that the real
+path measures what the synthetic path measures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nlhf.tasks.synthetic import SyntheticTask
+from nlhf.tasks.synthetic_config import SyntheticTaskConfig
+from nlhf.tasks.tldr import format_prompt
+
+SUBREDDIT = "synthetic"
+MANIFEST = "manifest.json"
+SFT_FILES = {"train": "sft_train.jsonl", "validation": "sft_validation.jsonl", "test": "sft_test.jsonl"}
+# the TL;DR split name of each exported comparison file, and the synthetic split it is drawn from
+COMPARISON_FILES = {"train": ("comparisons_train.jsonl", "train"),
+                    "validation": ("comparisons_validation.jsonl", "test"),
+                    "judge": ("comparisons_judge.jsonl", "judge")}
+_HEAD, _TAIL = format_prompt(SUBREDDIT, None, "\x00").split("\x00")
+
+
+def to_tldr_prompt(prompt: str) -> str:
+    """The TL;DR prompt around a synthetic prompt (the post; no title)."""
+    return format_prompt(SUBREDDIT, None, prompt)
+
+
+def from_tldr_prompt(text: str) -> str:
+    """The synthetic prompt inside a TL;DR prompt written by :func:`to_tldr_prompt`; ValueError otherwise."""
+    if not (text.startswith(_HEAD) and text.endswith(_TAIL)):
+        raise ValueError(f"not a prompt of the synthetic export: {text[:80]!r}")
+    return text[len(_HEAD): len(text) - len(_TAIL)]
+
+
+def _write_jsonl(path: Path, rows) -> int:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        n = 0
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def _sft_records(prompts: Sequence[str], completions: Sequence[str]):
+    for x, y in zip(prompts, completions):
+        yield {"prompt": to_tldr_prompt(x), "completion": " " + y}
+
+
+def _comparison_records(task: SyntheticTask, split: str, tldr_split: str):
+    """One record per rater: ``round(label · k)`` of the ``k = labels_per_pair`` raters preferred y (choice 0)."""
+    rows = task.preference_rows(split)
+    k = task.cfg.labels_per_pair
+    for i, (x, y, yp, label, p) in enumerate(zip(rows["prompt"], rows["y"], rows["y_prime"], rows["label"],
+                                                 rows["p"])):
+        prefer_y = int(round(float(label) * k))
+        info = {"id": f"synthetic_{tldr_split}_{i}", "post": x, "title": None, "subreddit": SUBREDDIT,
+                "site": None, "article": None}
+        summaries = [{"text": y, "policy": "synthetic", "note": None},
+                     {"text": yp, "policy": "synthetic", "note": None}]
+        for r in range(k):
+            yield {"info": info, "summaries": summaries, "choice": 0 if r < prefer_y else 1, "worker": f"rater{r}",
+                   "batch": tldr_split, "split": tldr_split, "extra": {"p_star": float(p)}}
+
+
+def export_synthetic(task: SyntheticTask, out_dir: str | os.PathLike) -> dict:
+    """Write ``task``'s data in the TL;DR schema into ``out_dir`` (see the module docstring); returns the manifest
+    (also written as ``manifest.json``, last, so that a folder with a manifest is complete)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, source in (("train", "train"), ("validation", "eval")):
+        rows = task.sft_rows(source)
+        counts[SFT_FILES[split]] = _write_jsonl(out / SFT_FILES[split], _sft_records(rows["prompt"],
+                                                                                      rows["completion"]))
+    prompts = task.prompts("eval")
+    counts[SFT_FILES["test"]] = _write_jsonl(out / SFT_FILES["test"], _sft_records(prompts, task.references(prompts)))
+    for tldr_split, (name, source) in COMPARISON_FILES.items():
+        counts[name] = _write_jsonl(out / name, _comparison_records(task, source, tldr_split))
+    manifest = {"what": "the synthetic task in the TL;DR schema (nlhf.tasks.tldr_export)",
+                "task": asdict(task.cfg), "rows": counts}
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def load_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of an export folder; FileNotFoundError naming the folder when it has none."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a synthetic export (no {MANIFEST}; write one with "
+                                f"`python -m nlhf export-synthetic {folder}`)")
+    return json.loads(path.read_text())
+
+
+class ExportedJudge:
+    """P*(y ≻ y′ | x) of the exported task on TL;DR prompts and summaries (leading spaces ignored): the exact judge
+    of the data a ``tldr`` run trained on."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.task = SyntheticTask(SyntheticTaskConfig(**load_manifest(folder)["task"]))
+
+    def __call__(self, prompts: Sequence[str], ys: Sequence[str], y_primes: Sequence[str]) -> np.ndarray:
+        xs = [from_tldr_prompt(x) for x in prompts]
+        return self.task.judge(xs, [y.strip() for y in ys], [y.strip() for y in y_primes])
