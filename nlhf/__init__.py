@@ -4,7 +4,8 @@ to train Hugging Face causal LMs with Nash-MD and its relatives (docs/library.md
 The library's public objects, imported on first use (``import nlhf`` stays light):
 
 * :class:`PolicyGradientTrainer`, :class:`PolicyGradientConfig`: RLHF, self-play, Nash-MD-PG at any β, Nash-EMA-PG
-  and online IPO, picked by ``config.method``; :class:`TrainerCallback`, :class:`DVCLiveCallback` for logging.
+  and online IPO, picked by ``config.method``; :class:`TrainerCallback`, :class:`DVCLiveCallback` for logging;
+  :class:`LoraSpec` (``config.lora``) to train low-rank adapters instead of every weight.
 * Judge protocols :class:`PairwiseJudge` (logit P(y ≻ y′ | x)) and :class:`RewardJudge` (r(x, y)); adapters for any
   function on texts (:class:`TextPairwiseJudge`, :class:`TextRewardJudge`); a causal LM as judge (:class:`LLMJudge`);
   a reward as a Bradley–Terry preference (:class:`BradleyTerryPairwiseJudge`); the trained judges
@@ -22,6 +23,7 @@ _EXPORTS = {
     "PolicyGradientConfig": "nlhf.training.policy_gradient",
     "TrainerCallback": "nlhf.training.policy_gradient",
     "DVCLiveCallback": "nlhf.training.policy_gradient",
+    "LoraSpec": "nlhf.models.lora",
     "PairwiseJudge": "nlhf.judges",
     "RewardJudge": "nlhf.judges",
     "TextPairwiseJudge": "nlhf.judges",

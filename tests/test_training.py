@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nlhf.models import ModelConfig, build_policy, build_preference_model, build_reward_model
+from nlhf.models.lora import LoraSpec
 from nlhf.tasks import SyntheticTask
 from nlhf.tokenization import build_word_tokenizer
 from nlhf.training.policy_gradient import PolicyGradientConfig, PolicyGradientTrainer
@@ -252,7 +253,8 @@ def _train(policy, ref, judge, tok, prompts, config, **kw):
 
 
 @pytest.mark.parametrize("method", [dict(method="nash_md", tau=0.05, beta=0.5),
-                                    dict(method="nash_ema", tau=0.05, ema_beta=0.999)])
+                                    dict(method="nash_ema", tau=0.05, ema_beta=0.999),
+                                    dict(method="nash_md", tau=0.05, beta=0.5, lora=LoraSpec(r=2))])
 def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
     pm = build_preference_model(SMALL, tok, seed=1).eval()
     ref = build_policy(SMALL, tok, seed=2).eval()
@@ -278,6 +280,23 @@ def test_policy_gradient_resume_is_bitwise(task, tok, tmp_path, method):
             assert torch.equal(pa, pb)
         # the averaged policy is strictly between SFT and the last iterate
         assert not torch.equal(next(ema_a.parameters()), next(a.parameters()))
+
+
+def test_lora_trains_the_adapted_layers_only_and_merges_them(task, tok):
+    """With ``lora.r`` > 0 only the adapted projections move; after training the policy and Nash-EMA's average
+    are plain models again (no adapter left), and the merged update changed them."""
+    pm = build_preference_model(SMALL, tok, seed=1).eval()
+    ref = build_policy(SMALL, tok, seed=2).eval()
+    cfg = PolicyGradientConfig(steps=4, batch_size=4, lr=1e-2, log_every=1, max_new_tokens=6, method="nash_ema",
+                               tau=0.05, ema_beta=0.9, ema_reference_steps=4, lora=LoraSpec(r=2, alpha=4.0))
+    policy = copy.deepcopy(ref).train()
+    _, average = _train(policy, ref, pm, tok, task.prompts("train"), cfg)
+    for model in (policy, average):
+        assert not [n for n, _ in model.named_modules() if "lora" in n]
+        assert set(model.state_dict()) == set(ref.state_dict())
+        moved = {n for n, p in model.state_dict().items() if not torch.equal(p, ref.state_dict()[n])}
+        assert moved and all(n.endswith("attn.c_attn.weight") for n in moved), moved  # peft's GPT-2 default
+    assert all(p.requires_grad for p in policy.parameters())
 
 
 def test_policy_gradient_raises_on_nan_with_step(task, tok, tmp_path):

@@ -16,7 +16,7 @@ the trainer keeps the prompts, the sampler, the optimiser, the resume and the lo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,6 +26,7 @@ from accelerate.utils import gather_object
 
 from nlhf.config import ConfigError, check
 from nlhf.judges import check_judge
+from nlhf.models.lora import LoraSpec, add_lora, merge_lora
 from nlhf.progress import Progress
 from nlhf.sampling.decode import generate
 from nlhf.sampling.logprobs import response_logprobs
@@ -53,6 +54,8 @@ class PGConfig:
     group_size: int = 1  # responses per prompt per step, k (a step has batch_size·k rows): with k > 1 RLHF's baseline
     # is the other k−1 responses' mean reward (leave-one-out) and a Nash method compares each response with the k
     # opponents drawn for its prompt (nlhf.training.methods); both stay unbiased and lower the variance
+    lora: LoraSpec = field(default_factory=LoraSpec)  # low-rank adapters instead of every weight (r: 0 = off);
+    # merged into the policy when training ends (nlhf.models.lora)
 
     def __post_init__(self):
         check(self.probe_every >= 0, "probe_every", f"must be >= 0 (got {self.probe_every})")
@@ -100,7 +103,7 @@ class PolicyGradientConfig(PGConfig):
                    lr: float) -> "PolicyGradientConfig":
         """The config of a params.yaml method entry trained with the loop ``loop`` at learning rate ``lr``."""
         extra = {k: getattr(method, k) for k in ("beta", "ema_beta") if hasattr(method, k)}
-        return cls(**{**asdict(loop), "lr": lr}, method=method.kind, tau=method.tau, max_new_tokens=max_new_tokens,
+        return cls(**{**{f.name: getattr(loop, f.name) for f in fields(PGConfig)}, "lr": lr}, method=method.kind, tau=method.tau, max_new_tokens=max_new_tokens,
                    temperature=temperature, **extra)
 
 
@@ -205,8 +208,11 @@ class PolicyGradientTrainer:
     # -- setup and resume --------------------------------------------------------------------------------------------
     def _setup(self) -> None:
         acc, cfg, device = self.accelerator, self.cfg, self.accelerator.device
-        self.policy.requires_grad_(True)
-        opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
+        if cfg.lora.r:
+            add_lora(self.policy, cfg.lora, seed=cfg.seed)  # in place; every other weight frozen
+        else:
+            self.policy.requires_grad_(True)
+        opt = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, 0, cfg.final_lr_fraction))
         self.average, self.decay = self.method.start_average(self.policy, cfg.steps, cfg.ema_reference_steps)
         self.policy, self.opt = acc.prepare(self.policy, opt)
@@ -345,5 +351,9 @@ class PolicyGradientTrainer:
             if self.state_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
                 self._checkpoint(done)
             self._call("on_step_end", step)
-        acc.unwrap_model(self.policy).eval()
+        policy = acc.unwrap_model(self.policy).eval()
+        if cfg.lora.r:  # the caller's policy (and the average) become plain models again, with the update merged
+            merge_lora(policy)
+            if self.average is not None:
+                merge_lora(self.average)
         return TrainOutput(self.log, self.average)
