@@ -69,3 +69,56 @@ def test_export_synthetic_writes_the_configured_task_and_refuses_another(tmp_pat
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(ConfigError, match="eval.synthetic_export: judges a run of task 'tldr'"):
         load_config(tmp_path / "params.yaml")
+
+
+def _gpt2_without_pad_and_sep(folder: Path) -> None:
+    """A downloaded-like causal LM folder: GPT-2 with a BPE that has EOS but neither pad nor sep."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(["a short summary of a post"] * 4, trainer=trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tok.save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32,
+                               eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)).save_pretrained(folder)
+
+
+def test_fetch_pins_every_commit_and_prepares_the_models(tmp_path):
+    """scripts/fetch_real.py (the Hub replaced by stand-ins): each branch is resolved to a commit once and that
+    commit downloaded, then and on every rerun; the policy and scorer folders get pad and sep and pass the folder
+    check that the pipeline runs."""
+    import importlib.util
+
+    from nlhf.models.local import check_policy_folder
+
+    spec = importlib.util.spec_from_file_location("fetch_real", ROOT / "scripts" / "fetch_real.py")
+    fetch_real = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch_real)
+    heads = {"org/data": "a" * 40, "org/lm": "b" * 40}
+    calls = []
+
+    class Api:
+        def repo_info(self, repo, repo_type, revision):
+            return type("Info", (), {"sha": heads[repo]})
+
+    def download(repo_id, repo_type, revision, local_dir):
+        calls.append((repo_id, revision))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        if repo_type == "model" and not (Path(local_dir) / "config.json").exists():
+            _gpt2_without_pad_and_sep(Path(local_dir))
+
+    sources = {"data/tldr": ("org/data", "dataset", "main"), "models/policy": ("org/lm", "model", "main")}
+    pins = fetch_real.fetch(tmp_path, sources, api=Api(), download=download)
+    assert pins["models/policy"]["commit"] == "b" * 40 and calls == [("org/data", "a" * 40), ("org/lm", "b" * 40)]
+    info = check_policy_folder(str(tmp_path / "models/policy"), "policy_model.name_or_path")
+    heads["org/lm"] = "c" * 40  # the branch moves on: a rerun still downloads the pinned commit
+    fetch_real.fetch(tmp_path, sources, api=Api(), download=download)
+    assert calls[-1] == ("org/lm", "b" * 40)
+    assert check_policy_folder(str(tmp_path / "models/policy"), "k")["content_sha256"] == info["content_sha256"]
+    assert json.loads((tmp_path / "revisions.json").read_text())["models/policy"]["commit"] == "b" * 40
+    fetch_real.fetch(tmp_path, sources, update=True, api=Api(), download=download)
+    assert calls[-1] == ("org/lm", "c" * 40)

@@ -74,3 +74,28 @@ def check_policy_folder(name_or_path: str, key: str) -> dict:
     if len({tok.pad_token_id, tok.sep_token_id}) < 2:
         raise ValueError(f"{key}: the tokenizer in {folder} uses one token as pad and sep; they must differ")
     return {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}
+
+
+def add_pipeline_tokens(folder: str | os.PathLike, pad: str = "<pad>", sep: str = "<sep>") -> list[str]:
+    """Give a downloaded causal LM's folder what :func:`check_policy_folder` asks for: a pad and a sep token (most
+    pretrained tokenizers have neither), added as new special tokens, the input and output embeddings resized to the
+    tokenizer (the new rows drawn by ``transformers``' ``resize_token_embeddings``: the mean and covariance of the
+    old ones), and left padding (the samplers pad prompts on the left). Saved back into ``folder``; returns the
+    tokens added (none when the folder had them)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.eos_token is None:
+        raise ValueError(f"{folder}: the tokenizer has no EOS token, which ends a summary; this model cannot be used")
+    added = {k: v for k, v in (("pad_token", pad), ("sep_token", sep)) if getattr(tok, k) is None}
+    if not added and tok.padding_side == "left":
+        return []
+    tok.add_special_tokens(added)
+    tok.padding_side = "left"
+    if added:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        model.resize_token_embeddings(len(tok))
+        model.config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return list(added.values())

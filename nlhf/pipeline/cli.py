@@ -166,6 +166,21 @@ def _local_model(args) -> int:
     return 0
 
 
+def _prepare_model(args) -> int:
+    """``python -m nlhf prepare-model``: :func:`nlhf.models.local.add_pipeline_tokens` on a downloaded folder."""
+    from nlhf.models.local import add_pipeline_tokens, check_policy_folder
+
+    try:
+        added = add_pipeline_tokens(args.folder)
+        info = check_policy_folder(args.folder, args.folder)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"prepare-model: {args.folder} ({info['model_type']}): "
+          + (f"added {', '.join(added)}" if added else "nothing to add") + f"; content sha256 {info['content_sha256']}")
+    return 0
+
+
 def _export_synthetic(args) -> int:
     """``python -m nlhf export-synthetic``: :func:`nlhf.tasks.tldr_export.export_synthetic` of the configured
     synthetic task."""
@@ -221,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                                                   "rebuilt from")
     exp.add_argument("out", help="the folder to write")
     exp.add_argument("--params", default="params.yaml", help="params file whose synthetic task is exported")
+    prep = sub.add_parser("prepare-model", help="add the pad and sep tokens the pipeline needs to a downloaded "
+                                                "causal LM's folder (embeddings resized) and check it")
+    prep.add_argument("folder", help="the model folder (changed in place)")
     args = parser.parse_args(argv)
+    if args.command == "prepare-model":
+        return _prepare_model(args)
     if args.command == "export-synthetic":
         return _export_synthetic(args)
     if args.command == "run":

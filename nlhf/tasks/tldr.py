@@ -41,7 +41,9 @@ class MissingSplit(KeyError):
 
 def is_hub_id(path: str, data_files) -> bool:
     """True when ``load_dataset(path, data_files=...)`` would download from the Hub: no data files and no local
-    folder or file of that name."""
+    folder or file of that name (a path written as one, ./x, ../x, /x or ~/x, is local even before it exists)."""
+    if str(path).startswith(("./", "../", "/", "~")):
+        return False
     return not data_files and not Path(path).expanduser().exists()
 
 
