@@ -123,7 +123,13 @@ def _free(device: torch.device) -> None:
 
 
 def _peak_mem(device: torch.device) -> int | None:
-    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    """Peak GPU memory allocated since the last reset; on a CPU the process's peak resident set size (not
+    resettable: the largest of everything the process ran so far)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def _fmt(x, spec=".3f", none="n/a"):
@@ -243,6 +249,7 @@ def main():
             "ours_gen_median_s": round(statistics.median(gen_s), 5),
             "ours_score_median_s": round(statistics.median(score_s), 5),
             "ours_update_median_s": round(statistics.median(upd_s), 5),
+            "ours_samples_per_s": round(2 * shape.batch / mo, 3),  # y and y' per prompt
             "gen_tokens_per_s": round(sum(gen_tok) / sum(gen_s), 1),
             "gen_positions_per_s": round(sum(gen_pos) / sum(gen_s), 1),
             "update_tokens_per_s": round(sum(upd_tokens) / sum(upd_s), 1),

@@ -65,3 +65,17 @@ def test_target_distance_measures_kl_mode_and_its_presence_in_sft_samples():
     assert kl == pytest.approx(np.log(2) / 2) and top == pytest.approx(0.75) and mode_log_mu == pytest.approx(half)
     pools = {"candidates": [["a", "b"], ["c", "d"]], "sft_references": [["b", "b"], ["c"]]}
     assert td.mode_in_sft_samples([[1.0, 0.0], [0.9, 0.1]], pools) == pytest.approx(0.5)  # "a" never sampled, "c" is
+
+
+def test_paper_scale_estimate_adds_up_its_phases():
+    """The H100 estimate: the update is 6·N·B·(P+T) FLOPs at the assumed share of the peak, the phases add up to
+    the step, and a larger preference model costs more scoring time only."""
+    est = _load("benchmarks/paper_scale_estimate.py")
+    s = est.Scale("x", policy=1e9, scorer=2e9, policy_layers=4, policy_width=256, batch=8, prompt=100, response=20)
+    step = est.step_seconds(s, mfu=0.5, bw_frac=1.0, token_overhead=0.0)
+    assert step["update"] == pytest.approx(6 * 1e9 * 8 * 120 / (est.PEAK * 0.5))
+    assert step["total"] == pytest.approx(sum(step[k] for k in ("prefill", "scoring", "update", "decode")))
+    bigger = est.step_seconds(dataclasses.replace(s, scorer=4e9), mfu=0.5, bw_frac=1.0, token_overhead=0.0)
+    assert bigger["scoring"] > step["scoring"] and bigger["update"] == step["update"]
+    run = est.run_hours(s, 0.5, 1.0, 0.0, 1.0)
+    assert run["policies_h"] == pytest.approx(s.methods * s.steps * step["total"] / 3600)
