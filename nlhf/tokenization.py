@@ -42,24 +42,30 @@ BPE_SPECIALS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk
 
 
 def build_bpe_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: str | Path | None = None,
-                        model_max_length: int = 1024):
+                        model_max_length: int = 1024, pipeline_tokens: bool = True):
     """A byte-level BPE (GPT-2's scheme) of ``vocab_size`` tokens trained on ``texts``, for open-text tasks whose
     models are built from config: GPT-2's ``<|endoftext|>`` as BOS, EOS and UNK, plus ``<pad>`` and ``<sep>`` (the
-    scorers join x <sep> y <sep> y'). Padding side "left"; saved to ``out_dir`` with ``save_pretrained``."""
+    scorers join x <sep> y <sep> y'). Padding side "left"; saved to ``out_dir`` with ``save_pretrained``.
+
+    ``pipeline_tokens=False`` leaves out pad and sep and pads on the right, as a downloaded pretrained tokenizer
+    usually is (``python -m nlhf prepare-model`` adds them)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if not texts:
         raise ValueError("build_bpe_tokenizer: no texts to train on")
-    specials = list(dict.fromkeys(BPE_SPECIALS.values()))
+    named = dict(BPE_SPECIALS)
+    if not pipeline_tokens:
+        del named["pad_token"], named["sep_token"]
+    specials = list(dict.fromkeys(named.values()))
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(texts, trainer=trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, padding_side="left", model_max_length=model_max_length,
-                                   **BPE_SPECIALS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, padding_side="left" if pipeline_tokens else "right",
+                                   model_max_length=model_max_length, **named)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         fast.save_pretrained(str(out_dir))

@@ -6,7 +6,11 @@
 #
 #   scripts/gpu_run.sh prepare     # on a machine with internet: wheels for the GPU machine's Python 3.12 into .wheels/
 #   scripts/gpu_run.sh             # on the GPU machine, in the repo root (with .wheels/ copied along), $OUT set
-#   SMOKE=1 OUT=/tmp/gpu_smoke scripts/gpu_run.sh   # CPU rehearsal: tiny bench on cpu + tiny profile, 2 methods
+#   PIPE_PROFILE=tldr scripts/gpu_run.sh   # the paper's setting: real/ (scripts/fetch_real.py) copied along too
+#   SMOKE=1 OUT=/tmp/gpu_smoke scripts/gpu_run.sh   # CPU rehearsal: tiny bench on cpu, the gpu profile at the
+#                                  # tiny profile's steps and sizes (python -m nlhf rehearse), 2 methods
+#   SMOKE=1 PIPE_PROFILE=tldr REHEARSE_SIZES=tldr-tiny OUT=/tmp/tldr_smoke scripts/gpu_run.sh   # the same for tldr,
+#                                  # on stand-ins of real/ when there is none
 #
 # What lands in $OUT: run.log (everything), bench.log, bench_gpu.json + bench_gpu.md (the benchmark), pipeline.log
 # (every stage's output), pipeline_status.json (per stage: ok / failed / timeout / skipped, seconds), summary.md
@@ -19,7 +23,10 @@
 #   BUDGET_S [480]            wall clock for everything (install + bench + pipeline + packing)
 #   BENCH_TIMEOUT_S [210]     hard limit of the benchmark
 #   BENCH_ARGS [""]           extra bench_gpu.py flags (SMOKE: --device cpu --tiny)
-#   PIPE_PROFILE [gpu]        params profile (SMOKE: tiny)
+#   PIPE_PROFILE [gpu]        params profile (gpu; tldr: TL;DR from real/, which must be in the repo root; the
+#                             exact-judge ablation is left out, TL;DR has no exact judge)
+#   REHEARSE_SIZES [""; SMOKE: tiny]  a profile whose steps and sizes replace PIPE_PROFILE's, on CPU (bf16 autocast
+#                             kept; nlhf.pipeline.rehearsal); with a tldr profile and no real/, stand-ins are written
 #   PIPE_METHODS ["RLHF SP MD1 BR"]  policies to train (params.yaml methods); eval covers SFT + those that finished
 #   PIPE_STEPS_SCALE [0.5; SMOKE: 1]  multiplies sft/pm/rm/pg steps: 0.5 is a guess (no GPU timing yet) at what
 #                             fits ~5 min next to the bench; 1 = the gpu profile as written (needs a bigger BUDGET_S)
@@ -53,7 +60,7 @@ fi
 if [ -n "${SMOKE:-}" ]; then
     PY=${PY:-.venv/bin/python}   # the lock's venv; trl comes from .wheels like on the GPU machine
     BENCH_ARGS=${BENCH_ARGS:---device cpu --tiny}
-    PIPE_PROFILE=${PIPE_PROFILE:-tiny}
+    REHEARSE_SIZES=${REHEARSE_SIZES:-tiny}
     PIPE_METHODS=${PIPE_METHODS:-RLHF MD1}
     PIPE_STEPS_SCALE=${PIPE_STEPS_SCALE:-1}
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -64,6 +71,7 @@ BUDGET_S=${BUDGET_S:-480}
 BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-210}
 BENCH_ARGS=${BENCH_ARGS:-}
 PIPE_PROFILE=${PIPE_PROFILE:-gpu}
+REHEARSE_SIZES=${REHEARSE_SIZES:-}
 PIPE_METHODS=${PIPE_METHODS:-RLHF SP MD1 BR}
 PIPE_STEPS_SCALE=${PIPE_STEPS_SCALE:-0.5}
 EVAL_RESERVE_S=${EVAL_RESERVE_S:-75}
@@ -73,7 +81,7 @@ MIN_STAGE_S=20       # a stage with less time than this left is skipped
 mkdir -p "$OUT"
 PIPE_WORK=${PIPE_WORK:-$(mktemp -d /tmp/nlhf_gpu_run.XXXXXX)}
 WORK=$(mktemp -d /tmp/nlhf_gpu_out.XXXXXX)   # scratch for the bench's own files
-export PIPE_PROFILE PIPE_STEPS_SCALE
+export PIPE_PROFILE PIPE_STEPS_SCALE REHEARSE_SIZES
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
     TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 MPLBACKEND=Agg
 T0=$(date +%s)
@@ -143,18 +151,24 @@ EOF
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 }
 
-# The params of this run, for `python -m nlhf run`: params.yaml with the profile overlay merged in, the step counts
-# scaled and, with EVAL_POLICIES set, eval.policies replaced and no ablation policies; written to $PIPE_WORK/<file>
-# beside an empty profiles/<profile>.yaml. Its paths (artifacts, results) are relative to $PIPE_WORK, where the
-# stages run.
+# The params of this run, for `python -m nlhf run`: params.yaml with the profile overlay merged in (cut to the
+# steps and sizes of REHEARSE_SIZES, on CPU, when set), the step counts scaled, no ablation for a task without an
+# exact judge and, with EVAL_POLICIES set, eval.policies replaced and no ablation policies; written to
+# $PIPE_WORK/<file> beside an empty profiles/<profile>.yaml. Its paths (artifacts, results) are relative to
+# $PIPE_WORK, where the stages run.
 PARAMS_PY='
 import os, sys
 from pathlib import Path
 import yaml
 from nlhf.config import read_params
 from nlhf.pipeline.params import load_config
+from nlhf.pipeline.rehearsal import cut_params
 out, profile = Path(sys.argv[1]), os.environ["PIPE_PROFILE"]
 raw = read_params("params.yaml", profile)
+if os.environ.get("REHEARSE_SIZES"):
+    raw = cut_params(raw, read_params("params.yaml", os.environ["REHEARSE_SIZES"]))
+if raw["task"]["name"] == "tldr":  # no exact judge to train against
+    raw["ablation"]["methods"], raw["ablation"]["seed_methods"] = [], {}
 raw["paths"] = {"artifacts": "artifacts", "results": "results"}
 scale = float(os.environ.get("PIPE_STEPS_SCALE", "1"))
 if scale != 1:
@@ -162,7 +176,7 @@ if scale != 1:
         raw[sec]["steps"] = max(2, round(raw[sec]["steps"] * scale))
 if os.environ.get("EVAL_POLICIES"):  # eval of these policies only: no exact-judge or second-seed policies
     raw["eval"]["policies"] = os.environ["EVAL_POLICIES"].split()
-    raw["ablation"]["methods"], raw["ablation"]["seed_methods"] = [], []
+    raw["ablation"]["methods"], raw["ablation"]["seed_methods"] = [], {}
 (out.parent / "profiles").mkdir(parents=True, exist_ok=True)
 (out.parent / "profiles" / f"{profile}.yaml").write_text("")
 out.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -242,8 +256,17 @@ EOF
     # -- the pipeline (gpu profile): data -> sft -> pm, rm -> oracle -> policies -> eval, each stage within the
     # deadline
     if [ -z "${SKIP_PIPE:-}" ]; then
-        echo "[pipeline] profile $PIPE_PROFILE, methods: $PIPE_METHODS, steps x$PIPE_STEPS_SCALE, work $PIPE_WORK"
+        echo "[pipeline] profile $PIPE_PROFILE${REHEARSE_SIZES:+ at the sizes of $REHEARSE_SIZES (CPU rehearsal)}," \
+            "methods: $PIPE_METHODS, steps x$PIPE_STEPS_SCALE, work $PIPE_WORK"
         : > "$OUT/pipeline.log"
+        # a profile that reads local folders (tldr: ./real/...) reads them relative to $PIPE_WORK
+        if [ -d "$ROOT/real" ]; then
+            ln -sfn "$ROOT/real" "$PIPE_WORK/real"
+        elif [ -n "$REHEARSE_SIZES" ] && [ "$PIPE_PROFILE" = tldr ]; then
+            echo "[pipeline] no real/: stand-ins of what scripts/fetch_real.py fetches -> $PIPE_WORK/real"
+            "$PY" -c "from nlhf.pipeline.rehearsal import write_fetch_standins; write_fetch_standins('$PIPE_WORK/real')" \
+                >> "$OUT/pipeline.log" 2>&1
+        fi
         local trained=""
         if write_params params.yaml && run_stage data data params.yaml && run_stage sft sft params.yaml \
             && run_stage pm preference@pm params.yaml && run_stage rm preference@rm params.yaml \
@@ -285,7 +308,8 @@ if rows:
         rt = json.loads(t.read_text()).get("runtime_s") if t.exists() else None
         md.append(f"| {r['stage']} | {r['status']} | {r['seconds']} | {rt if rt is not None else ''} |")
     md.append("")
-for f in ("table_exact.md", "scorecard_exact.md", "table_pm.md"):
+for f in ("table_exact.md", "scorecard_exact.md", "table_heldout.md", "scorecard_heldout.md", "table_llm.md",
+          "table_pm.md"):
     p = layout.results("eval", f)
     if p.exists():
         md += [f"## eval/{f}", "", p.read_text(), ""]

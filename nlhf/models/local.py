@@ -49,6 +49,34 @@ def build_local_lm(texts: Sequence[str], out_dir: str | os.PathLike, cfg: ModelC
     return save_policy(build_policy(cfg, tok, seed=seed), tok, out_dir)
 
 
+# The size of a stand-in in the field names most causal-LM configs share (Llama, Qwen2, GPT-NeoX, ...)
+STANDIN_SIZE = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                    intermediate_size=64)
+
+
+def build_pretrained_standin(texts: Sequence[str], out_dir: str | os.PathLike, model_type: str, vocab_size: int,
+                             n_positions: int, seed: int = 0, tokenizer=None) -> Path:
+    """A tiny causal LM of ``model_type`` (``"gpt_neox"`` for the pythia family, ``"qwen2"`` for Qwen2.5, any type
+    whose config takes :data:`STANDIN_SIZE`'s fields), random weights (seeded), saved to ``out_dir`` as a download
+    leaves it: a byte-level BPE trained on ``texts`` with EOS but neither pad nor sep (``tokenizer``, when given, is
+    shared instead, as the pythia policy and scorer share theirs). A stand-in for a pretrained checkpoint in a CPU
+    rehearsal of the real setting: the architectures and tokenizers that run, not their quality."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from nlhf.models.hf import seeded
+    from nlhf.tokenization import build_bpe_tokenizer
+
+    tok = tokenizer or build_bpe_tokenizer(texts, vocab_size, model_max_length=n_positions, pipeline_tokens=False)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), max_position_embeddings=n_positions,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **STANDIN_SIZE)
+    with seeded(seed):
+        model = AutoModelForCausalLM.from_config(config)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def check_policy_folder(name_or_path: str, key: str) -> dict:
     """A local folder a pipeline takes its policy (and its tokenizer) from, checked before anything is trained: it
     holds a causal LM's config and a tokenizer with the EOS, pad and sep tokens the stages need (EOS ends a summary,

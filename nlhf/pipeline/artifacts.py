@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from nlhf.pipeline.layout import Layout
-from nlhf.pipeline.params import PipelineConfig, stage_config
+from nlhf.pipeline.params import PipelineConfig, RuntimeConfig, stage_config
 from nlhf.pipeline.summary import summarize
 from nlhf.training.checkpoint import content_hash, damaged, write_json
 
@@ -77,14 +77,17 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
 
 def write_metrics(cfg: PipelineConfig, stage: str, metrics: dict) -> None:
     """The stage's metrics JSON (:meth:`Layout.metrics`) without its ``runtime_s``, which goes to
-    :meth:`Layout.timings` (not a DVC output): metrics files are hashed outputs that later stages depend on, and a
-    wall-clock time would make them differ at every rerun. Its headline numbers (:mod:`nlhf.pipeline.summary`) go to
-    :meth:`Layout.summary`, the file dvc.yaml declares as the stage's metrics."""
+    :meth:`Layout.timings` (not a DVC output) with the device and precision the stage ran at: metrics files are
+    hashed outputs that later stages depend on, and a wall-clock time would make them differ at every rerun. Its
+    headline numbers (:mod:`nlhf.pipeline.summary`) go to :meth:`Layout.summary`, the file dvc.yaml declares as the
+    stage's metrics."""
     layout = cfg.layout
     write_json(layout.metrics(stage), {k: v for k, v in metrics.items() if k != "runtime_s"})
     write_json(layout.summary(stage), summarize(layout.key(stage), metrics))
     if "runtime_s" in metrics:
-        write_json(layout.timings(stage), {"runtime_s": metrics["runtime_s"]})
+        # the device and precision of the stages that declare runtime (data and tabular use neither)
+        ran = cfg.runtime.resolved() if isinstance(cfg.runtime, RuntimeConfig) else {}
+        write_json(layout.timings(stage), {"runtime_s": metrics["runtime_s"], **ran})
 
 
 def load_tokenizer(cfg: PipelineConfig):

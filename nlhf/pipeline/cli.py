@@ -202,6 +202,18 @@ def _export_synthetic(args) -> int:
     return 0
 
 
+def _rehearse(args) -> int:
+    """``python -m nlhf rehearse``: :func:`nlhf.pipeline.rehearsal.rehearse`."""
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.rehearsal import rehearse
+
+    try:
+        return rehearse(args.profile, args.work, args.sizes, args.methods, args.params)
+    except (ConfigError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["notebook"]:  # papermill's own command line, passed through (dvc.yaml runs every notebook so)
@@ -236,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
                                                   "rebuilt from")
     exp.add_argument("out", help="the folder to write")
     exp.add_argument("--params", default="params.yaml", help="params file whose synthetic task is exported")
+    reh = sub.add_parser("rehearse", help="run every stage of a (GPU) profile on CPU with the steps and sizes of a "
+                                          "small profile, in a working folder (stand-ins for the fetched files of "
+                                          "a tldr profile)")
+    reh.add_argument("profile", help="the profile to rehearse (gpu, tldr, ...)")
+    reh.add_argument("work", help="the working folder: params, stand-ins, artifacts and results are written there")
+    reh.add_argument("--sizes", default="tiny", help="the profile whose steps and sizes are taken (default: tiny; "
+                                                     "tldr-tiny for a tldr profile)")
+    reh.add_argument("--methods", nargs="+", default=["RLHF", "MD1"], help="the policies trained (default: RLHF MD1)")
+    reh.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     prep = sub.add_parser("prepare-model", help="add the pad and sep tokens the pipeline needs to a downloaded "
                                                 "causal LM's folder (embeddings resized) and check it")
     prep.add_argument("folder", help="the model folder (changed in place)")
@@ -244,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare_model(args)
     if args.command == "export-synthetic":
         return _export_synthetic(args)
+    if args.command == "rehearse":
+        return _rehearse(args)
     if args.command == "run":
         return _run_stages(args.stages, args.params)
     if args.command == "local-model":

@@ -168,6 +168,17 @@ class RuntimeConfig:
               f"must be one of no, bf16, fp16 (got {self.mixed_precision!r})")
         check(self.torch_threads >= 0, "torch_threads", f"must be >= 0 (got {self.torch_threads})")
 
+    def resolved(self) -> dict:
+        """Where a stage runs and at which precision: ``{"device": "cuda" | "cpu", "mixed_precision": ...}``. On
+        the GPU when one is there and ``cpu`` is false; ``mixed_precision`` as set, except fp16, which autocasts on
+        CUDA only (on CPU it runs in float32). bf16 on CPU is torch's CPU autocast: what a CPU rehearsal of a GPU
+        profile runs (:mod:`nlhf.pipeline.rehearsal`)."""
+        import torch
+
+        device = "cpu" if self.cpu or not torch.cuda.is_available() else "cuda"
+        fp16_on_cpu = device == "cpu" and self.mixed_precision == "fp16"
+        return {"device": device, "mixed_precision": "no" if fp16_on_cpu else self.mixed_precision}
+
 
 @dataclass
 class PipelineConfig:

@@ -13,10 +13,11 @@ from nlhf.training.methods import table_policies
 
 
 def accelerator_for(cfg: PipelineConfig) -> Accelerator:
+    """The stage's ``Accelerator`` on the device and at the precision of ``cfg.runtime.resolved()``."""
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
-    cpu = cfg.runtime.cpu or not torch.cuda.is_available()
-    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.runtime.mixed_precision)
+    run = cfg.runtime.resolved()
+    return Accelerator(cpu=run["device"] == "cpu", mixed_precision=run["mixed_precision"])
 
 
 def sampling_kwargs(cfg: PipelineConfig) -> dict:
