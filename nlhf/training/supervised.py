@@ -80,18 +80,7 @@ def fit(
     world, rank = accelerator.num_processes, accelerator.process_index
     check(cfg.batch_size % world == 0, "batch_size",
           f"must be a multiple of the number of processes ({world}), got {cfg.batch_size}")
-    log = {"train": [], "eval": []}
-    start = 0
-    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"), fingerprint=fingerprint)
-    if state is not None:
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        set_rng_state(state["rng"])
-        log, start = state["log"], state["step"]
-        accelerator.print(f"[{desc}] resumed from {state_path} at step {start}")
-
+    log, start = _resume(state_path, fingerprint, model, opt, sched, gen, accelerator, desc)
     model.train()
     running, n_running = 0.0, 0
     progress = Progress(desc, cfg.steps, start, enabled=accelerator.is_local_main_process)
@@ -125,3 +114,19 @@ def fit(
         progress.update(done, loss=last_loss)
     model.eval()
     return log
+
+
+def _resume(state_path, fingerprint: str, model, opt, sched, gen: torch.Generator, accelerator: Accelerator,
+            desc: str) -> tuple[dict, int]:
+    """``(log, first step)`` of the run: restored into the model, optimiser, schedule, batch generator and global
+    RNGs from the state at ``state_path`` when one with this ``fingerprint`` is there, else a fresh start."""
+    state = load_state(state_path, log=lambda msg: accelerator.print(f"[{desc}] {msg}"), fingerprint=fingerprint)
+    if state is None:
+        return {"train": [], "eval": []}, 0
+    accelerator.unwrap_model(model).load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    set_rng_state(state["rng"])
+    accelerator.print(f"[{desc}] resumed from {state_path} at step {state['step']}")
+    return state["log"], state["step"]

@@ -21,8 +21,7 @@ from nlhf.training.methods import policy_targets
 
 def run_eval(cfg: PipelineConfig) -> dict:
     """Stage ``eval``: Table 1 under the exact judge P* and under the trained PM, ROUGE-L, exploitability, scorecard."""
-    from nlhf.evaluate import (exploitability_on_pool, paired_bootstrap_ci, pairwise_table, rouge_l, scorecard,
-                               to_markdown, to_matrix, win_rate_ci)
+    from nlhf.evaluate import to_matrix
 
     t0 = time.time()
     accelerator = accelerator_for(cfg)
@@ -30,31 +29,64 @@ def run_eval(cfg: PipelineConfig) -> dict:
     task = make_task(cfg.task)
     names = cfg.table
     prompts = task.prompts("eval")[: cfg.eval.n_prompts]
-    sampling = sampling_kwargs(cfg)
     samples = {}
     for k, (name, model) in enumerate(load_table_policies(cfg, names).items()):
         samples[name] = sample_texts(model.to(accelerator.device), tok, prompts,
-                                     seed=seed_for(cfg.eval.seed, "eval.samples", k), **sampling)
-    layout = cfg.layout
-    pm_judge = text_judge(layout.model("pm"), "preference model", "pm", tok, accelerator.device)
-    # the table's main judge first: P* where the task has it, else the held-out judge; then the training PM
-    main_judge = {"exact": task.judge} if task.has_exact_judge else {
-        "heldout": heldout_judge(cfg, tok, accelerator.device)}
-    judges = {**main_judge, "pm": pm_judge}
+                                     seed=seed_for(cfg.eval.seed, "eval.samples", k), **sampling_kwargs(cfg))
+    judges = table_judges(cfg, task, tok, accelerator.device)
+    out = ensure_dir(cfg.layout.results("eval"))
+    metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
+    oracle_long = oracle_policy = None
+    if task.has_exact_judge and hasattr(task.cfg, "population"):
+        odir = cfg.layout.results("oracle", task.cfg.population)
+        oracle_long = pd.read_csv(require(odir / "table_long.csv", "oracle"))
+        oracle_policy = pd.read_csv(require(odir / "per_policy.csv", "oracle")).set_index("policy")["p_vs_sft"]
+    tables = write_tables(cfg, judges, prompts, samples, oracle_long, out, metrics)
+    main = next(iter(judges))
+    metrics["judge_agreement"] = write_judge_agreement(cfg, judges, out)
+    if "pstar" in judges:
+        metrics["judge_gap"] = write_judge_gap(cfg, judges, prompts, samples, out)
+    per_policy = per_policy_table(cfg, task, tok, judges[main], tables[main], prompts, samples, accelerator.device)
+    if oracle_policy is not None:
+        metrics.update(oracle_columns(cfg, task, per_policy, oracle_policy, prompts, samples))
+    per_policy.to_csv(out / "per_policy.csv", index=False)
+    beta_sweep_table(cfg, tables[main], names, oracle_long).to_csv(out / "beta_sweep.csv", index=False)
+    if task.has_exact_judge and oracle_long is not None and cfg.ablation.methods:
+        metrics["exact_judge_training"] = exact_judge_tables(cfg, task, tok, prompts, samples["SFT"], oracle_long,
+                                                             oracle_policy, tables["exact"], out)
+    pd.DataFrame({"prompt": prompts[:10], **{n: samples[n][:10] for n in names}}).to_csv(out / "samples.csv",
+                                                                                          index=False)
+    pm_vs_rm_table(cfg).to_csv(out / "pm_vs_rm.csv", index=False)
+    m, ci = to_matrix(tables[main], names), to_matrix(tables[main], names, "ci")
+    metrics["headline"] = {f"{a}_vs_{b}": {"p": round(float(m.loc[b, a]), 4), "ci95": round(float(ci.loc[b, a]), 4)}
+                           for a, b in (("MD1", "RLHF"), ("MD1", "SP"), ("BR", "RLHF"), ("RLHF", "SFT"))
+                           if a in names and b in names}
+    metrics["runtime_s"] = round(time.time() - t0, 2)
+    write_metrics(cfg, "eval", metrics)
+    return metrics
+
+
+def table_judges(cfg: PipelineConfig, task, tok, device) -> dict:
+    """name → judge of the table, the main one first: P* where the task has it, else the held-out judge; then the
+    training PM, the LLM judge (``eval.llm_judge``) and the exported P* (``eval.synthetic_export``) when set."""
+    pm = text_judge(cfg.layout.model("pm"), "preference model", "pm", tok, device)
+    main = {"exact": task.judge} if task.has_exact_judge else {"heldout": heldout_judge(cfg, tok, device)}
+    judges = {**main, "pm": pm}
     if cfg.eval.llm_judge is not None:
-        judges["llm"] = llm_judge(cfg.eval, accelerator.device)
+        judges["llm"] = llm_judge(cfg.eval, device)
     if cfg.eval.synthetic_export is not None:  # the exact judge of the data this run trained on
         from nlhf.tasks.tldr_export import ExportedJudge
 
         judges["pstar"] = ExportedJudge(cfg.eval.synthetic_export)
-    out = ensure_dir(layout.results("eval"))
-    metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
-    oracle_long = oracle_policy = None
-    if task.has_exact_judge and hasattr(task.cfg, "population"):
-        odir = layout.results("oracle", task.cfg.population)
-        oracle_long = pd.read_csv(require(odir / "table_long.csv", "oracle"))
-        oracle_policy = pd.read_csv(require(odir / "per_policy.csv", "oracle")).set_index("policy")["p_vs_sft"]
-    tables = {}
+    return judges
+
+
+def write_tables(cfg: PipelineConfig, judges: dict, prompts, samples: dict, oracle_long, out, metrics: dict) -> dict:
+    """Per judge: the pairwise table (long, matrix, markdown) and the scorecard against the paper's claims (its
+    outcome counts into ``metrics``); returns judge name → long table."""
+    from nlhf.evaluate import pairwise_table, scorecard, to_markdown, to_matrix
+
+    names, tables = cfg.table, {}
     for jname, judge in judges.items():
         long = pairwise_table(judge, prompts, samples, cfg.eval.confidence)
         tables[jname] = long
@@ -66,24 +98,29 @@ def run_eval(cfg: PipelineConfig) -> dict:
         (out / f"scorecard_{jname}.md").write_text(card.to_markdown(index=False) + "\n")
         metrics[f"scorecard_{jname}"] = {o: int((card["outcome"] == o).sum()) for o in
                                          ("agrees", "inconclusive", "disagrees")}
-    main = next(iter(judges))
-    refs = task.references(prompts)
-    metrics["judge_agreement"] = write_judge_agreement(cfg, judges, out)
-    if "pstar" in judges:
-        metrics["judge_gap"] = write_judge_gap(cfg, judges, prompts, samples, out)
+    return tables
+
+
+def per_policy_table(cfg: PipelineConfig, task, tok, main_judge, main_table, prompts, samples: dict, device):
+    """One row per policy of the table: win rate against SFT (main judge) and against the references (with its
+    CI), ROUGE-L, exploitability (enumerable tasks with an exact judge), length; well-formedness and how often its
+    samples fall in the oracle's pools where the task has an exact judge."""
+    from nlhf.evaluate import exploitability_on_pool, rouge_l, to_matrix, win_rate_ci
+
+    names, refs = cfg.table, task.references(prompts)
     expl = {n: None for n in names}
     if hasattr(task, "candidates") and task.has_exact_judge:  # the adversary's pool needs an enumerable task
         k, ex_prompts = cfg.eval.exploitability_samples, prompts[: cfg.eval.exploitability_prompts]
         pools = [task.candidates(x) for x in ex_prompts]
         for j, (name, model) in enumerate(load_table_policies(cfg, names).items()):
-            flat = sample_texts(model.to(accelerator.device), tok, [x for x in ex_prompts for _ in range(k)],
-                                seed=seed_for(cfg.eval.seed, "eval.exploitability_samples", j), **sampling)
+            flat = sample_texts(model.to(device), tok, [x for x in ex_prompts for _ in range(k)],
+                                seed=seed_for(cfg.eval.seed, "eval.exploitability_samples", j), **sampling_kwargs(cfg))
             expl[name] = exploitability_on_pool(task.judge, ex_prompts, pools,
                                                 [flat[i * k: (i + 1) * k] for i in range(len(ex_prompts))])
-    vs_reference = {n: win_rate_ci(judges[main](prompts, samples[n], refs), cfg.eval.confidence) for n in names}
+    vs_reference = {n: win_rate_ci(main_judge(prompts, samples[n], refs), cfg.eval.confidence) for n in names}
     per_policy = pd.DataFrame({
         "policy": names,
-        "p_vs_sft": [float(to_matrix(tables[main], names).loc["SFT", n]) for n in names],
+        "p_vs_sft": [float(to_matrix(main_table, names).loc["SFT", n]) for n in names],
         "p_vs_reference": [vs_reference[n][0] for n in names],  # against the dataset's reference summaries
         "p_vs_reference_ci": [vs_reference[n][1] for n in names],
         "rouge_l": [rouge_l(samples[n], refs) for n in names],
@@ -93,43 +130,31 @@ def run_eval(cfg: PipelineConfig) -> dict:
     if task.has_exact_judge:
         per_policy["well_formed"] = [float(np.mean([task.is_well_formed(x, y) for x, y in zip(prompts, samples[n])]))
                                      for n in names]
-    pools_file = layout.oracle_pools
+    pools_file = cfg.layout.oracle_pools
     if task.has_exact_judge and pools_file.exists():
         # how often a policy's samples fall inside the oracle's candidate pools (the oracle's prompts come first)
         cands = [set(c) for c in json.loads(pools_file.read_text())["candidates"]]
         per_policy["in_oracle_pool"] = [float(np.mean([y in c for y, c in zip(samples[n], cands)])) for n in names]
-    if oracle_policy is not None:
-        # normalised margin: how much of its method's oracle margin over SFT a trained policy reaches
-        target = policy_targets(cfg.methods)
-        ceiling = [float(oracle_policy.get(target[n], np.nan)) for n in names]
-        per_policy["oracle_target_vs_sft"] = ceiling
-        per_policy["normalized_margin"] = [(p - 0.5) / (c - 0.5) if c - 0.5 > 1e-3 else np.nan
-                                           for p, c in zip(per_policy["p_vs_sft"], ceiling)]
-        if "RLHF" in names and "SFT" in names:
-            # the paper's "RLHF is the best against SFT": paired difference with the best other policy
-            vs_sft = {n: np.asarray(task.judge(prompts, samples[n], samples["SFT"])) for n in names if n != "SFT"}
-            rival = max((n for n in vs_sft if n != "RLHF"), key=lambda n: vs_sft[n].mean())
-            d, lo, hi = paired_bootstrap_ci(vs_sft["RLHF"], vs_sft[rival], cfg.eval.confidence)
-            metrics["rlhf_best_vs_sft"] = {"best_other": rival, "difference": round(d, 4),
-                                           "ci": [round(lo, 4), round(hi, 4)]}
-    per_policy.to_csv(out / "per_policy.csv", index=False)
-    beta_sweep_table(cfg, tables[main], names, oracle_long).to_csv(out / "beta_sweep.csv", index=False)
-    if task.has_exact_judge and oracle_long is not None and cfg.ablation.methods:
-        metrics["exact_judge_training"] = exact_judge_tables(cfg, task, tok, prompts, samples["SFT"], oracle_long,
-                                                             oracle_policy, tables["exact"], out)
-    pd.DataFrame({"prompt": prompts[:10], **{n: samples[n][:10] for n in names}}).to_csv(out / "samples.csv",
-                                                                                          index=False)
-    pm_vs_rm_table(cfg).to_csv(out / "pm_vs_rm.csv", index=False)
-    m = to_matrix(tables[main], names)
-    headline = {}
-    for a, b in (("MD1", "RLHF"), ("MD1", "SP"), ("BR", "RLHF"), ("RLHF", "SFT")):
-        if a in names and b in names:
-            ci = to_matrix(tables[main], names, "ci").loc[b, a]
-            headline[f"{a}_vs_{b}"] = {"p": round(float(m.loc[b, a]), 4), "ci95": round(float(ci), 4)}
-    metrics["headline"] = headline
-    metrics["runtime_s"] = round(time.time() - t0, 2)
-    write_metrics(cfg, "eval", metrics)
-    return metrics
+    return per_policy
+
+
+def oracle_columns(cfg: PipelineConfig, task, per_policy: pd.DataFrame, oracle_policy, prompts, samples) -> dict:
+    """Adds each policy's oracle target against SFT and its normalised margin (how much of its method's oracle
+    margin over SFT it reaches) to ``per_policy``; returns the paper's "RLHF is the best against SFT" check (the
+    paired difference with the best other policy under P*) as metrics."""
+    from nlhf.evaluate import paired_bootstrap_ci
+
+    names, target = cfg.table, policy_targets(cfg.methods)
+    ceiling = [float(oracle_policy.get(target[n], np.nan)) for n in names]
+    per_policy["oracle_target_vs_sft"] = ceiling
+    per_policy["normalized_margin"] = [(p - 0.5) / (c - 0.5) if c - 0.5 > 1e-3 else np.nan
+                                       for p, c in zip(per_policy["p_vs_sft"], ceiling)]
+    if not ("RLHF" in names and "SFT" in names):
+        return {}
+    vs_sft = {n: np.asarray(task.judge(prompts, samples[n], samples["SFT"])) for n in names if n != "SFT"}
+    rival = max((n for n in vs_sft if n != "RLHF"), key=lambda n: vs_sft[n].mean())
+    d, lo, hi = paired_bootstrap_ci(vs_sft["RLHF"], vs_sft[rival], cfg.eval.confidence)
+    return {"rlhf_best_vs_sft": {"best_other": rival, "difference": round(d, 4), "ci": [round(lo, 4), round(hi, 4)]}}
 
 
 def llm_judge(ecfg, device=None):
