@@ -116,13 +116,8 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
         raise ValueError("beta > 0 needs a reference model (ref=None given)")
     # the reference runs only on the rows that mix it in: rows with β = 0 sample from π_θ alone
     ref_rows = _mixing_rows(beta_row) if use_ref else None
-    models = [policy] + ([ref] if use_ref else [])
-    if cached and fast_decode.can_decode(models, device, P + max_new_tokens - 1):
-        backends = [fast_decode.GPT2Backend(m, prompt_ids, prompt_mask, rows, max_new_tokens)
-                    for m, rows in zip(models, (slice(None), ref_rows))]
-    else:
-        backends = [TransformersBackend(m, prompt_ids, prompt_mask, rows, cached)
-                    for m, rows in zip(models, (slice(None), ref_rows))]
+    backends = _backends([policy] + ([ref] if use_ref else []), prompt_ids, prompt_mask, ref_rows, max_new_tokens,
+                         cached)
     b_ref = beta_row.view(B, 1)[ref_rows] if use_ref else None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     zero = torch.zeros((), device=device)
@@ -132,16 +127,8 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
     for t in range(max_new_tokens):
         logits = [b.prefill() if t == 0 else b.step(tok, alive, t) for b in backends]
         lp = logits[0]
-        mixed = lp
-        if use_ref:
-            # (1−β)·l_θ + β·l_μ on the mixing rows, exactly l_μ where β = 1
-            lr = logits[1]
-            mixed_ref = mix(lp[ref_rows], lr, b_ref)
-            if isinstance(ref_rows, slice) and ref_rows == slice(None):
-                mixed = mixed_ref
-            else:
-                mixed = lp.clone()
-                mixed[ref_rows] = mixed_ref
+        lr = logits[1] if use_ref else None
+        mixed = _mix_rows(lp, lr, ref_rows, b_ref) if use_ref else lp
         if temperature == 0:
             logp = torch.log_softmax(mixed, -1)
             tok = mixed.argmax(-1)
@@ -176,6 +163,26 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
             out.ref_logprobs = torch.zeros(B, response.shape[1], dtype=torch.float32, device=device)
             out.ref_logprobs[ref_rows] = torch.stack(ref_lp, 1)
     return out
+
+
+def _backends(models, prompt_ids, prompt_mask, ref_rows, max_new_tokens: int, cached: bool) -> list:
+    """One decoding backend per model (the policy on every row, the reference on ``ref_rows``): the lean GPT-2
+    backend where it applies (:func:`nlhf.sampling.fast_decode.can_decode`), else transformers' forward."""
+    rows = (slice(None), ref_rows)
+    if cached and fast_decode.can_decode(models, prompt_ids.device, prompt_ids.shape[1] + max_new_tokens - 1):
+        return [fast_decode.GPT2Backend(m, prompt_ids, prompt_mask, r, max_new_tokens) for m, r in zip(models, rows)]
+    return [TransformersBackend(m, prompt_ids, prompt_mask, r, cached) for m, r in zip(models, rows)]
+
+
+def _mix_rows(lp: Tensor, lr: Tensor, ref_rows, b_ref: Tensor) -> Tensor:
+    """The next-token logits sampled from: (1−β)·l_θ + β·l_μ on the mixing rows (exactly l_μ where β = 1), l_θ on
+    the others."""
+    mixed_ref = mix(lp[ref_rows], lr, b_ref)
+    if isinstance(ref_rows, slice) and ref_rows == slice(None):
+        return mixed_ref
+    mixed = lp.clone()
+    mixed[ref_rows] = mixed_ref
+    return mixed
 
 
 @torch.no_grad()
