@@ -7,10 +7,10 @@
 #   scripts/gpu_run.sh prepare     # on a machine with internet: wheels for the GPU machine's Python 3.12 into .wheels/
 #   scripts/gpu_run.sh             # on the GPU machine, in the repo root (with .wheels/ copied along), $OUT set
 #   PIPE_PROFILE=tldr scripts/gpu_run.sh   # the paper's setting: real/ (scripts/fetch_real.py) copied along too
-#   SMOKE=1 OUT=/tmp/gpu_smoke scripts/gpu_run.sh   # CPU rehearsal: tiny bench on cpu, the gpu profile at the
-#                                  # tiny profile's steps and sizes (python -m nlhf rehearse), 2 methods
-#   SMOKE=1 PIPE_PROFILE=tldr REHEARSE_SIZES=tldr-tiny OUT=/tmp/tldr_smoke scripts/gpu_run.sh   # the same for tldr,
-#                                  # on stand-ins of real/ when there is none
+#   SMOKE=1 OUT=/tmp/gpu_smoke scripts/gpu_run.sh   # CPU rehearsal: tiny bench on cpu, the gpu profile cut to the
+#                                  # tiny profile's steps and sizes (nlhf.pipeline.rehearsal.cut_params), 2 methods
+#   SMOKE=1 PIPE_PROFILE=tldr OUT=/tmp/tldr_smoke scripts/gpu_run.sh   # the same for tldr (sizes of tldr-tiny), on
+#                                  # stand-ins of real/ when there is none
 #
 # What lands in $OUT: run.log (everything), bench.log, bench_gpu.json + bench_gpu.md (the benchmark), pipeline.log
 # (every stage's output), pipeline_status.json (per stage: ok / failed / timeout / skipped, seconds), summary.md
@@ -25,10 +25,12 @@
 #   BENCH_ARGS [""]           extra bench_gpu.py flags (SMOKE: --device cpu --tiny)
 #   PIPE_PROFILE [gpu]        params profile (gpu; tldr: TL;DR from real/, which must be in the repo root; the
 #                             exact-judge ablation is left out, TL;DR has no exact judge)
-#   REHEARSE_SIZES [""; SMOKE: tiny]  a profile whose steps and sizes replace PIPE_PROFILE's, on CPU (bf16 autocast
-#                             kept; nlhf.pipeline.rehearsal); with a tldr profile and no real/, stand-ins are written
+#   REHEARSE_SIZES [""; SMOKE: tiny, tldr-tiny for tldr]  a profile whose steps and sizes replace PIPE_PROFILE's, on
+#                             CPU (bf16 autocast kept; nlhf.pipeline.rehearsal); with a tldr profile and no real/,
+#                             stand-ins are written
 #   PIPE_METHODS ["RLHF SP MD1 BR"]  policies to train (params.yaml methods); eval covers SFT + those that finished
-#   PIPE_STEPS_SCALE [0.5; SMOKE: 1]  multiplies sft/pm/rm/pg steps: 0.5 is a guess (no GPU timing yet) at what
+#   PIPE_STEPS_SCALE [0.5; SMOKE: 1]  multiplies sft/pm/rm/pg steps and the held-out judge's (tldr): 0.5 is a guess
+#                             (no GPU timing yet) at what
 #                             fits ~5 min next to the bench; 1 = the gpu profile as written (needs a bigger BUDGET_S)
 #   EVAL_RESERVE_S [75]       a policy stage starts only if this much time is left for eval after it
 #   PIPE_WORK [mktemp]        where the pipeline writes artifacts/ and results/ (never the repo's own)
@@ -60,6 +62,7 @@ fi
 if [ -n "${SMOKE:-}" ]; then
     PY=${PY:-.venv/bin/python}   # the lock's venv; trl comes from .wheels like on the GPU machine
     BENCH_ARGS=${BENCH_ARGS:---device cpu --tiny}
+    if [ "${PIPE_PROFILE:-gpu}" = tldr ]; then REHEARSE_SIZES=${REHEARSE_SIZES:-tldr-tiny}; fi
     REHEARSE_SIZES=${REHEARSE_SIZES:-tiny}
     PIPE_METHODS=${PIPE_METHODS:-RLHF MD1}
     PIPE_STEPS_SCALE=${PIPE_STEPS_SCALE:-1}
@@ -172,8 +175,8 @@ if raw["task"]["name"] == "tldr":  # no exact judge to train against
 raw["paths"] = {"artifacts": "artifacts", "results": "results"}
 scale = float(os.environ.get("PIPE_STEPS_SCALE", "1"))
 if scale != 1:
-    for sec in ("sft", "pm", "rm", "pg"):
-        raw[sec]["steps"] = max(2, round(raw[sec]["steps"] * scale))
+    for sec in (raw["sft"], raw["pm"], raw["rm"], raw["pg"], raw["heldout_judge"]["fit"]):
+        sec["steps"] = max(2, round(sec["steps"] * scale))
 if os.environ.get("EVAL_POLICIES"):  # eval of these policies only: no exact-judge or second-seed policies
     raw["eval"]["policies"] = os.environ["EVAL_POLICIES"].split()
     raw["ablation"]["methods"], raw["ablation"]["seed_methods"] = [], {}
@@ -260,15 +263,20 @@ EOF
             "methods: $PIPE_METHODS, steps x$PIPE_STEPS_SCALE, work $PIPE_WORK"
         : > "$OUT/pipeline.log"
         # a profile that reads local folders (tldr: ./real/...) reads them relative to $PIPE_WORK
-        if [ -d "$ROOT/real" ]; then
-            ln -sfn "$ROOT/real" "$PIPE_WORK/real"
+        local standins_ok=1
+        if [ -e "$PIPE_WORK/real" ]; then
+            echo "[pipeline] $PIPE_WORK/real is there already: used as it is"
+        elif [ -d "$ROOT/real" ]; then
+            ln -s "$ROOT/real" "$PIPE_WORK/real"
         elif [ -n "$REHEARSE_SIZES" ] && [ "$PIPE_PROFILE" = tldr ]; then
             echo "[pipeline] no real/: stand-ins of what scripts/fetch_real.py fetches -> $PIPE_WORK/real"
-            "$PY" -c "from nlhf.pipeline.rehearsal import write_fetch_standins; write_fetch_standins('$PIPE_WORK/real')" \
-                >> "$OUT/pipeline.log" 2>&1
+            "$PY" -c "import sys; from nlhf.pipeline.rehearsal import write_fetch_standins as w; w(sys.argv[1])" \
+                "$PIPE_WORK/real" >> "$OUT/pipeline.log" 2>&1 || standins_ok=0
+            [ $standins_ok = 1 ] || { echo "[pipeline] the stand-ins failed (pipeline.log)";
+                                      printf 'standins\tfailed\t1\t0\n' >> "$STATUS"; }
         fi
         local trained=""
-        if write_params params.yaml && run_stage data data params.yaml && run_stage sft sft params.yaml \
+        if [ $standins_ok = 1 ] && write_params params.yaml && run_stage data data params.yaml && run_stage sft sft params.yaml \
             && run_stage pm preference@pm params.yaml && run_stage rm preference@rm params.yaml \
             && run_stage oracle oracle params.yaml; then
             for m in $PIPE_METHODS; do

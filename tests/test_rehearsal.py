@@ -30,6 +30,15 @@ def test_cut_takes_only_steps_and_sizes_from_the_small_profile():
     assert changed and all(k in CUT[(sec,)] for sec, k in changed), changed
 
 
+def test_rehearse_refuses_to_write_over_the_repository(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nlhf", "rehearse", "gpu", str(ROOT), "--params",
+                        str(ROOT / "params.yaml")], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "is the folder of" in r.stderr and "give it a folder of its own" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "nlhf", "rehearse", "gpu", str(tmp_path / "w"), "--methods", "MDX",
+                        "--params", str(ROOT / "params.yaml")], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "methods: ['MDX'] not in params.yaml's methods" in r.stderr
+
+
 def _rehearse(work: Path, *args: str) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, "-m", "nlhf", "rehearse", *args, str(work), "--params",
                         str(ROOT / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
@@ -57,7 +66,7 @@ def test_gpu_profile_runs_end_to_end_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_tldr_profile_runs_end_to_end_on_cpu_with_fetched_layout_standins(tmp_path):
-    _rehearse(tmp_path, "tldr", "--sizes", "tldr-tiny")
+    _rehearse(tmp_path, "tldr")  # at the sizes of tldr-tiny, the default for a TL;DR profile
     real = tmp_path / "real"
     assert sorted(p.name for p in (real / "data" / "tldr" / "data").iterdir()) == [
         "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]

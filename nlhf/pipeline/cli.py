@@ -209,8 +209,8 @@ def _rehearse(args) -> int:
 
     try:
         return rehearse(args.profile, args.work, args.sizes, args.methods, args.params)
-    except (ConfigError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
 
 
@@ -248,13 +248,13 @@ def main(argv: list[str] | None = None) -> int:
                                                   "rebuilt from")
     exp.add_argument("out", help="the folder to write")
     exp.add_argument("--params", default="params.yaml", help="params file whose synthetic task is exported")
-    reh = sub.add_parser("rehearse", help="run every stage of a (GPU) profile on CPU with the steps and sizes of a "
-                                          "small profile, in a working folder (stand-ins for the fetched files of "
-                                          "a tldr profile)")
-    reh.add_argument("profile", help="the profile to rehearse (gpu, tldr, ...)")
+    reh = sub.add_parser("rehearse", help="run the stages of a GPU profile (data to eval) on CPU with the steps and "
+                                          "sizes of a small profile, in a working folder (stand-ins for the fetched "
+                                          "files of a tldr profile)")
+    reh.add_argument("profile", help="the profile to rehearse (gpu or tldr)")
     reh.add_argument("work", help="the working folder: params, stand-ins, artifacts and results are written there")
-    reh.add_argument("--sizes", default="tiny", help="the profile whose steps and sizes are taken (default: tiny; "
-                                                     "tldr-tiny for a tldr profile)")
+    reh.add_argument("--sizes", help="the profile whose steps and sizes are taken (default: tldr-tiny for a profile "
+                                     "whose task is tldr, else tiny)")
     reh.add_argument("--methods", nargs="+", default=["RLHF", "MD1"], help="the policies trained (default: RLHF MD1)")
     reh.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     prep = sub.add_parser("prepare-model", help="add the pad and sep tokens the pipeline needs to a downloaded "

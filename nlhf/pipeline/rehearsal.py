@@ -2,8 +2,8 @@
 and local folders it names, the file layout its data is read from) with the steps and sizes of a small profile, so
 that the first run on a GPU fails on nothing but the GPU.
 
-    python -m nlhf rehearse gpu WORK                          # sizes of profile tiny
-    python -m nlhf rehearse tldr WORK --sizes tldr-tiny       # with stand-ins of what scripts/fetch_real.py fetches
+    python -m nlhf rehearse gpu WORK     # sizes of profile tiny
+    python -m nlhf rehearse tldr WORK    # sizes of profile tldr-tiny, on stand-ins of what scripts/fetch_real.py fetches
 
 What is cut: the keys of :data:`CUT` (steps, batch sizes, model widths and depths of models built from config,
 prompt and sample counts), taken from the small profile; and ``runtime.cpu``. What is kept: everything else of the
@@ -11,7 +11,12 @@ profile, ``runtime.mixed_precision`` included (on CPU, ``bf16`` runs under CPU a
 local folders (``task.name: tldr``) gets stand-ins in the layout ``scripts/fetch_real.py`` writes: the real-schema
 fixtures as parquet files, tiny models of the fetched architectures (pythia: ``gpt_neox``; Qwen2.5: ``qwen2``) whose
 tokenizers lack pad and sep, prepared as the README says (``python -m nlhf prepare-model``). Everything is written
-under WORK (params, stand-ins, artifacts, results); the stages run there, in one process, in the DAG's order.
+under WORK (params, stand-ins, artifacts, results; never the repository's own files); the stages run there, in one
+process, in the DAG's order: data, sft, the PM and the RM, oracle, the policies, the exact-judge ablation of the
+first method (where the task has an exact judge) and eval. Not rehearsed: ``tabular`` (no GPU path) and the
+second-seed policies (the same stage as the policies). Paths the profile names are read relative to WORK, so the
+profiles meant for rehearsal are the GPU ones (``gpu``, ``tldr``), not those reading files of the repository
+(``tldr-tiny``, ``synthetic-tldr``).
 """
 
 from __future__ import annotations
@@ -24,13 +29,12 @@ from pathlib import Path
 
 import yaml
 
-from nlhf.config import read_params
+from nlhf.config import ConfigError, read_params
 
 # section path -> the keys a rehearsal takes from the small profile (the rest of the section stays the profile's)
 _SIZE = ("n_layer", "n_embd", "n_head", "head_hidden")
 _FIT = ("steps", "batch_size", "warmup_steps", "eval_every", "checkpoint_every")
 CUT: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("tabular",): ("sizes", "taus", "steps"),
     ("task", "synthetic"): ("n_sft", "n_sft_eval", "n_pref_train", "n_pref_test", "n_prompts_train",
                             "n_prompts_eval"),
     ("task", "tldr"): ("n_prompts_train", "n_prompts_eval"),
@@ -48,7 +52,8 @@ CUT: dict[tuple[str, ...], tuple[str, ...]] = {
 # what scripts/fetch_real.py writes for profile tldr: folder -> (model type, the tokenizer it shares)
 FETCHED_MODELS = {"models/policy": ("gpt_neox", "pythia"), "models/scorer": ("gpt_neox", "pythia"),
                   "models/judge": ("qwen2", "judge")}
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"  # a source checkout's real-schema fixtures
+STANDINS_DONE = ".standins-complete"  # written last: a folder without it is rebuilt
 
 
 def _section(d: dict, path: tuple[str, ...]) -> dict | None:
@@ -79,8 +84,9 @@ def rehearsal_params(params: str | os.PathLike, profile: str, sizes: str, method
     raw = cut_params(read_params(params, profile), read_params(params, sizes))
     unknown = [m for m in methods if m not in raw["methods"]]
     if unknown:
-        raise KeyError(f"methods: {unknown} not in params.yaml's methods ({', '.join(raw['methods'])})")
-    raw["methods"] = {m: raw["methods"][m] for m in methods}
+        raise ConfigError(f"methods: {unknown} not in params.yaml's methods ({', '.join(raw['methods'])})")
+    raw["methods"] = {m: spec for m, spec in raw["methods"].items() if m in methods}  # params.yaml's order
+    methods = list(raw["methods"])
     exact = raw["task"]["name"] != "tldr"
     raw["ablation"]["methods"] = methods[:1] if exact else []
     raw["ablation"]["seed_methods"] = {}
@@ -122,21 +128,33 @@ def write_fetch_standins(root: str | os.PathLike, fixtures: str | os.PathLike = 
         if folder != "models/judge":  # fetch_real.py prepares the policy and the scorer, not the judge
             add_pipeline_tokens(out)
         written.append(out)
+    (root / STANDINS_DONE).write_text("stand-ins written by nlhf.pipeline.rehearsal.write_fetch_standins\n")
     return written
 
 
 def stage_list(raw: dict) -> list[str]:
-    """The DAG's stages for ``raw``, in an order that runs (each after its inputs)."""
+    """The stages rehearsed for ``raw`` (module docstring), in an order that runs (each after its inputs)."""
     stages = ["data", "sft", "preference@pm", "preference@rm", "oracle"]
     stages += [f"policy@{m}" for m in raw["methods"]] + [f"policy_exact@{m}" for m in raw["ablation"]["methods"]]
     return stages + ["eval"]
 
 
-def rehearse(profile: str, work: str | os.PathLike, sizes: str, methods: list[str],
+def default_sizes(params: str | os.PathLike, profile: str) -> str:
+    """The small profile a rehearsal of ``profile`` takes its steps and sizes from: ``tldr-tiny`` for a TL;DR
+    profile (its held-out judge and LLM judge need that profile's sizes), else ``tiny``."""
+    return "tldr-tiny" if read_params(params, profile)["task"]["name"] == "tldr" else "tiny"
+
+
+def rehearse(profile: str, work: str | os.PathLike, sizes: str | None, methods: list[str],
              params: str | os.PathLike = "params.yaml") -> int:
-    """Write WORK/params.yaml (:func:`rehearsal_params`), the stand-ins a tldr profile reads, then run every stage
-    with ``python -m nlhf run`` in WORK; returns its exit status."""
+    """Write WORK/params.yaml (:func:`rehearsal_params`; ``sizes`` None: :func:`default_sizes`), the stand-ins a
+    tldr profile reads, then run the stages (:func:`stage_list`) with ``python -m nlhf run`` in WORK; returns its
+    exit status."""
     work = Path(work)
+    if work.resolve() == Path(params).resolve().parent:
+        raise ConfigError(f"work: {work} is the folder of {params}; the rehearsal writes params.yaml, profiles/, "
+                          f"artifacts/ and results/ there: give it a folder of its own")
+    sizes = sizes or default_sizes(params, profile)
     raw = rehearsal_params(params, profile, sizes, methods)
     raw["profile"] = profile
     (work / "profiles").mkdir(parents=True, exist_ok=True)
@@ -144,7 +162,7 @@ def rehearse(profile: str, work: str | os.PathLike, sizes: str, methods: list[st
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     if raw["task"]["name"] == "tldr":
         real = work / "real"
-        if not (real / "models" / "judge").exists():
+        if not (real / STANDINS_DONE).exists():
             print(f"rehearse: stand-ins of the fetched data and models -> {real}", flush=True)
             write_fetch_standins(real)
     stages = stage_list(raw)
