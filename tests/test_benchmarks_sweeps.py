@@ -79,3 +79,19 @@ def test_paper_scale_estimate_adds_up_its_phases():
     assert bigger["scoring"] > step["scoring"] and bigger["update"] == step["update"]
     run = est.run_hours(s, 0.5, 1.0, 0.0, 1.0)
     assert run["policies_h"] == pytest.approx(s.methods * s.steps * step["total"] / 3600)
+
+
+def test_beta_profile_targets_tie_where_a_condorcet_winner_exists():
+    """The random-games analysis of the β profile: on a game with a Condorcet winner every β < 1 target is that
+    winner as τ → 0 (head to head they tie), while BR, the best response to μ, can lose to it; and its quantiles are
+    ordered."""
+    mod = _load("benchmarks/beta_profile_random_games.py")
+    # response 2 beats both others (the Condorcet winner); response 1 beats response 0, SFT's usual answer, by more
+    P = np.array([[0.5, 0.15, 0.4], [0.85, 0.5, 0.45], [0.6, 0.55, 0.5]])
+    mu = np.array([0.9, 0.08, 0.02])
+    t = mod.targets(P, mu, 1e-4)
+    for m in ("SP", "MD1", "MD4", "MD6"):
+        assert t[m][2] > 0.99, (m, t[m])
+    assert t["BR"][1] > 0.99 and float(t["MD1"] @ P @ t["BR"]) > 0.54  # BR best-responds to μ and loses
+    df = mod.measure([0.008], n_games=20, seed=1)
+    assert len(df) == len(mod.PAIRS) and (df["median_abs"] <= df["p95_abs"]).all() and (df["p95_abs"] <= df["max_abs"]).all()
