@@ -94,10 +94,18 @@ def fast_decode_used(tok) -> bool:
 # Shared setup: tokenizer and prompts (identical strings and token counts on both sides).
 
 
+BPE_TRAINED_MAX = 512  # the synthetic corpus's BPE is trained up to this size; larger vocabularies are filled up
+
+
 def build_tokenizer_and_prompts(n_prompts: int, vocab: int = 512, prompt_tokens: int = 16, seed: int = SEED):
     """A byte-level BPE of ``vocab`` tokens trained on a synthetic corpus (specials <|endoftext|> = BOS = EOS,
     <pad>, <sep>) and ``n_prompts`` prompts of ``prompt_tokens`` − 1 BPE tokens (TRL prepends BOS; our side gets the
-    same string with BOS prepended: ``prompt_tokens`` tokens each)."""
+    same string with BOS prepended: ``prompt_tokens`` tokens each).
+
+    Beyond :data:`BPE_TRAINED_MAX` tokens (GPT-2's 50257, for a model of GPT-2 small's size) the BPE is trained at
+    that size and filled up with added tokens ``<unused{i}>`` that decode and re-encode to themselves: the cost of a
+    step depends on the number of embedding rows, not on what they mean, and training a BPE of 50k tokens on this
+    corpus takes minutes."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -109,11 +117,13 @@ def build_tokenizer_and_prompts(n_prompts: int, vocab: int = 512, prompt_tokens:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(corpus, trainer=trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>", "<pad>", "<sep>"],
+        vocab_size=min(vocab, BPE_TRAINED_MAX), special_tokens=["<|endoftext|>", "<pad>", "<sep>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                   pad_token="<pad>", sep_token="<sep>", unk_token="<|endoftext|>")
     tok.padding_side = "left"
+    if vocab > len(tok):
+        tok.add_tokens([f"<unused{i}>" for i in range(vocab - len(tok))])
     prompts = []
     while len(prompts) < n_prompts:
         ids = tok(" ".join(rng.choice(lexicon) for _ in range(12)), add_special_tokens=False)["input_ids"]
