@@ -54,26 +54,26 @@ STANDIN_SIZE = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, 
                     intermediate_size=64)
 
 
-def build_pretrained_standin(texts: Sequence[str], out_dir: str | os.PathLike, model_type: str, vocab_size: int,
-                             n_positions: int, seed: int = 0, tokenizer=None) -> Path:
+def build_pretrained_standin(tokenizer, out_dir: str | os.PathLike, model_type: str, seed: int = 0) -> Path:
     """A tiny causal LM of ``model_type`` (``"gpt_neox"`` for the pythia family, ``"qwen2"`` for Qwen2.5, any type
-    whose config takes :data:`STANDIN_SIZE`'s fields), random weights (seeded), saved to ``out_dir`` as a download
-    leaves it: a byte-level BPE trained on ``texts`` with EOS but neither pad nor sep (``tokenizer``, when given, is
-    shared instead, as the pythia policy and scorer share theirs). A stand-in for a pretrained checkpoint in a CPU
-    rehearsal of the real setting: the architectures and tokenizers that run, not their quality."""
+    whose config takes :data:`STANDIN_SIZE`'s fields) on ``tokenizer`` (positions: its ``model_max_length``), random
+    weights (seeded), saved with the tokenizer to ``out_dir`` as a download leaves it. A stand-in for a pretrained
+    checkpoint in a CPU rehearsal of the real setting: the architectures and tokenizers that run, not their
+    quality. A tokenizer as downloaded has EOS but neither pad nor sep
+    (:func:`nlhf.tokenization.build_bpe_tokenizer` with ``pipeline_tokens=False``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from nlhf.models.hf import seeded
-    from nlhf.tokenization import build_bpe_tokenizer
 
-    tok = tokenizer or build_bpe_tokenizer(texts, vocab_size, model_max_length=n_positions, pipeline_tokens=False)
-    config = AutoConfig.for_model(model_type, vocab_size=len(tok), max_position_embeddings=n_positions,
-                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **STANDIN_SIZE)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer),
+                                  max_position_embeddings=tokenizer.model_max_length,
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  **STANDIN_SIZE)
     with seeded(seed):
         model = AutoModelForCausalLM.from_config(config)
     out = Path(out_dir)
     model.save_pretrained(out)
-    tok.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
 
 

@@ -107,15 +107,14 @@ def write_fetch_standins(root: str | os.PathLike, fixtures: str | os.PathLike = 
 
     root, fixtures = Path(root), Path(fixtures)
     written = []
-    for split in ("train", "validation", "test"):
-        out = root / "data" / "tldr" / "data" / f"{split}-00000-of-00001.parquet"
+    data = [(f"tldr_sft_{split}.jsonl", f"tldr/data/{split}-00000-of-00001.parquet")
+            for split in ("train", "validation", "test")]
+    data += [(f"comparisons_{split}.jsonl", f"comparisons/comparisons/{split}/0000.parquet")
+             for split in ("train", "validation")]
+    for fixture, file in data:
+        out = root / "data" / file
         out.parent.mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_json(str(fixtures / f"tldr_sft_{split}.jsonl")).to_parquet(str(out))
-        written.append(out)
-    for split in ("train", "validation"):
-        out = root / "data" / "comparisons" / "comparisons" / split / "0000.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_json(str(fixtures / f"comparisons_{split}.jsonl")).to_parquet(str(out))
+        datasets.Dataset.from_json(str(fixtures / fixture)).to_parquet(str(out))
         written.append(out)
     texts = read_texts(sorted(fixtures.glob("tldr_sft_*.jsonl")), ["prompt", "completion"])
     # the judge is scored on the answers " A" and " B": its tokenizer must hold each as one token, as Qwen's does
@@ -123,8 +122,7 @@ def write_fetch_standins(root: str | os.PathLike, fixtures: str | os.PathLike = 
     tokenizers = {"pythia": build_bpe_tokenizer(texts, 500, model_max_length=1024, pipeline_tokens=False),
                   "judge": build_bpe_tokenizer(texts + answers, 500, model_max_length=2048, pipeline_tokens=False)}
     for folder, (model_type, tok) in FETCHED_MODELS.items():
-        out = build_pretrained_standin([], root / folder, model_type, 0, tokenizers[tok].model_max_length,
-                                       seed=len(written), tokenizer=tokenizers[tok])
+        out = build_pretrained_standin(tokenizers[tok], root / folder, model_type, seed=len(written))
         if folder != "models/judge":  # fetch_real.py prepares the policy and the scorer, not the judge
             add_pipeline_tokens(out)
         written.append(out)
