@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -80,11 +81,24 @@ def execute(argv: list[str]) -> int:
     publish`): a failed cell, a full disk or a kill leaves the previous ``OUT`` as it was. The process ends when
     its parent (DVC) dies, after removing the temporary file (:func:`exit_with_parent`); the kernel, whose parent
     is this process, then stops too."""
+    # papermill imports jsonschema (through nbformat), which imports rfc3987_syntax when it is installed (JupyterLab's
+    # dependencies install it) for the "iri" string format that no notebook schema uses; building its grammar takes
+    # about 1.7 s, paid by every stage DVC runs. Marked absent, jsonschema skips only that format's checker.
+    sys.modules.setdefault("rfc3987_syntax", None)
     from papermill.cli import papermill as command
 
     from nlhf.training.checkpoint import publish
 
-    with command.make_context("papermill", list(argv)) as ctx:
+    import click
+
+    try:
+        ctx = command.make_context("papermill", list(argv))
+    except click.exceptions.Exit as e:  # --help (or --version): papermill has printed it
+        return e.exit_code
+    except click.ClickException as e:  # a bad option or argument: papermill's usage message, no traceback
+        e.show()
+        return e.exit_code
+    with ctx:
         out = ctx.params.get("output_path") or "-"
         if out == "-":  # to stdout: nothing to rename
             command.invoke(ctx)

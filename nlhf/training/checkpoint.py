@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
+
+# torch is imported inside the functions that need it: the notebook launcher (nlhf.pipeline.notebook.execute) uses
+# only the atomic writes, and importing torch there would add about 2 s to every stage DVC runs
 
 
 def _umask() -> int:
@@ -150,6 +152,7 @@ def atomic_save_dir(path: str | os.PathLike, writer: Callable[[Path], None]) -> 
 def rng_state() -> dict:
     """Python, numpy and torch global RNG states (to make a resumed run bitwise equal to an uninterrupted one), as
     tensors and plain values (loadable with ``weights_only=True``)."""
+    import torch
     np_state = np.random.get_state(legacy=False)
     numpy = {"bit_generator": np_state["bit_generator"],
              "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
@@ -158,6 +161,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state({"bit_generator": n["bit_generator"],
@@ -168,6 +172,7 @@ def set_rng_state(state: dict) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA)."""
+    import torch
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -175,6 +180,7 @@ def seed_everything(seed: int) -> None:
 
 def _plain(obj: Any) -> Any:
     """numpy scalars and arrays -> Python numbers and tensors, recursively (what ``weights_only`` loading reads)."""
+    import torch
     if isinstance(obj, dict):
         return type(obj)((k, _plain(v)) for k, v in obj.items())
     if type(obj) in (list, tuple):  # not subclasses (torch.Size, named tuples): kept as they are
@@ -188,6 +194,7 @@ def _plain(obj: Any) -> Any:
 
 def save_state(path: str | os.PathLike, state: dict) -> None:
     """Atomically ``torch.save`` a training state dict (tensors and plain Python values only)."""
+    import torch
     _atomic_file(path, lambda tmp: torch.save(_plain(state), tmp))
 
 
@@ -199,6 +206,8 @@ def load_state(path: str | os.PathLike, log: Callable[[str], None] = print,
     Only tensors and plain values are unpickled (``weights_only=True``); a truncated or damaged file, or one that
     would need arbitrary code to load, is reported with ``log`` (one line naming it) and ignored, so the stage
     starts fresh instead of failing at every rerun."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         return None
