@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -95,3 +96,30 @@ def test_beta_profile_targets_tie_where_a_condorcet_winner_exists():
     assert t["BR"][1] > 0.99 and float(t["MD1"] @ P @ t["BR"]) > 0.54  # BR best-responds to μ and loses
     df = mod.measure([0.008], n_games=20, seed=1)
     assert len(df) == len(mod.PAIRS) and (df["median_abs"] <= df["p95_abs"]).all() and (df["p95_abs"] <= df["max_abs"]).all()
+
+
+def test_beta_profile_appears_when_the_reference_spreads_over_tens_of_nats(tmp_path):
+    """The same three-response cycle, once with a uniform reference and once with the Nash support 18 and 22 nats
+    below SFT's usual answer: at τ = 0.008 the targets of different β tie in the first and show the paper's profile
+    (MD1 ahead of SP, MD4 and BR) in the second; the spread experiment's quantiles are ordered and the profile is
+    counted; the support depth of an oracle folder is the mode's log μ̂ minus the least likely support member's."""
+    mod = _load("benchmarks/beta_profile_random_games.py")
+    P = np.array([[0.5, 0.53, 0.06], [0.47, 0.5, 0.95], [0.94, 0.05, 0.5]])
+    uniform = mod.targets(P, np.full(3, 1 / 3), 0.008)
+    for b in ("SP", "MD4"):
+        assert abs(float(uniform["MD1"] @ P @ uniform[b]) - 0.5) < 0.002, b
+    log_mu = np.array([0.0, -18.0, -22.0])
+    t = mod.targets(P, np.exp(log_mu - np.logaddexp.reduce(log_mu)), 0.008)
+    for b, at_least in (("SP", 0.07), ("MD4", 0.15), ("BR", 0.15)):
+        assert float(t["MD1"] @ P @ t[b]) - 0.5 > at_least, b
+    df = mod.measure_spread([0.0, 40.0], 0.008, n_games=30, seed=2, margin=0.014)
+    assert (df["median_abs"] <= df["p95_abs"]).all() and (df["p95_abs"] <= df["max_abs"]).all()
+    assert set(df.loc[df.spread_nats == 0, "profile_share"]) == {0.0}  # a flat reference: every β ties
+    summary = mod.spread_summary(df)
+    assert list(summary["reference spread"]) == ["0 nats", "40 nats"]
+    oracle = tmp_path / "oracle"
+    (oracle / "targets").mkdir(parents=True)
+    (oracle / "pools.json").write_text(json.dumps({"log_mu": [[-1.0, -5.0, -30.0], [-2.0, -2.5]]}))
+    (oracle / "targets" / "NE.json").write_text(json.dumps([[0.5, 0.5, 0.0], [0.0, 1.0]]))
+    assert list(mod.support_depth(oracle)) == [4.0, 0.5]
+
