@@ -23,6 +23,9 @@ OFFSETS: dict[str, int] = {
     "sweep.samples": 5000,
     # stage oracle (base: oracle.seed)
     "oracle.pool_samples": 1, "oracle.coverage_samples": 2,
+    # python -m nlhf export-synthetic --sft-comparisons (base: preference_data.seed): the held-out judge's
+    # comparisons of SFT samples, drawn like the sft stage's (its prompts, samples and labels) from this seed
+    "export.judge_pairs": 100,
 }
 
 

@@ -8,9 +8,14 @@
 #   scripts/tldr_check.sh                 # the default recipe; results in results/tldr_check/ (about 1.5 h on 2 cores)
 #   TINY=1 scripts/tldr_check.sh          # a rehearsal on the tiny profile's sizes (minutes; numbers meaningless)
 #
+# The export holds what the synthetic path's PM and RM learn from: the task's comparisons and the rater-labelled
+# comparisons of a synthetic SFT policy's samples (the synthetic path's data and sft stages run first, in
+# artifacts/<NAME>/synthetic; fresh ones of the same kind go to the held-out judge's file). SFT_COMPARISONS=0 exports
+# the task's comparisons only (how the first two checks ran).
+#
 # Knobs: METHODS ["RLHF SP MD1 BR"] the policies trained and judged (with SFT); NAME [tldr_check; TINY:
-# tldr_check_tiny] the folder under artifacts/ and results/; PY [.venv/bin/python]. Rerunning skips nothing
-# (each training stage resumes from its last checkpoint when interrupted).
+# tldr_check_tiny] the folder under artifacts/ and results/; SFT_COMPARISONS [1]; PY [.venv/bin/python]. Rerunning
+# skips nothing (each training stage resumes from its last checkpoint when interrupted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -23,18 +28,25 @@ export TOKENIZERS_PARALLELISM=false
 
 echo "[tldr_check] export of the synthetic task ($SIZES sizes) -> $EXPORT"
 mkdir -p "$RUN/profiles"
-"$PY" - "$RUN" "$SIZES" <<'EOF'
+"$PY" - "$RUN" "$SIZES" "$NAME" <<'EOF'
 import sys
 from pathlib import Path
 import yaml
 from nlhf.config import read_params
-run, sizes = Path(sys.argv[1]), sys.argv[2]
+run, sizes, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 raw = read_params("params.yaml", sizes)
 raw["profile"] = "cpu"  # the overlay is merged in already
+raw["paths"] = {"artifacts": f"artifacts/{name}/synthetic", "results": f"artifacts/{name}/synthetic/results"}
 (run / "synthetic.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 EOF
 cp profiles/cpu.yaml "$RUN/profiles/cpu.yaml"
-"$PY" -m nlhf export-synthetic "$EXPORT" --params "$RUN/synthetic.yaml"
+if [ "${SFT_COMPARISONS:-1}" = 1 ]; then
+  echo "[tldr_check] the synthetic path's data and SFT (their comparisons of SFT samples go into the export)"
+  "$PY" -m nlhf run data sft --params "$RUN/synthetic.yaml"
+  "$PY" -m nlhf export-synthetic "$EXPORT" --params "$RUN/synthetic.yaml" --sft-comparisons
+else
+  "$PY" -m nlhf export-synthetic "$EXPORT" --params "$RUN/synthetic.yaml"
+fi
 "$PY" -m nlhf local-model "$MODEL" --texts "$EXPORT/sft_train.jsonl" --vocab-size 1000 --n-layer 2 --n-embd 128 \
     --n-head 4 --n-positions 128
 

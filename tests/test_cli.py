@@ -43,6 +43,49 @@ def test_run_executes_the_stage(tmp_path, monkeypatch, capsys):
     assert '"theorem1_holds": true' in capsys.readouterr().out
 
 
+def test_export_synthetic_adds_the_sft_stages_comparisons_and_fresh_ones_for_the_judge(tmp_path, monkeypatch, capsys):
+    """``--sft-comparisons``: before the sft stage it stops naming what to run; after it, the train file holds the
+    task's pairs and then exactly the sft stage's comparisons of SFT samples (what the synthetic path's PM learns
+    from), and the judge file the task's judge pairs and as many fresh comparisons of SFT samples, none of them a
+    train pair."""
+    from nlhf.pipeline.cli import main
+    from nlhf.pipeline.comparisons import load_sft_comparisons
+    from nlhf.pipeline.params import load_config
+    from nlhf.tasks import make_task
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    tiny = yaml.safe_load((tmp_path / "profiles" / "tiny.yaml").read_text())
+    tiny["preference_data"]["sft_pairs"] = 30
+    tiny["sft"].update(steps=10, eval_every=10, checkpoint_every=10, check_prompts=8)
+    tiny["task"]["synthetic"].update(n_pref_train=40, n_pref_test=20)
+    tiny["eval"].update(n_heldout_pairs=10, nontransitivity_prompts=4)
+    (tmp_path / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-synthetic", "export", "--sft-comparisons"]) == 1
+    assert "sft" in capsys.readouterr().err  # the missing upstream artifact and the stage that writes it
+    assert main(["run", "data", "sft"]) == 0
+    assert main(["export-synthetic", "export", "--sft-comparisons"]) == 0
+    cfg = load_config("params.yaml")
+    k = cfg.task.synthetic.labels_per_pair
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    n_judge_task = len(make_task(cfg.task).preference_rows("judge")["prompt"])
+    dropped = manifest["sft_comparisons_with_an_empty_sample"]
+    stage = load_sft_comparisons(cfg, "train")
+    kept = [(x, y, yp) for x, y, yp in zip(stage["prompt"], stage["y"], stage["y_prime"]) if y.strip() and yp.strip()]
+    assert manifest["sft_comparisons"] == {"train": len(kept), "judge": n_judge_task - dropped["judge"]}
+    assert dropped["train"] == 30 - len(kept) < 15 and n_judge_task > 0
+    read = lambda f: [json.loads(x) for x in (tmp_path / "export" / f).read_text().splitlines()]  # noqa: E731
+    sampled = [r for r in read("comparisons_train.jsonl") if r["summaries"][0]["policy"] == "sft"][::k]
+    assert [(r["info"]["post"], r["summaries"][0]["text"], r["summaries"][1]["text"]) for r in sampled] == kept
+    fresh = {(r["info"]["post"], r["summaries"][0]["text"], r["summaries"][1]["text"])
+             for r in read("comparisons_judge.jsonl") if r["summaries"][0]["policy"] == "sft"}
+    # other prompt draws and samples (a tiny SFT writes few distinct summaries, so a pair may recur by chance)
+    assert len(fresh) > n_judge_task / 2 and len(fresh & set(zip(stage["prompt"], stage["y"], stage["y_prime"]))) < 3
+
+
 def test_export_synthetic_writes_the_configured_task_and_refuses_another(tmp_path, monkeypatch, capsys):
     """``python -m nlhf export-synthetic`` exports the synthetic task of the params file; on a TL;DR profile it
     stops naming task.name, and eval.synthetic_export on a synthetic run is refused naming the key."""

@@ -396,3 +396,34 @@ def test_the_synthetic_export_reads_back_as_tldr_data_with_its_exact_judge(tmp_p
         judge(["SUBREDDIT: r/cooking\n\nTITLE: x\n\nPOST: y\n\nTL;DR:"], [" a"], [" b"])
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'none'}: not a synthetic export"):
         ExportedJudge(tmp_path / "none")
+
+
+def test_the_export_adds_comparisons_of_sft_samples_after_the_tasks_own(tmp_path, tiny_config):
+    """``sft_comparisons``: each pair of SFT samples is written after the task's pairs of its file, one record per
+    rater (policy "sft"), so the TL;DR loader reads the task's rows and then these, with the same votes; only the
+    train and judge files take them; a pair with an empty sample is left out."""
+    from nlhf.tasks.tldr_export import COMPARISON_FILES, SFT_FILES, export_synthetic
+
+    task = SyntheticTask(tiny_config(seed=5, labels_per_pair=2, n_pref_train=10, n_pref_test=4))
+    x = task.prompts("train")[:3]
+    sft = {"prompt": x, "y": ["a b", "c", "d e f"], "y_prime": ["g", "h i", "j"], "label": np.array([1.0, 0.5, 0.0]),
+           "p": np.array([0.9, 0.5, 0.2])}
+    judge = {k: [*v[:1], *v[:1]] for k, v in sft.items()}
+    judge["y_prime"][1] = " "  # an SFT sample that stopped at once: no TL;DR comparison has an empty summary
+    manifest = export_synthetic(task, tmp_path, {"train": sft, "judge": judge})
+    assert manifest["sft_comparisons"] == {"train": 3, "judge": 1}
+    assert manifest["sft_comparisons_with_an_empty_sample"] == {"train": 0, "judge": 1}
+    assert manifest["rows"]["comparisons_train.jsonl"] == 2 * (10 + 3)
+    records = [json.loads(line) for line in (tmp_path / "comparisons_train.jsonl").read_text().splitlines()]
+    assert {r["summaries"][0]["policy"] for r in records[:20]} == {"synthetic"}
+    assert [r["summaries"][0]["policy"] for r in records[20:]] == ["sft"] * 6
+    tldr = TldrTask(TldrTaskConfig(
+        sft_path="json", sft_data_files={s: str(tmp_path / f) for s, f in SFT_FILES.items()}, pref_path="json",
+        pref_name=None, pref_data_files={s: str(tmp_path / f) for s, (f, _) in COMPARISON_FILES.items()},
+        pref_judge_split="judge"))
+    train = tldr.preference_dataset("train")
+    assert [y.strip() for y in train["y"][20::2]] == sft["y"]
+    np.testing.assert_allclose(np.asarray(train["label"][20:], dtype=float).reshape(3, 2).mean(1), sft["label"])
+    assert len(tldr.preference_dataset("judge")["y"]) == 2 * (len(task.preference_rows("judge")["y"]) + 1)
+    with pytest.raises(ValueError, match=r"only 'train' and 'judge' take comparisons of SFT samples, got \['test'\]"):
+        export_synthetic(task, tmp_path / "again", {"test": sft})

@@ -181,9 +181,33 @@ def _prepare_model(args) -> int:
     return 0
 
 
+def _sft_comparisons_to_export(cfg, task) -> dict:
+    """The comparisons of SFT samples an export adds (``export-synthetic --sft-comparisons``): for the train file the
+    ones the synthetic path's PM and RM learn from (the ``sft`` stage's ``sft_pairs/train``, read as written); for
+    the judge file fresh ones, as many as the task's judge pairs, drawn the same way from the stream
+    ``export.judge_pairs`` (other prompts' draws, samples and labels). Needs the synthetic run's ``sft`` stage."""
+    from dataclasses import replace
+
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.comparisons import load_sft_comparisons, sft_sample_pairs
+    from nlhf.pipeline.runtime import load_sft
+    from nlhf.seeds import seed_for
+
+    train = load_sft_comparisons(cfg, "train")
+    if train is None:
+        raise ConfigError("preference_data.sft_pairs: 0, so the sft stage collected no comparisons of SFT samples "
+                          "to export (--sft-comparisons needs them)")
+    n_judge = len(task.preference_rows("judge")["prompt"])
+    policy, tok = load_sft(cfg)
+    pairs = replace(cfg.preference_data, sft_pairs=n_judge,
+                    seed=seed_for(cfg.preference_data.seed, "export.judge_pairs"))
+    judge = sft_sample_pairs(replace(cfg, preference_data=pairs), task, policy, tok)
+    return {"train": train.to_dict(), "judge": judge}
+
+
 def _export_synthetic(args) -> int:
     """``python -m nlhf export-synthetic``: :func:`nlhf.tasks.tldr_export.export_synthetic` of the configured
-    synthetic task."""
+    synthetic task (with ``--sft-comparisons``, and of its SFT policy's rater-labelled samples)."""
     from nlhf.config import ConfigError
     from nlhf.pipeline.params import load_config
     from nlhf.tasks import make_task
@@ -194,7 +218,9 @@ def _export_synthetic(args) -> int:
         if cfg.task.name != "synthetic":
             raise ConfigError(f"task.name: export-synthetic exports the synthetic task, {args.params} "
                               f"(profile {cfg.profile}) configures {cfg.task.name!r}")
-        manifest = export_synthetic(make_task(cfg.task), args.out)
+        task = make_task(cfg.task)
+        extra = _sft_comparisons_to_export(cfg, task) if args.sft_comparisons else None
+        manifest = export_synthetic(task, args.out, extra)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -248,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   "rebuilt from")
     exp.add_argument("out", help="the folder to write")
     exp.add_argument("--params", default="params.yaml", help="params file whose synthetic task is exported")
+    exp.add_argument("--sft-comparisons", action="store_true",
+                     help="add rater-labelled comparisons of the SFT policy's samples (the sft stage of --params "
+                          "must have run): its PM/RM comparisons to the train file, fresh ones to the judge file")
     reh = sub.add_parser("rehearse", help="run the stages of a GPU profile (data to eval) on CPU with the steps and "
                                           "sizes of a small profile, in a working folder (stand-ins for the fetched "
                                           "files of a tldr profile)")

@@ -12,6 +12,11 @@ held-out preference model as the judge) is checked on data whose truth is known:
   has several workers per pair), ``choice`` = the summary that rater preferred; the P* of the pair is kept in
   ``extra.p_star`` (read by nothing in the pipeline). The judge file holds fresh pairs (the synthetic task's
   ``judge`` split), so the held-out judge shares no pair with the PM's training pairs or with the test pairs;
+* optionally, comparisons of SFT samples (``sft_comparisons``: pairs of a synthetic SFT policy's samples labelled
+  by the task's raters, ``policy`` = ``"sft"``) added to the train and judge files: the synthetic path's PM and RM
+  learn from the task's pairs *and* as many comparisons of SFT samples (``preference_data.sft_pairs``), and the
+  human TL;DR comparisons also hold summaries sampled from trained policies, so an export without them gives the
+  TL;DR path's judges half the synthetic path's data and none of its sampled summaries;
 * ``manifest.json``: the synthetic task's params, from which :class:`ExportedJudge` rebuilds P*.
 
 A pipeline run of task ``tldr`` on these files measures its policies with the held-out judge; the same samples
@@ -21,6 +26,7 @@ path measures what the synthetic path measures.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import asdict
@@ -71,25 +77,33 @@ def _sft_records(prompts: Sequence[str], completions: Sequence[str]):
         yield {"prompt": to_tldr_prompt(x), "completion": " " + y}
 
 
-def _comparison_records(task: SyntheticTask, split: str, tldr_split: str):
-    """One record per rater: ``round(label · k)`` of the ``k = labels_per_pair`` raters preferred y (choice 0)."""
-    rows = task.preference_rows(split)
-    k = task.cfg.labels_per_pair
+def _comparison_records(rows: dict, k: int, tldr_split: str, policy: str = "synthetic"):
+    """One record per rater: ``round(label · k)`` of the ``k = labels_per_pair`` raters preferred y (choice 0).
+    ``rows``: ``prompt``, ``y``, ``y_prime``, ``label`` (the fraction of raters preferring y), ``p`` (P*)."""
     for i, (x, y, yp, label, p) in enumerate(zip(rows["prompt"], rows["y"], rows["y_prime"], rows["label"],
                                                  rows["p"])):
         prefer_y = int(round(float(label) * k))
-        info = {"id": f"synthetic_{tldr_split}_{i}", "post": x, "title": None, "subreddit": SUBREDDIT,
+        info = {"id": f"{policy}_{tldr_split}_{i}", "post": x, "title": None, "subreddit": SUBREDDIT,
                 "site": None, "article": None}
-        summaries = [{"text": y, "policy": "synthetic", "note": None},
-                     {"text": yp, "policy": "synthetic", "note": None}]
+        summaries = [{"text": y, "policy": policy, "note": None},
+                     {"text": yp, "policy": policy, "note": None}]
         for r in range(k):
             yield {"info": info, "summaries": summaries, "choice": 0 if r < prefer_y else 1, "worker": f"rater{r}",
                    "batch": tldr_split, "split": tldr_split, "extra": {"p_star": float(p)}}
 
 
-def export_synthetic(task: SyntheticTask, out_dir: str | os.PathLike) -> dict:
+def export_synthetic(task: SyntheticTask, out_dir: str | os.PathLike, sft_comparisons: dict | None = None) -> dict:
     """Write ``task``'s data in the TL;DR schema into ``out_dir`` (see the module docstring); returns the manifest
-    (also written as ``manifest.json``, last, so that a folder with a manifest is complete)."""
+    (also written as ``manifest.json``, last, so that a folder with a manifest is complete).
+
+    ``sft_comparisons``: ``{"train": rows, "judge": rows}`` (either may be left out), comparisons of SFT samples
+    labelled by ``task``'s raters (:func:`nlhf.pipeline.comparisons.sft_sample_pairs`), written after the task's
+    pairs of that file, less those with an empty sample; the manifest counts both (``sft_comparisons``,
+    ``sft_comparisons_with_an_empty_sample``)."""
+    sft_comparisons = dict(sft_comparisons or {})
+    unknown = sorted(set(sft_comparisons) - {"train", "judge"})
+    if unknown:
+        raise ValueError(f"sft_comparisons: only 'train' and 'judge' take comparisons of SFT samples, got {unknown}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -99,10 +113,24 @@ def export_synthetic(task: SyntheticTask, out_dir: str | os.PathLike) -> dict:
                                                                                       rows["completion"]))
     prompts = task.prompts("eval")
     counts[SFT_FILES["test"]] = _write_jsonl(out / SFT_FILES["test"], _sft_records(prompts, task.references(prompts)))
+    # a TL;DR comparison holds two non-empty summaries: pairs with an empty sample (an SFT policy that stopped at
+    # once) are left out and counted
+    dropped = {}
+    for split, rows in list(sft_comparisons.items()):
+        keep = [i for i, (y, yp) in enumerate(zip(rows["y"], rows["y_prime"])) if y.strip() and yp.strip()]
+        dropped[split] = len(rows["y"]) - len(keep)
+        sft_comparisons[split] = {c: [rows[c][i] for i in keep] for c in ("prompt", "y", "y_prime", "label", "p")}
+    k = task.cfg.labels_per_pair
     for tldr_split, (name, source) in COMPARISON_FILES.items():
-        counts[name] = _write_jsonl(out / name, _comparison_records(task, source, tldr_split))
+        records = _comparison_records(task.preference_rows(source), k, tldr_split)
+        if tldr_split in sft_comparisons:
+            records = itertools.chain(records, _comparison_records(sft_comparisons[tldr_split], k, tldr_split, "sft"))
+        counts[name] = _write_jsonl(out / name, records)
     manifest = {"what": "the synthetic task in the TL;DR schema (nlhf.tasks.tldr_export)",
                 "task": asdict(task.cfg), "rows": counts}
+    if sft_comparisons:
+        manifest["sft_comparisons"] = {split: len(rows["prompt"]) for split, rows in sft_comparisons.items()}
+        manifest["sft_comparisons_with_an_empty_sample"] = dropped
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, out / MANIFEST)
