@@ -25,7 +25,8 @@ how far below SFT's most likely candidate the Nash support lies: the L a task's 
     # writes benchmarks/results/beta_profile_random_games.{csv,png} and _summary.csv (τ = 0.008 and 0.05 beside
     # the paper's Table 1), and beta_profile_random_games_spread.{csv,png} (τ = 0.008)
     .venv/bin/python benchmarks/beta_profile_random_games.py --pools artifacts/oracle   # a run's Nash support depth
-    # (one row per folder in beta_profile_random_games_support_depth.csv)
+    # (the committed table: --pools <four oracle folders> --depth-csv
+    #  benchmarks/results/beta_profile_random_games_support_depth.csv)
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def support_depth(oracle_dir: str | Path) -> pd.Series:
     oracle_dir = Path(oracle_dir)
     pools = json.loads((oracle_dir / "pools.json").read_text())
     ne = json.loads((oracle_dir / "targets" / "NE.json").read_text())
+    if not isinstance(ne, list) or not pools.get("log_mu") or len(ne) != len(pools["log_mu"]):
+        raise ValueError(f"{oracle_dir}: not the oracle folder of a run with an exact judge (pools.json needs "
+                         f"log_mu and targets/NE.json one equilibrium per pool)")
     depth = []
     for log_mu, pi in zip(pools["log_mu"], ne):
         log_mu, pi = np.asarray(log_mu), np.asarray(pi)
@@ -211,6 +215,7 @@ def main() -> None:
     ap.add_argument("--spreads", type=float, nargs="+", default=[0, 5, 10, 20, 40, 80],
                     help="spreads L [nats] of the reference's log-probabilities, at τ = 0.008")
     ap.add_argument("--pools", nargs="+", help="instead: oracle folders of runs; print their Nash support depth")
+    ap.add_argument("--depth-csv", help="with --pools: also write the depths, one row per folder, to this CSV")
     a = ap.parse_args()
     if a.pools:
         rows = []
@@ -220,8 +225,9 @@ def main() -> None:
                          "p90_nats": round(d.quantile(0.9), 1), "max_nats": round(d.max(), 1)})
             print(f"{folder}: Nash support lies {d.median():.1f} nats (median over {len(d)} prompts; 90th "
                   f"percentile {d.quantile(0.9):.1f}, max {d.max():.1f}) below SFT's most likely candidate")
-        pd.DataFrame(rows).to_csv(f"{a.out}_support_depth.csv", index=False)
-        print(f"wrote {a.out}_support_depth.csv")
+        if a.depth_csv:
+            pd.DataFrame(rows).to_csv(a.depth_csv, index=False)
+            print(f"wrote {a.depth_csv}")
         return
     df = measure(a.taus, a.games, a.seed)
     out = Path(a.out)

@@ -10,8 +10,8 @@
 #
 # The export holds what the synthetic path's PM and RM learn from: the task's comparisons and the rater-labelled
 # comparisons of a synthetic SFT policy's samples (the synthetic path's data and sft stages run first, in
-# artifacts/<NAME>/synthetic; fresh ones of the same kind go to the held-out judge's file). SFT_COMPARISONS=0 exports
-# the task's comparisons only (how the first two checks ran).
+# artifacts/<NAME>/synthetic, a few minutes; fresh ones of the same kind go to the held-out judge's file).
+# SFT_COMPARISONS=0 exports the task's comparisons only.
 #
 # Knobs: METHODS ["RLHF SP MD1 BR"] the policies trained and judged (with SFT); NAME [tldr_check; TINY:
 # tldr_check_tiny] the folder under artifacts/ and results/; SFT_COMPARISONS [1]; PY [.venv/bin/python]. Rerunning
@@ -40,7 +40,7 @@ raw["paths"] = {"artifacts": f"artifacts/{name}/synthetic", "results": f"artifac
 (run / "synthetic.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 EOF
 cp profiles/cpu.yaml "$RUN/profiles/cpu.yaml"
-if [ "${SFT_COMPARISONS:-1}" = 1 ]; then
+if [ "${SFT_COMPARISONS:-1}" != 0 ]; then
   echo "[tldr_check] the synthetic path's data and SFT (their comparisons of SFT samples go into the export)"
   "$PY" -m nlhf run data sft --params "$RUN/synthetic.yaml"
   "$PY" -m nlhf export-synthetic "$EXPORT" --params "$RUN/synthetic.yaml" --sft-comparisons

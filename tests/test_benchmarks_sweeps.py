@@ -99,8 +99,8 @@ def test_beta_profile_targets_tie_where_a_condorcet_winner_exists():
 
 
 def test_beta_profile_appears_when_the_reference_spreads_over_tens_of_nats(tmp_path):
-    """The same three-response cycle, once with a uniform reference and once with the Nash support 18 and 22 nats
-    below SFT's usual answer: at τ = 0.008 the targets of different β tie in the first and show the paper's profile
+    """The same three-response cycle, once with a uniform reference and once with two of its responses 18 and 22
+    nats below SFT's usual answer (the equilibrium puts half its mass on them): at τ = 0.008 the targets of different β tie in the first and show the paper's profile
     (MD1 ahead of SP, MD4 and BR) in the second; the spread experiment's quantiles are ordered and the profile is
     counted; the support depth of an oracle folder is the mode's log μ̂ minus the least likely support member's."""
     mod = _load("benchmarks/beta_profile_random_games.py")
@@ -115,6 +115,7 @@ def test_beta_profile_appears_when_the_reference_spreads_over_tens_of_nats(tmp_p
     df = mod.measure_spread([0.0, 40.0], 0.008, n_games=30, seed=2, margin=0.014)
     assert (df["median_abs"] <= df["p95_abs"]).all() and (df["p95_abs"] <= df["max_abs"]).all()
     assert set(df.loc[df.spread_nats == 0, "profile_share"]) == {0.0}  # a flat reference: every β ties
+    assert (df.loc[df.spread_nats == 40, "profile_share"] > 0).all()  # a wide one: some games show the profile
     summary = mod.spread_summary(df)
     assert list(summary["reference spread"]) == ["0 nats", "40 nats"]
     oracle = tmp_path / "oracle"
@@ -122,4 +123,7 @@ def test_beta_profile_appears_when_the_reference_spreads_over_tens_of_nats(tmp_p
     (oracle / "pools.json").write_text(json.dumps({"log_mu": [[-1.0, -5.0, -30.0], [-2.0, -2.5]]}))
     (oracle / "targets" / "NE.json").write_text(json.dumps([[0.5, 0.5, 0.0], [0.0, 1.0]]))
     assert list(mod.support_depth(oracle)) == [4.0, 0.5]
+    (oracle / "targets" / "NE.json").write_text(json.dumps({"target": None}))  # a task without an exact judge
+    with pytest.raises(ValueError, match="not the oracle folder of a run with an exact judge"):
+        mod.support_depth(oracle)
 

@@ -43,6 +43,17 @@ def test_run_executes_the_stage(tmp_path, monkeypatch, capsys):
     assert '"theorem1_holds": true' in capsys.readouterr().out
 
 
+def test_the_notebook_launcher_prints_papermills_usage_without_a_traceback(capsys):
+    """``python -m nlhf notebook`` (what DVC runs for every stage) with --help, or with a bad option, answers as
+    papermill does (exit 0 / 2), not with a traceback."""
+    from nlhf.pipeline.notebook import execute
+
+    assert execute(["--help"]) == 0 and "Usage: papermill" in capsys.readouterr().out
+    assert execute(["--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option" in err and "Traceback" not in err
+
+
 def test_export_synthetic_adds_the_sft_stages_comparisons_and_fresh_ones_for_the_judge(tmp_path, monkeypatch, capsys):
     """``--sft-comparisons``: before the sft stage it stops naming what to run; after it, the train file holds the
     task's pairs and then exactly the sft stage's comparisons of SFT samples (what the synthetic path's PM learns
@@ -65,7 +76,7 @@ def test_export_synthetic_adds_the_sft_stages_comparisons_and_fresh_ones_for_the
     (tmp_path / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     assert main(["export-synthetic", "export", "--sft-comparisons"]) == 1
-    assert "sft" in capsys.readouterr().err  # the missing upstream artifact and the stage that writes it
+    assert "`dvc repro sft` first" in capsys.readouterr().err  # the stage that writes the missing artifact
     assert main(["run", "data", "sft"]) == 0
     assert main(["export-synthetic", "export", "--sft-comparisons"]) == 0
     cfg = load_config("params.yaml")
@@ -76,14 +87,13 @@ def test_export_synthetic_adds_the_sft_stages_comparisons_and_fresh_ones_for_the
     stage = load_sft_comparisons(cfg, "train")
     kept = [(x, y, yp) for x, y, yp in zip(stage["prompt"], stage["y"], stage["y_prime"]) if y.strip() and yp.strip()]
     assert manifest["sft_comparisons"] == {"train": len(kept), "judge": n_judge_task - dropped["judge"]}
-    assert dropped["train"] == 30 - len(kept) < 15 and n_judge_task > 0
+    assert kept and dropped["train"] == 30 - len(kept)
     read = lambda f: [json.loads(x) for x in (tmp_path / "export" / f).read_text().splitlines()]  # noqa: E731
     sampled = [r for r in read("comparisons_train.jsonl") if r["summaries"][0]["policy"] == "sft"][::k]
     assert [(r["info"]["post"], r["summaries"][0]["text"], r["summaries"][1]["text"]) for r in sampled] == kept
-    fresh = {(r["info"]["post"], r["summaries"][0]["text"], r["summaries"][1]["text"])
-             for r in read("comparisons_judge.jsonl") if r["summaries"][0]["policy"] == "sft"}
-    # other prompt draws and samples (a tiny SFT writes few distinct summaries, so a pair may recur by chance)
-    assert len(fresh) > n_judge_task / 2 and len(fresh & set(zip(stage["prompt"], stage["y"], stage["y_prime"]))) < 3
+    fresh = [r["info"]["post"] for r in read("comparisons_judge.jsonl") if r["summaries"][0]["policy"] == "sft"][::k]
+    assert len(fresh) == n_judge_task - dropped["judge"] > 0
+    assert fresh[:5] != [x for x, _, _ in kept][:5]  # drawn from their own stream, not the train pairs' draws
 
 
 def test_export_synthetic_writes_the_configured_task_and_refuses_another(tmp_path, monkeypatch, capsys):

@@ -221,7 +221,7 @@ def _export_synthetic(args) -> int:
         task = make_task(cfg.task)
         extra = _sft_comparisons_to_export(cfg, task) if args.sft_comparisons else None
         manifest = export_synthetic(task, args.out, extra)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: a damaged upstream artifact
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"export-synthetic: wrote {args.out} ({', '.join(f'{f}: {n}' for f, n in manifest['rows'].items())} rows)")

@@ -82,8 +82,9 @@ def execute(argv: list[str]) -> int:
     its parent (DVC) dies, after removing the temporary file (:func:`exit_with_parent`); the kernel, whose parent
     is this process, then stops too."""
     # papermill imports jsonschema (through nbformat), which imports rfc3987_syntax when it is installed (JupyterLab's
-    # dependencies install it) for the "iri" string format that no notebook schema uses; building its grammar takes
-    # about 1.7 s, paid by every stage DVC runs. Marked absent, jsonschema skips only that format's checker.
+    # dependencies install it) for the "iri" and "iri-reference" string formats, which no notebook schema uses;
+    # building its grammar takes about 1.7 s, paid by every stage DVC runs. Marked absent, jsonschema skips only the
+    # checkers of those two formats.
     sys.modules.setdefault("rfc3987_syntax", None)
     from papermill.cli import papermill as command
 

@@ -11,10 +11,12 @@ held-out preference model as the judge) is checked on data whose truth is known:
   feedback`` "comparisons" records, one per rater asked (``labels_per_pair`` records for a pair, as the human data
   has several workers per pair), ``choice`` = the summary that rater preferred; the P* of the pair is kept in
   ``extra.p_star`` (read by nothing in the pipeline). The judge file holds fresh pairs (the synthetic task's
-  ``judge`` split), so the held-out judge shares no pair with the PM's training pairs or with the test pairs;
+  ``judge`` split), so the held-out judge shares none of the task's pairs with the PM's training pairs or with the
+  test pairs;
 * optionally, comparisons of SFT samples (``sft_comparisons``: pairs of a synthetic SFT policy's samples labelled
   by the task's raters, ``policy`` = ``"sft"``) added to the train and judge files: the synthetic path's PM and RM
-  learn from the task's pairs *and* as many comparisons of SFT samples (``preference_data.sft_pairs``), and the
+  learn from the task's pairs *and* as many comparisons of SFT samples (``preference_data.sft_pairs``; the judge
+  file's are drawn afresh, on the same RL prompts, so a short sample pair may recur by chance), and the
   human TL;DR comparisons also hold summaries sampled from trained policies, so an export without them gives the
   TL;DR path's judges half the synthetic path's data and none of its sampled summaries;
 * ``manifest.json``: the synthetic task's params, from which :class:`ExportedJudge` rebuilds P*.
