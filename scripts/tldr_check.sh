@@ -11,7 +11,8 @@
 # The export holds what the synthetic path's PM and RM learn from: the task's comparisons and the rater-labelled
 # comparisons of a synthetic SFT policy's samples (the synthetic path's data and sft stages run first, in
 # artifacts/<NAME>/synthetic, a few minutes; fresh ones of the same kind go to the held-out judge's file).
-# SFT_COMPARISONS=0 exports the task's comparisons only.
+# SFT_COMPARISONS=0 exports the task's comparisons only. The held-out judge learns from as many fresh task pairs as
+# the PM (task.synthetic.n_pref_judge = n_pref_train), at the PM's fit recipe.
 #
 # Knobs: METHODS ["RLHF SP MD1 BR"] the policies trained and judged (with SFT); NAME [tldr_check; TINY:
 # tldr_check_tiny] the folder under artifacts/ and results/; SFT_COMPARISONS [1]; PY [.venv/bin/python]. Rerunning
@@ -37,6 +38,8 @@ run, sizes, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 raw = read_params("params.yaml", sizes)
 raw["profile"] = "cpu"  # the overlay is merged in already
 raw["paths"] = {"artifacts": f"artifacts/{name}/synthetic", "results": f"artifacts/{name}/synthetic/results"}
+# the held-out judge learns from as many of the task's pairs as the training PM (the judge split is fresh pairs)
+raw["task"]["synthetic"]["n_pref_judge"] = raw["task"]["synthetic"]["n_pref_train"]
 (run / "synthetic.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 EOF
 cp profiles/cpu.yaml "$RUN/profiles/cpu.yaml"

@@ -374,9 +374,10 @@ def test_the_synthetic_export_reads_back_as_tldr_data_with_its_exact_judge(tmp_p
     from nlhf.tasks.tldr_export import (COMPARISON_FILES, SFT_FILES, ExportedJudge, export_synthetic,
                                         from_tldr_prompt, load_manifest)
 
-    task = SyntheticTask(tiny_config(seed=5, labels_per_pair=3, n_pref_train=30, n_pref_test=12))
+    task = SyntheticTask(tiny_config(seed=5, labels_per_pair=3, n_pref_train=30, n_pref_test=12, n_pref_judge=9))
     manifest = export_synthetic(task, tmp_path)
     assert manifest["rows"]["comparisons_train.jsonl"] == 3 * 30 and load_manifest(tmp_path) == manifest
+    assert manifest["rows"]["comparisons_judge.jsonl"] == 3 * 9  # n_pref_judge fresh pairs (null: n_pref_test)
     tldr = TldrTask(TldrTaskConfig(
         sft_path="json", sft_data_files={s: str(tmp_path / f) for s, f in SFT_FILES.items()}, pref_path="json",
         pref_name=None, pref_data_files={s: str(tmp_path / f) for s, (f, _) in COMPARISON_FILES.items()},
@@ -396,6 +397,8 @@ def test_the_synthetic_export_reads_back_as_tldr_data_with_its_exact_judge(tmp_p
         judge(["SUBREDDIT: r/cooking\n\nTITLE: x\n\nPOST: y\n\nTL;DR:"], [" a"], [" b"])
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'none'}: not a synthetic export"):
         ExportedJudge(tmp_path / "none")
+    with pytest.raises(ValueError, match="n_pref_judge: must be null or >= 1, got 0"):
+        tiny_config(n_pref_judge=0)
 
 
 def test_the_export_adds_comparisons_of_sft_samples_after_the_tasks_own(tmp_path, tiny_config):

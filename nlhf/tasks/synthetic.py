@@ -121,7 +121,7 @@ class SyntheticTask(Task):
         """Rows of a dataset split (params ``task.synthetic.n_*``)."""
         return {("sft", "train"): self.cfg.n_sft, ("sft", "eval"): self.cfg.n_sft_eval,
                 ("pref", "train"): self.cfg.n_pref_train, ("pref", "test"): self.cfg.n_pref_test,
-                ("pref", "judge"): self.cfg.n_pref_test}[(kind, split)]
+                ("pref", "judge"): self.cfg.n_pref_judge or self.cfg.n_pref_test}[(kind, split)]
 
     def _rows(self, kind: str, split: str, build) -> dict[str, list]:
         """The columns of a dataset split, built once per task object (``build()``) and then reused."""
@@ -150,7 +150,7 @@ class SyntheticTask(Task):
         return datasets.Dataset.from_dict({"prompt": rows["prompt"], "completion": rows["completion"]})
 
     def preference_rows(self, split: str) -> dict[str, list]:
-        # "judge": fresh pairs of the test split's size, for a judge trained apart from PM and RM (the TL;DR-schema
+        # "judge": fresh pairs (n_pref_judge of them), for a judge trained apart from PM and RM (the TL;DR-schema
         # export's held-out judge, nlhf.tasks.tldr_export); the synthetic path itself judges with P*
         check_split(split, PREF_SPLITS, "preference_dataset")
 

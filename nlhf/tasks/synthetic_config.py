@@ -23,6 +23,9 @@ class SyntheticTaskConfig:
     n_sft_eval: int = 1_000  # SFT rows, split "eval" (held-out loss)
     n_pref_train: int = 20_000  # preference pairs for PM / RM training
     n_pref_test: int = 2_000  # held-out preference pairs (PM / RM accuracy)
+    # fresh pairs of split "judge", read only by the TL;DR-schema export (its held-out judge learns from them); null:
+    # as many as n_pref_test
+    n_pref_judge: int | None = None
     n_prompts_train: int = 5_000  # RL prompts
     n_prompts_eval: int = 2_000  # evaluation prompts (pairwise tables)
     facts_min: int = 3  # fewest facts in a document
@@ -42,6 +45,8 @@ class SyntheticTaskConfig:
     def __post_init__(self) -> None:
         for f in ("n_sft", "n_sft_eval", "n_pref_train", "n_pref_test", "n_prompts_train", "n_prompts_eval"):
             check(getattr(self, f) >= 1, f, f"must be >= 1, got {getattr(self, f)}")
+        check(self.n_pref_judge is None or self.n_pref_judge >= 1, "n_pref_judge",
+              f"must be null or >= 1, got {self.n_pref_judge}")
         check(self.facts_min >= 2, "facts_min", f"must be >= 2, got {self.facts_min}")
         check(self.facts_max >= self.facts_min, "facts_max", f"must be >= facts_min ({self.facts_min})")
         check(
