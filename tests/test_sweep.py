@@ -164,6 +164,10 @@ def test_report_holds_predictions_and_results(swept):
     assert (root / "trained_vs_predicted.png").stat().st_size > 10_000 and (root / "frontier.png").is_file()
     opt = pd.read_csv(root / "overoptimisation.csv")
     assert len(opt) == 3 * 2 + 2  # exact methods at both points, paper methods at one
+    per_method = pd.read_csv(root / "overoptimisation_summary.csv").set_index("row")
+    assert len(per_method) == len(opt) and (per_method["seeds"] == 1).all()  # one seed per run here
+    assert per_method.loc["e0.16 paper MD1", "kl_final"] == pytest.approx(
+        opt[(opt.point == "e0.16") & (opt.setting == "paper") & (opt.policy == "MD1")]["kl_final"].iloc[0], abs=1e-3)
     assert report["runs_not_trained"] == [] and report["runs_without_prediction"] == []
 
 
@@ -205,3 +209,9 @@ def test_fit_recovers_the_slope_and_the_null():
     out = fit(pd.DataFrame(rows), "MD1 vs RLHF", "p0")
     assert out["exact"]["slope"] == pytest.approx(0.5)
     assert out["exact"]["null"]["mean"] == pytest.approx(0.5) and out["exact"]["null"]["covers_half"]
+    # a sweep whose predictions do not move (every point 0.596 ± 0.0005) has no slope to report, whatever the noise
+    flat = [dict(r, predicted=0.596 + 0.0005 * (k - 1)) for k, r in
+            zip([int(r["point"][1]) for r in rows], rows)]
+    out = fit(pd.DataFrame(flat), "MD1 vs RLHF", None)
+    assert "slope" not in out["exact"] and "span 0.0010, within 0.01" in out["exact"]["no_slope"]
+    assert "null" not in out["exact"]

@@ -15,7 +15,9 @@ Written to ``results/sweeps/<name>/``:
   interval, Holm-corrected across the cells of a point.
 * ``overoptimisation.csv``: per run and trained policy, the convergence probe's peak of P*(π ≻ SFT) and its final
   value with the KL to μ at each, the convergence rule's verdict (settled, and not fallen from its peak), and the
-  judge's own score early and late in training (what the policy optimised, beside what P* says of it).
+  judge's own score early and late in training (what the policy optimised, beside what P* says of it);
+  ``overoptimisation_summary.csv``: per point, setting and method (``row``: "<point> <setting> <method>"), the means
+  over seeds of the final P*(π ≻ SFT) and KL to μ and of the peak, and how many seeds converged.
 * ``forms.csv``: the headline cell broken down by the form of the two summaries (complete, embellished, ...): how
   much of the margin each pair of forms contributes.
 * ``dose_response.png``: the headline cell along the points, predicted (each seed and the mean) and trained.
@@ -191,6 +193,20 @@ def overoptimisation(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def overoptimisation_summary(opt: pd.DataFrame) -> pd.DataFrame:
+    """:func:`overoptimisation` per point, setting and method (``row``: "<point> <setting> <method>"): the number of
+    seeds, the means over them of the final P*(π ≻ SFT), of the KL to μ at the end and of the peak, and how many
+    seeds the convergence rule calls converged."""
+    columns = ["row", "point", "setting", "policy", "seeds", "final", "kl_final", "peak_mean", "converged"]
+    if opt.empty:
+        return pd.DataFrame(columns=columns)
+    out = opt.groupby(["point", "setting", "policy"], sort=False).agg(
+        seeds=("seed", "size"), final=("final", "mean"), kl_final=("kl_final", "mean"),
+        peak_mean=("peak_mean", "mean"), converged=("converged", "sum")).reset_index()
+    out["row"] = out["point"] + " " + out["setting"] + " " + out["policy"]
+    return out[columns].round({"final": 4, "kl_final": 3, "peak_mean": 4})
+
+
 def forms(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
     """The headline cell P*(A ≻ B) by the forms of the two summaries: share of prompts, mean P*, and the
     contribution Σ (P* − ½)/N of each pair of forms to the margin P*(A ≻ B) − ½ (they add up to the margin)."""
@@ -244,13 +260,17 @@ def forms_markdown(by_form: pd.DataFrame, at_least: float = 0.005) -> str:
 
 def fit(per_run: pd.DataFrame, cell: str, null_point: str | None, confidence: float = 0.95) -> dict:
     """Least-squares line of trained against predicted over every (point, seed) of ``cell``, per setting, and the
-    null point's mean with its seed-level interval."""
+    null point's mean with its seed-level interval. The line needs points whose mean predictions span more than
+    :data:`TIE` (a sweep whose targets' contest does not move has no slope: ``no_slope`` says why)."""
     out: dict = {"cell": cell}
     g = per_run[per_run["cell"] == cell]
+    span = float(np.ptp(g.groupby("point")["predicted"].mean())) if len(g) else 0.0
     for setting in SETTINGS:
         h = g.dropna(subset=[setting])
         entry: dict = {"runs": len(h)}
-        if h["point"].nunique() >= 2:  # a slope across points, not across the seeds of one
+        if h["point"].nunique() >= 2 and span <= TIE:
+            entry["no_slope"] = f"the points' predictions span {span:.4f}, within {TIE}: nothing to regress on"
+        elif h["point"].nunique() >= 2:  # a slope across points, not across the seeds of one
             res = stats.linregress(h["predicted"], h[setting])
             entry.update({"slope": res.slope, "slope_stderr": res.stderr, "intercept": res.intercept,
                           "r": res.rvalue})
@@ -445,13 +465,15 @@ def write_report(spec: SweepSpec, params="params.yaml") -> dict:
     (root / "summary.md").write_text(summary_markdown(spec, summ))
     opt = overoptimisation(spec, params)
     opt.to_csv(root / "overoptimisation.csv", index=False)
+    overoptimisation_summary(opt).to_csv(root / "overoptimisation_summary.csv", index=False)
     by_form = forms(spec, params)
     by_form.to_csv(root / "forms.csv", index=False)
     (root / "forms.md").write_text(forms_markdown(by_form))
     headline = spec.cells[0]
     trained_points = [p for p in spec.points if p in set(per_run["point"])]
     pmean = per_run[per_run["cell"] == headline].groupby("point")["predicted"].mean().dropna()
-    null_point = (pmean - 0.5).abs().idxmin() if len(pmean) else None  # the point closest to the null
+    # the null: the point whose prediction is closest to ½, if theory calls it a tie there
+    null_point = (pmean - 0.5).abs().idxmin() if len(pmean) and (pmean - 0.5).abs().min() < TIE else None
     report["trained_runs"] = len(trained)
     report["runs_not_trained"] = sorted(f"{p}/seed{s}" for p, s in expected - trained)
     report["fit"] = fit(per_run, headline, null_point)
