@@ -128,3 +128,63 @@ def test_a_bad_policy_folder_stops_with_the_key(tmp_path, break_it, message):
     break_it(folder)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         check_policy_folder(str(folder), "policy_model.name_or_path")
+
+
+@pytest.mark.parametrize("key, causal_lm, break_it, message", [
+    ("preference_model.name_or_path", False, lambda d: shutil.rmtree(d), "folder not found"),
+    ("heldout_judge.model.name_or_path", False, lambda d: (d / "config.json").write_text("{not json"),
+     "cannot read the model config"),
+    ("reward_model.name_or_path", False, lambda d: [f.unlink() for f in d.glob("*token*")], "no usable tokenizer"),
+    ("eval.llm_judge", True, lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"gpt2"', '"distilbert"')), "AutoModelForCausalLM cannot load"),
+])
+def test_a_bad_scorer_or_judge_folder_stops_with_its_key(tmp_path, key, causal_lm, break_it, message):
+    """The PM, RM, held-out judge and LLM judge folders are checked like the policy's: an error naming the key;
+    a good folder gives the identity the run's metrics record."""
+    from nlhf.models import ModelConfig
+    from nlhf.models.local import build_local_lm, check_model_folder
+
+    folder = tmp_path / "lm"
+    build_local_lm(["a short text", "another one"] * 20, folder, ModelConfig(n_layer=1, n_embd=8, n_head=2), 300)
+    info = check_model_folder(str(folder), key, causal_lm=causal_lm)
+    assert info["model_type"] == "gpt2" and len(info["content_sha256"]) == 64
+    break_it(folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=rf"^{key.replace('.', chr(92) + '.')}: .*{message}"):
+        check_model_folder(str(folder), key, causal_lm=causal_lm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, key, value, message", [
+    ("preference@pm", "preference_model.name_or_path", "./models/missing", "folder not found"),
+    ("oracle", "heldout_judge.model.name_or_path", "./models/missing", "folder not found"),
+    ("eval", "eval.llm_judge", "./models/missing", "folder not found"),
+    ("data", "task.tldr.pref_data_files.train", "broken/comparisons_train.jsonl", "broken/comparisons_train.jsonl"),
+])
+def test_a_missing_folder_or_malformed_file_stops_the_stage_and_keeps_what_ran(tldr_repo, stage, key, value,
+                                                                              message):
+    """On the tldr DAG after `dvc repro`: a stage pointed at a missing model folder or a malformed data file stops
+    with an error naming the key or the file, before it writes anything: the artifacts and results of the stages
+    that ran are byte for byte what they were."""
+    from nlhf.training.checkpoint import content_hash
+
+    params = yaml.safe_load((tldr_repo / "params.yaml").read_text())
+    overlay = yaml.safe_load((tldr_repo / "profiles" / "tldr-tiny.yaml").read_text())
+    if stage == "data":  # a comparisons file cut in the middle of a row
+        bad = tldr_repo / value
+        bad.parent.mkdir(exist_ok=True)
+        text = (tldr_repo / overlay["task"]["tldr"]["pref_data_files"]["train"]).read_text()
+        bad.write_text(text[: len(text) // 2])
+    *parents, leaf = key.split(".")
+    node = overlay
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[leaf] = value
+    (tldr_repo / "profiles" / "tldr-tiny-broken.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+    params["profile"] = "tldr-tiny-broken"
+    (tldr_repo / "params_broken.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = content_hash(tldr_repo / "artifacts", tldr_repo / "results")
+    r = _run([sys.executable, "-m", "nlhf", "run", stage, "--params", "params_broken.yaml"], tldr_repo, check=False)
+    assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
+    if stage != "data":
+        assert f"{key}: " in r.stderr
+    assert content_hash(tldr_repo / "artifacts", tldr_repo / "results") == before

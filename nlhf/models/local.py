@@ -77,22 +77,49 @@ def build_pretrained_standin(tokenizer, out_dir: str | os.PathLike, model_type: 
     return out
 
 
-def check_policy_folder(name_or_path: str, key: str) -> dict:
-    """A local folder a pipeline takes its policy (and its tokenizer) from, checked before anything is trained: it
-    holds a causal LM's config and a tokenizer with the EOS, pad and sep tokens the stages need (EOS ends a summary,
-    pad batches them, sep joins x <sep> y <sep> y′ for the scorers). Each failure is a ValueError (FileNotFoundError
-    for a missing folder) naming ``key``. Returns what identifies the model: its type and the SHA-256 of the
-    folder's files (:func:`nlhf.training.checkpoint.content_hash`), for the run's metrics."""
+# the files one of which a saved tokenizer writes (fast, BPE, SentencePiece or WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
+                   "vocab.txt")
+
+
+def check_model_folder(name_or_path: str, key: str, causal_lm: bool = False) -> dict:
+    """A local model folder a stage loads (a scorer's body, or with ``causal_lm`` a model that must generate: the
+    policy, the LLM judge), checked before anything is trained or judged: it exists, holds a transformers config
+    (and, with ``causal_lm``, one AutoModelForCausalLM can load) and a tokenizer. Each failure is a ValueError
+    (FileNotFoundError for a missing folder) naming ``key``. Returns what identifies the model, for the run's
+    metrics: the folder, its type and the SHA-256 of its files (:func:`nlhf.training.checkpoint.content_hash`)."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoTokenizer
 
     from nlhf.models.hf import require_folder
     from nlhf.training.checkpoint import content_hash
 
     folder = require_folder(name_or_path, key)
-    config = AutoConfig.from_pretrained(folder)
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{key}: cannot read the model config in {folder}: {' '.join(str(e).split())[:200]}") from e
+    if causal_lm and type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise ValueError(f"{key}: {folder} holds a {config.model_type!r} model, which AutoModelForCausalLM cannot load: "
-                         f"the policy must be a causal language model that can generate")
+                         f"it must be a causal language model that can generate")
+    # from_pretrained on a folder without tokenizer files builds an empty tokenizer without a word of warning
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ValueError(f"{key}: no usable tokenizer in {folder}: none of {', '.join(TOKENIZER_FILES)} (save the "
+                         f"model's tokenizer into the folder with tokenizer.save_pretrained)")
+    try:
+        AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{key}: no usable tokenizer in {folder}: {' '.join(str(e).split())[:200]}") from e
+    return {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}
+
+
+def check_policy_folder(name_or_path: str, key: str) -> dict:
+    """A local folder a pipeline takes its policy (and its tokenizer) from (:func:`check_model_folder` with
+    ``causal_lm``), whose tokenizer also has the EOS, pad and sep tokens the stages need (EOS ends a summary, pad
+    batches them, sep joins x <sep> y <sep> y′ for the scorers). Each failure names ``key``."""
+    from transformers import AutoTokenizer
+
+    info = check_model_folder(name_or_path, key, causal_lm=True)
+    folder = info["name_or_path"]
     tok = AutoTokenizer.from_pretrained(folder)
     missing = [t for t in ("eos_token", "pad_token", "sep_token") if getattr(tok, t) is None]
     if missing:
@@ -101,7 +128,7 @@ def check_policy_folder(name_or_path: str, key: str) -> dict:
                          f"save_pretrained into the folder; the models' embeddings are resized to it)")
     if len({tok.pad_token_id, tok.sep_token_id}) < 2:
         raise ValueError(f"{key}: the tokenizer in {folder} uses one token as pad and sep; they must differ")
-    return {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}
+    return info
 
 
 def add_pipeline_tokens(folder: str | os.PathLike, pad: str = "<pad>", sep: str = "<sep>") -> list[str]:

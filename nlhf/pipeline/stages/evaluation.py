@@ -24,6 +24,11 @@ def run_eval(cfg: PipelineConfig) -> dict:
     from nlhf.evaluate import to_matrix
 
     t0 = time.time()
+    llm_model = None
+    if cfg.eval.llm_judge is not None:  # checked before anything is sampled
+        from nlhf.models.local import check_model_folder
+
+        llm_model = check_model_folder(cfg.eval.llm_judge, "eval.llm_judge", causal_lm=True)
     accelerator = accelerator_for(cfg)
     tok = load_tokenizer(cfg)
     task = make_task(cfg.task)
@@ -36,6 +41,8 @@ def run_eval(cfg: PipelineConfig) -> dict:
     judges = table_judges(cfg, task, tok, accelerator.device)
     out = ensure_dir(cfg.layout.results("eval"))
     metrics: dict = {"n_prompts": len(prompts), "judges": list(judges)}
+    if llm_model is not None:
+        metrics["llm_judge_model"] = llm_model
     oracle_long = oracle_policy = None
     if task.has_exact_judge and hasattr(task.cfg, "population"):
         odir = cfg.layout.results("oracle", task.cfg.population)

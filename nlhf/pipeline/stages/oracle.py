@@ -153,6 +153,11 @@ def run_probe_prompts(cfg: PipelineConfig, task, t0: float) -> dict:
     from nlhf.pipeline.stages.supervised import fit_scorer
 
     ocfg, layout = cfg.oracle, cfg.layout
+    judge_model = None
+    if cfg.heldout_judge.model.name_or_path is not None:  # checked before anything is trained
+        from nlhf.models.local import check_model_folder
+
+        judge_model = check_model_folder(cfg.heldout_judge.model.name_or_path, "heldout_judge.model.name_or_path")
     rows = load_dataset_dir(cfg, "prefs", "judge")
     pairs = {k: list(rows[k]) for k in ("prompt", "y", "y_prime", "label")}
     state = layout.resume("oracle_judge")
@@ -175,7 +180,8 @@ def run_probe_prompts(cfg: PipelineConfig, task, t0: float) -> dict:
                                reason)
     (out / "not_applicable.md").write_text(f"# Oracle: not applicable\n\n{reason}\n")
     metrics = {"applicable": False, "reason": reason, "n_prompts": len(prompts), "sft_references_per_prompt": k,
-               "heldout_judge": {"n_train_pairs": len(pairs["prompt"]), "test": log["eval"][-1]},
+               "heldout_judge": {"n_train_pairs": len(pairs["prompt"]), "test": log["eval"][-1],
+                                 **({"model": judge_model} if judge_model else {})},
                "runtime_s": round(time.time() - t0, 2)}
     write_metrics(cfg, "oracle", metrics)
     return metrics

@@ -176,6 +176,12 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
     t0 = time.time()
     train_cfg = cfg.pm if kind == "pm" else cfg.rm
     model_cfg = cfg.preference_model if kind == "pm" else cfg.reward_model
+    body = None
+    if model_cfg.name_or_path is not None:  # checked before anything is trained
+        from nlhf.models.local import check_model_folder
+
+        section = "preference_model" if kind == "pm" else "reward_model"
+        body = check_model_folder(model_cfg.name_or_path, f"{section}.name_or_path")
     train = load_dataset_dir(cfg, "prefs", "train")
     pairs = {k: list(train[k]) for k in ("prompt", "y", "y_prime", "label")}
     extra = load_sft_comparisons(cfg, "train")
@@ -187,6 +193,8 @@ def run_preference(cfg: PipelineConfig, kind: str) -> dict:
                             stage_fingerprint(cfg, layout.dvc_stage(kind)))
     metrics = {"n_train_pairs": len(pairs["prompt"]), "test": log["eval"][-1],
                "train_loss_first": log["train"][0]["loss"], "train_loss_last": log["train"][-1]["loss"]}
+    if body is not None:
+        metrics["model"] = body
     pairs = load_sft_comparisons(cfg, "heldout")
     if pairs is not None:
         q = predict_proba(model, list(pairs["prompt"]), list(pairs["y"]), list(pairs["y_prime"]))
