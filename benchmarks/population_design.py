@@ -1,12 +1,14 @@
 """Design a rater population with the oracle before anything is trained: each method's target on the evaluation
 prompts' candidate pools, for one or more candidate populations, from one SFT model.
 
-The candidate pools and μ̂ are built once (``--pools``, cached as JSON next to the SFT model's run), then each
-population is solved in seconds: the table of P*(target ≻ target), the Nash support size, how far apart the
+The candidate pools and μ̂ are built once (cached as JSON next to the SFT model's run; ``--pools`` reads a run's
+``oracle/pools.json`` instead), then each population is solved in seconds: the table of P*(target ≻ target), the Nash support size, how far apart the
 Nash-MD targets of different β are, and each target's exploitability. Nothing here trains a policy.
 
     python benchmarks/population_design.py --sft artifacts/sweeps/embellisher_share/e0.26/seed0 \\
         --populations cyclic completist
+    python benchmarks/population_design.py --pools artifacts/sweeps/cyclic/equal/seed1/oracle/pools.json \
+        --populations pentagon --sharpness 3
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ def pools_for(cfg, artifacts: Path, cache: Path) -> list[oracle.Pool]:
     return pools
 
 
-def solve(cfg, pools, population: str, weights=None) -> dict:
+def solve(cfg, pools, population: str, weights=None, sharpness=None) -> dict:
     task = SyntheticTask(replace(cfg.task.synthetic, population=population, rater_weights=weights,
-                                 rater_sharpness=None))
+                                 rater_sharpness=sharpness))
     Ps = oracle.pool_matrices(task, pools)
     methods = {n: m for n, m in cfg.methods.items() if n in ORDER}
     per_prompt = [oracle.method_targets(P, p.log_mu, methods) for P, p in zip(Ps, pools)]
@@ -73,17 +75,26 @@ def solve(cfg, pools, population: str, weights=None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sft", required=True, help="a run's artifacts folder holding models/sft")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sft", help="a run's artifacts folder holding models/sft (pools sampled and cached there)")
+    src.add_argument("--pools", type=Path, help="a pools file: a run's artifacts oracle/pools.json")
     ap.add_argument("--populations", nargs="+", default=["cyclic"])
     ap.add_argument("--weights", nargs="*", type=float, help="rater shares (one population only)")
+    ap.add_argument("--sharpness", type=float, help="every rater's sharpness s_k (default 3.0)")
     args = ap.parse_args()
     cfg = load_config(ROOT / "params.yaml")
-    pools = pools_for(cfg, Path(args.sft), Path(args.sft) / "design_pools.json")
+    if args.pools is not None:
+        if not args.pools.is_file():
+            ap.error(f"--pools: no such file: {args.pools}")
+        pools = pools_for(cfg, args.pools.parent, args.pools)
+    else:
+        pools = pools_for(cfg, Path(args.sft), Path(args.sft) / "design_pools.json")
     pd.set_option("display.width", 200)
     for population in args.populations:
         weights = args.weights or POPULATION_WEIGHTS.get(population)
-        r = solve(cfg, pools, population, weights)
-        print(f"\n== {population} {weights}: NE support {r['support']:.2f}, mixed on {r['mixed']:.0%} of prompts")
+        sharpness = None if args.sharpness is None else [args.sharpness] * len(weights)
+        r = solve(cfg, pools, population, weights, sharpness)
+        print(f"\n== {population} {weights} sharpness {args.sharpness or 3.0}: NE support {r['support']:.2f}, mixed on {r['mixed']:.0%} of prompts")
         print(r["matrix"].round(3).to_string())
         print("exploitability:", {k: round(v, 3) for k, v in r["exploitability"].items()})
         print({k: round(v, 3) for k, v in r["tv"].items()})

@@ -86,4 +86,15 @@ for m in $METHODS; do stages="$stages policy@$m"; done
 echo "[tldr_check] python -m nlhf run $stages eval"
 # shellcheck disable=SC2086
 "$PY" -m nlhf run $stages eval --params "$RUN/params.yaml"
-echo "[tldr_check] done: results/$NAME/eval/judge_gap.csv, results/$NAME/metrics/eval.json (judge_gap)"
+# each judge's calibration against the raters' labels of the test comparisons (the eval notebook draws the same)
+"$PY" - "results/$NAME/eval" <<'EOF'
+import sys
+from pathlib import Path
+import pandas as pd
+from nlhf.pipeline import plots
+out = Path(sys.argv[1])
+fig = plots.calibration(pd.read_csv(out / "judge_calibration.csv"), title="Judges against the test comparisons' labels")
+fig.savefig(out / "judge_calibration.png", dpi=120)
+EOF
+echo "[tldr_check] done: results/$NAME/eval/judge_gap.csv, judge_agreement.csv, judge_calibration.png," \
+     "results/$NAME/metrics/eval.json (judge_gap)"

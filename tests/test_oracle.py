@@ -8,7 +8,7 @@ from nlhf import oracle
 from nlhf.games import bradley_terry, known_games, nash
 from nlhf.tasks.synthetic import SyntheticTask
 from nlhf.tasks.synthetic_config import SyntheticTaskConfig
-from nlhf.tasks.synthetic_documents import parse_prompt
+from nlhf.tasks.synthetic_documents import Document, parse_prompt
 from nlhf.tasks.synthetic_raters import preference_from_utilities, summary_features
 from nlhf.training.methods import RLHF, NashEMA, NashMD, OnlineIPO
 
@@ -151,3 +151,35 @@ def test_populations_keep_raters_consistent_and_condorcet_unchanged():
         SyntheticTaskConfig(population="nope")
     with pytest.raises(ValueError, match="rater_weights"):
         SyntheticTaskConfig(population="completist", rater_weights=[0.5, 0.5, 0.0])
+
+
+def test_pentagon_population_cycles_five_forms_and_beta_moves_its_targets():
+    """The five pentagon raters are each transitive, their majority cycles over the five forms with margins of
+    about 4/5; where the reference writes two of them far less often, the Nash-MD-PG targets of different β part
+    (and with a flat reference they tie: β only matters through μ)."""
+    task = SyntheticTask(SyntheticTaskConfig(population="pentagon"))
+    doc = Document(("storm", "bridge", "mayor", "river", "school"), (2, 3, 1, 3, 1))
+    x = doc.prompt
+    cycle = {"tail": "bridge mayor river school", "complete": "storm bridge mayor river school",
+             "key_facts": "bridge river", "lead": "storm", "non_key": "storm mayor school"}
+    forms = list(cycle)
+    for f, y in cycle.items():  # each summary has the shape the raters score it by
+        feats = summary_features(doc, y, 12)
+        assert (feats.get(f"form_{f}") or feats.get(f"other_{f}")) == 1.0, f
+    ys = [cycle[f] for f in forms]
+    p_next = task.judge([x] * 5, ys, ys[1:] + ys[:1])
+    assert (p_next > 0.75).all()  # four raters of five prefer each form to the next: a 5-cycle
+    u = task.utilities([x] * 5, ys)  # each rater ranks the five in rotation, one first
+    assert sorted(np.argmax(u, axis=0)) == list(range(5))
+    others = [y for y in task.candidates(x) if y not in ys]
+    worst = task.judge([x] * len(others), [cycle["lead"]] * len(others), others)
+    assert (worst > 0.5).all()  # every other summary loses to each of the five
+    P = preference_from_utilities(u[:, None, :], u[None, :, :], task.cfg.rater_weights, task.cfg.rater_sharpness)
+    assert (nash.nash_equilibrium(P) > 0.05).all()  # the equilibrium mixes all five
+    deep = np.log(np.array([1e-7, 0.3, 0.3, 0.4, 1e-5]))  # SFT writes the tail and the non-key facts rarely
+    deep = np.exp(deep - np.log(np.exp(deep).sum()))
+    sp, md3 = (oracle.regularized_mixture_target(P, deep, 0.008, b) for b in (0.0, 0.375))
+    assert 0.5 * np.abs(sp - md3).sum() > 0.1
+    flat = np.full(5, 0.2)
+    sp, md3 = (oracle.regularized_mixture_target(P, flat, 0.008, b) for b in (0.0, 0.375))
+    np.testing.assert_allclose(sp, md3, atol=1e-6)
