@@ -147,7 +147,11 @@ def test_a_bad_scorer_or_judge_folder_stops_with_its_key(tmp_path, key, causal_l
     folder = tmp_path / "lm"
     build_local_lm(["a short text", "another one"] * 20, folder, ModelConfig(n_layer=1, n_embd=8, n_head=2), 300)
     info = check_model_folder(str(folder), key, causal_lm=causal_lm)
-    assert info["model_type"] == "gpt2" and len(info["content_sha256"]) == 64
+    assert info["model_type"] == "gpt2" and len(info["content_sha256"]) == 64 and "hub_commit" not in info
+    meta = folder / ".cache" / "huggingface" / "download" / "config.json.metadata"  # as `hf download` leaves it
+    meta.parent.mkdir(parents=True)
+    meta.write_text(f"{'a1' * 20}\n\"etag\"\n1733500000.0\n")
+    assert check_model_folder(str(folder), key, causal_lm=causal_lm)["hub_commit"] == "a1" * 20
     break_it(folder)
     with pytest.raises((ValueError, FileNotFoundError), match=rf"^{key.replace('.', chr(92) + '.')}: .*{message}"):
         check_model_folder(str(folder), key, causal_lm=causal_lm)

@@ -87,7 +87,8 @@ def check_model_folder(name_or_path: str, key: str, causal_lm: bool = False) -> 
     policy, the LLM judge), checked before anything is trained or judged: it exists, holds a transformers config
     (and, with ``causal_lm``, one AutoModelForCausalLM can load) and a tokenizer. Each failure is a ValueError
     (FileNotFoundError for a missing folder) naming ``key``. Returns what identifies the model, for the run's
-    metrics: the folder, its type and the SHA-256 of its files (:func:`nlhf.training.checkpoint.content_hash`)."""
+    metrics: the folder, its type, the SHA-256 of its files (:func:`nlhf.training.checkpoint.content_hash`) and,
+    for a folder downloaded from the Hub, the commit it was downloaded at."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoTokenizer
 
     from nlhf.models.hf import require_folder
@@ -109,7 +110,13 @@ def check_model_folder(name_or_path: str, key: str, causal_lm: bool = False) -> 
         AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"{key}: no usable tokenizer in {folder}: {' '.join(str(e).split())[:200]}") from e
-    return {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}
+    info = {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}
+    # a folder that `hf download --local-dir` (or scripts/fetch_real.py) filled records, per file it fetched, the Hub
+    # commit it came from (the first line of .cache/huggingface/download/<file>.metadata)
+    meta = folder / ".cache" / "huggingface" / "download" / "config.json.metadata"
+    if meta.is_file():
+        info["hub_commit"] = meta.read_text().split("\n", 1)[0].strip()
+    return info
 
 
 def check_policy_folder(name_or_path: str, key: str) -> dict:
