@@ -2,12 +2,13 @@
 prompts' candidate pools, for one or more candidate populations, from one SFT model.
 
 The candidate pools and μ̂ are built once (cached as JSON next to the SFT model's run; ``--pools`` reads a run's
-``oracle/pools.json`` instead), then each population is solved in seconds: the table of P*(target ≻ target), the Nash support size, how far apart the
-Nash-MD targets of different β are, and each target's exploitability. Nothing here trains a policy.
+``oracle/pools.json`` instead), then each population is solved in seconds: the table of P*(target ≻ target), the
+Nash support size, how far apart the Nash-MD targets of different β are, and each target's exploitability.
+Nothing here trains a policy.
 
     python benchmarks/population_design.py --sft artifacts/sweeps/embellisher_share/e0.26/seed0 \\
         --populations cyclic completist
-    python benchmarks/population_design.py --pools artifacts/sweeps/cyclic/equal/seed1/oracle/pools.json \
+    python benchmarks/population_design.py --pools artifacts/sweeps/cyclic/equal/seed1/oracle/pools.json \\
         --populations pentagon --sharpness 3
 """
 
@@ -94,7 +95,8 @@ def main() -> None:
         weights = args.weights or POPULATION_WEIGHTS.get(population)
         sharpness = None if args.sharpness is None else [args.sharpness] * len(weights)
         r = solve(cfg, pools, population, weights, sharpness)
-        print(f"\n== {population} {weights} sharpness {args.sharpness or 3.0}: NE support {r['support']:.2f}, mixed on {r['mixed']:.0%} of prompts")
+        print(f"\n== {population} {weights} sharpness {args.sharpness or 3.0}: NE support {r['support']:.2f}, "
+              f"mixed on {r['mixed']:.0%} of prompts")
         print(r["matrix"].round(3).to_string())
         print("exploitability:", {k: round(v, 3) for k, v in r["exploitability"].items()})
         print({k: round(v, 3) for k, v in r["tv"].items()})

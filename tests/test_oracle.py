@@ -154,26 +154,31 @@ def test_populations_keep_raters_consistent_and_condorcet_unchanged():
 
 
 def test_pentagon_population_cycles_five_forms_and_beta_moves_its_targets():
-    """The five pentagon raters are each transitive, their majority cycles over the five forms with margins of
-    about 4/5; where the reference writes two of them far less often, the Nash-MD-PG targets of different β part
-    (and with a flat reference they tie: β only matters through μ)."""
+    """The five pentagon raters rank five shapes in rotation, their majority cycles over them with margins of
+    about 4/5, also where the lead is a key fact; where the reference writes two of them far less often, the
+    Nash-MD-PG targets of different β part (with a flat reference they tie here, because the game is symmetric:
+    every regularised equilibrium of a rotation-invariant P and a uniform μ is uniform)."""
+    from nlhf.tasks.synthetic_raters import POPULATIONS
+
+    assert not [k for pop in ("condorcet", "completist", "cyclic") for r in POPULATIONS[pop].values() for k in r
+                if k.startswith("shape_")]  # the shapes leave the other populations' utilities as they were
     task = SyntheticTask(SyntheticTaskConfig(population="pentagon"))
-    doc = Document(("storm", "bridge", "mayor", "river", "school"), (2, 3, 1, 3, 1))
-    x = doc.prompt
-    cycle = {"tail": "bridge mayor river school", "complete": "storm bridge mayor river school",
-             "key_facts": "bridge river", "lead": "storm", "non_key": "storm mayor school"}
-    forms = list(cycle)
-    for f, y in cycle.items():  # each summary has the shape the raters score it by
-        feats = summary_features(doc, y, 12)
-        assert (feats.get(f"form_{f}") or feats.get(f"other_{f}")) == 1.0, f
-    ys = [cycle[f] for f in forms]
-    p_next = task.judge([x] * 5, ys, ys[1:] + ys[:1])
-    assert (p_next > 0.75).all()  # four raters of five prefer each form to the next: a 5-cycle
-    u = task.utilities([x] * 5, ys)  # each rater ranks the five in rotation, one first
-    assert sorted(np.argmax(u, axis=0)) == list(range(5))
-    others = [y for y in task.candidates(x) if y not in ys]
-    worst = task.judge([x] * len(others), [cycle["lead"]] * len(others), others)
-    assert (worst > 0.5).all()  # every other summary loses to each of the five
+    for doc in (Document(("storm", "bridge", "mayor", "river", "school"), (2, 3, 1, 3, 1)),
+                Document(("storm", "bridge", "mayor", "river"), (3, 2, 1, 3))):  # the lead is key in the second
+        x = doc.prompt
+        keys = [f for f, i in zip(doc.facts, doc.importance) if i == 3]
+        cycle = {"tail": doc.facts[1:], "complete": doc.facts, "key_facts": keys, "lead": doc.facts[:1],
+                 "non_key": [f for f in doc.facts if f not in keys]}
+        ys = [" ".join(cycle[f]) for f in cycle]
+        for f, y in zip(cycle, ys):  # each summary has the shape the raters score it by
+            assert summary_features(doc, y, 12)[f"shape_{f}"] == 1.0, (doc, f)
+        p_next = task.judge([x] * 5, ys, ys[1:] + ys[:1])
+        assert (p_next > 0.75).all()  # four raters of five prefer each shape to the next: a 5-cycle
+        u = task.utilities([x] * 5, ys)  # each rater ranks the five in rotation, one first
+        assert sorted(np.argmax(u, axis=0)) == list(range(5)) and (np.sort(u, axis=0) == np.arange(5.0)[:, None]).all()
+        others = [y for y in task.candidates(x) if y not in ys]
+        for y in ys:  # every other summary loses to each of the five
+            assert (task.judge([x] * len(others), [y] * len(others), others) > 0.5).all()
     P = preference_from_utilities(u[:, None, :], u[None, :, :], task.cfg.rater_weights, task.cfg.rater_sharpness)
     assert (nash.nash_equilibrium(P) > 0.05).all()  # the equilibrium mixes all five
     deep = np.log(np.array([1e-7, 0.3, 0.3, 0.4, 1e-5]))  # SFT writes the tail and the non-key facts rarely

@@ -100,22 +100,25 @@ def check_model_folder(name_or_path: str, key: str, causal_lm: bool = False) -> 
     except (OSError, ValueError) as e:
         raise ValueError(f"{key}: cannot read the model config in {folder}: {' '.join(str(e).split())[:200]}") from e
     if causal_lm and type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise ValueError(f"{key}: {folder} holds a {config.model_type!r} model, which AutoModelForCausalLM cannot load: "
-                         f"it must be a causal language model that can generate")
+        raise ValueError(f"{key}: {folder} holds a {config.model_type!r} model, which AutoModelForCausalLM cannot "
+                         f"load: it must be a causal language model that can generate")
     # from_pretrained on a folder without tokenizer files builds an empty tokenizer without a word of warning
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise ValueError(f"{key}: no usable tokenizer in {folder}: none of {', '.join(TOKENIZER_FILES)} (save the "
                          f"model's tokenizer into the folder with tokenizer.save_pretrained)")
     try:
         AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError, TypeError) as e:
+    except Exception as e:  # a damaged tokenizer.json raises the tokenizers library's plain Exception
         raise ValueError(f"{key}: no usable tokenizer in {folder}: {' '.join(str(e).split())[:200]}") from e
-    info = {"name_or_path": str(name_or_path), "model_type": config.model_type, "content_sha256": content_hash(folder)}
+    # the download bookkeeping (.cache/, with timestamps) is not the model: two downloads of one commit hash alike
+    info = {"name_or_path": str(name_or_path), "model_type": config.model_type,
+            "content_sha256": content_hash(*sorted(p for p in folder.iterdir() if p.name != ".cache"))}
     # a folder that `hf download --local-dir` (or scripts/fetch_real.py) filled records, per file it fetched, the Hub
     # commit it came from (the first line of .cache/huggingface/download/<file>.metadata)
-    meta = folder / ".cache" / "huggingface" / "download" / "config.json.metadata"
-    if meta.is_file():
-        info["hub_commit"] = meta.read_text().split("\n", 1)[0].strip()
+    commits = sorted({m.read_text().split("\n", 1)[0].strip()
+                      for m in (folder / ".cache" / "huggingface" / "download").rglob("*.metadata")})
+    if commits:
+        info["hub_commit"] = commits[0] if len(commits) == 1 else commits  # files of several commits: all of them
     return info
 
 
@@ -126,7 +129,7 @@ def check_policy_folder(name_or_path: str, key: str) -> dict:
     from transformers import AutoTokenizer
 
     info = check_model_folder(name_or_path, key, causal_lm=True)
-    folder = info["name_or_path"]
+    folder = Path(name_or_path).expanduser()
     tok = AutoTokenizer.from_pretrained(folder)
     missing = [t for t in ("eos_token", "pad_token", "sep_token") if getattr(tok, t) is None]
     if missing:

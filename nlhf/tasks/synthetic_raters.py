@@ -14,9 +14,9 @@ Features of a summary y for document x (``summary_features``):
   skip document facts passed over before the last one the summary uses (cherry-picking; 0 for a prefix);
   form_*  one-hot of the summary's form (``summary_form``: complete, key_facts, top_fact, lead, keys_reordered,
           embellished, other);  len_*  one-hot of its length class (short: 1 word, medium: 2–3, long: ≥ 4);
-  other_* two shapes among the form "other" (``other_shape``): other_tail, every fact but the lead in document
-          order; other_non_key, the facts that are not key in document order. Both are 0 for every other form, so
-          a rater's utility for them is its form_other coefficient plus theirs.
+  shape_* one-hot of the summary's shape (``summary_shape``), a second reading of it that only the pentagon
+          population uses: complete, key_facts, lead (the first fact alone, key or not), tail (every fact but the
+          lead), non_key (the facts that are not key), all in document order, or none.
 
 Rater k has utility u_k(x, y) = Σ_f coef_kf · feature_f(x, y) (``POPULATIONS``) and is a noisy Bradley–Terry rater
 with sharpness s_k:
@@ -45,10 +45,11 @@ from nlhf.tasks.synthetic_documents import FACT_SET, Document
 # Summary forms, in the order ``summary_form`` tests them; the first that matches is the summary's form.
 FORMS: tuple[str, ...] = ("complete", "key_facts", "top_fact", "lead", "keys_reordered", "embellished", "other")
 LENGTH_CLASSES: tuple[str, ...] = ("short", "medium", "long")  # 1 word, 2–3 words, 4 or more (``length_class``)
-OTHER_SHAPES: tuple[str, ...] = ("tail", "non_key")  # shapes among the form "other" (``other_shape``)
+# Shapes, in the order ``summary_shape`` tests them (where two coincide on a document, the first names it).
+SHAPES: tuple[str, ...] = ("complete", "key_facts", "lead", "tail", "non_key", "none")
 FEATURES: tuple[str, ...] = (("cov", "n", "ndev", "miss", "inv", "dup", "dis", "skip")
                              + tuple(f"form_{f}" for f in FORMS) + tuple(f"len_{c}" for c in LENGTH_CLASSES)
-                             + tuple(f"other_{s}" for s in OTHER_SHAPES))
+                             + tuple(f"shape_{s}" for s in SHAPES))
 
 # Rater populations: each rater's utility is u_k = Σ_f coef[f] · feature_f (features: see ``summary_features``).
 #
@@ -102,36 +103,35 @@ POPULATIONS["cyclic"] = {
             "form_embellished": -3.0, "form_keys_reordered": -3.0, "form_other": -3.0}
     for rater, (c, k, one) in _CYCLE.items()}
 #
-# pentagon (a game where β changes the answer). Five raters rank five forms in rotation, each putting one first and
-# the next ones after it (4, 3, 2, 1, 0) and every other form far below (−3):
+# pentagon (a game where β changes the answer). Five raters rank five shapes (``summary_shape``) in rotation, each
+# putting one first and the next ones after it (4, 3, 2, 1, 0) and every other summary far below (−3):
 #   tail ≻ complete ≻ key facts ≻ lead ≻ non-key facts ≻ tail
 # (tail: every fact but the lead; non-key facts: the facts that are not key; both in document order). Four of the five
-# raters prefer each form to the next one, so the majority relation is a 5-cycle with margins of 4/5 against 2/3 at
-# most for three raters, and the Nash equilibrium mixes the five. SFT never writes the two "other" shapes (their
-# log-probability lies some 10–16 nats below SFT's usual answer), so the τ-regularised targets of self-play, of
-# Nash-MD-PG at each β and of the best response to SFT weigh them differently: with a weak regularisation
-# (τ = 0.008) a payoff margin of 0.1 is worth 12.5 nats of log-probability under μ, about the depth of those shapes
-# (benchmarks/population_design.py measures the targets before anything is trained).
+# raters prefer each shape to the next one, so where the five are different summaries (on most documents; where two
+# coincide, the first of SHAPES names it) the majority relation is a 5-cycle with margins of 4/5, against 2/3 at most
+# for three transitive raters, and the Nash equilibrium mixes the five. SFT rarely writes the tail or the non-key
+# facts (no reference style does but the random subsets of ``partial``), so their log-probability under μ lies some
+# 10–16 nats below SFT's usual answer on many prompts, and the τ-regularised targets of self-play, of Nash-MD-PG at
+# each β and of the best response to SFT weigh them differently: with a weak regularisation (τ = 0.008) a payoff
+# margin of 0.1 is worth 12.5 nats of log-probability under μ (benchmarks/population_design.py measures the targets
+# before anything is trained).
 _PENTAGON_CYCLE = ("tail", "complete", "key_facts", "lead", "non_key")
-_PENTAGON_FLOOR = -3.0
 
 
-def _rotation(cycle: tuple[str, ...], start: int, floor: float) -> dict[str, float]:
-    """Coefficients of the rater who ranks ``cycle[start]`` first, then the next forms of the cycle in turn
-    (utility len − 1 down to 0), and every form outside the cycle at ``floor``; a shape of "other" (``other_*``)
-    lifts the floor that form_other gives it to its rank."""
-    coef = {f"form_{f}": floor for f in FORMS if f not in cycle}
+def _rotation(cycle: tuple[str, ...], start: int, floor: float = -3.0) -> dict[str, float]:
+    """Coefficients of the rater who ranks the shape ``cycle[start]`` first, then the next shapes of the cycle in
+    turn (utility len − 1 down to 0), and every summary of no shape in the cycle at ``floor``."""
+    unknown = set(cycle) - set(SHAPES)
+    if unknown:
+        raise ValueError(f"unknown shapes {sorted(unknown)}; expected some of {SHAPES}")
+    coef = {f"shape_{x}": floor for x in SHAPES if x not in cycle}
     for j in range(len(cycle)):
-        form, rank = cycle[(start + j) % len(cycle)], float(len(cycle) - 1 - j)
-        if form in FORMS:
-            coef[f"form_{form}"] = rank
-        else:
-            coef[f"other_{form}"] = rank - floor
+        coef[f"shape_{cycle[(start + j) % len(cycle)]}"] = float(len(cycle) - 1 - j)
     return coef
 
 
 POPULATIONS["pentagon"] = {
-    rater: _rotation(_PENTAGON_CYCLE, i, _PENTAGON_FLOOR)
+    rater: _rotation(_PENTAGON_CYCLE, i)
     for i, rater in enumerate(("background_reader", "thorough", "concise", "headline", "side_story_reader"))}
 # Default rater shares and sharpness of each population (params may override them).
 POPULATION_WEIGHTS: dict[str, list[float]] = {"condorcet": [0.36, 0.33, 0.31],
@@ -167,12 +167,12 @@ def summary_features(doc: Document, summary: str, max_words: int) -> dict[str, f
     dis = sum(a > b for a, b in zip(order, order[1:])) / max(1, len(order) - 1)
     skip = (max(order) + 1 - len(order)) if order else 0  # document facts passed over before the last one used
     form = summary_form(doc, words, cov, inv, dup, dis)
-    shape = other_shape(doc, words) if form == "other" else None
+    shape = summary_shape(doc, words)
     return {"cov": cov, "n": len(words), "ndev": abs(len(words) - nkey), "miss": miss, "inv": inv,
             "dup": dup, "dis": dis, "skip": skip, "nkey": nkey, "all_key": float(miss == 0),
             **{f"form_{f}": float(f == form) for f in FORMS},
             **{f"len_{c}": float(c == length_class(len(words))) for c in LENGTH_CLASSES},
-            **{f"other_{s}": float(s == shape) for s in OTHER_SHAPES}}
+            **{f"shape_{s}": float(s == shape) for s in SHAPES}}
 
 
 def length_class(n_words: int) -> str:
@@ -202,14 +202,17 @@ def summary_form(doc: Document, words: list[str], cov: float, inv: int, dup: int
     return "other"
 
 
-def other_shape(doc: Document, words: list[str]) -> str | None:
-    """The first of OTHER_SHAPES that ``words`` (a summary of form "other") matches: tail (every fact but the
-    first, in document order) or non_key (the facts that are not key, in document order); else None."""
-    if words == list(doc.facts[1:]):
-        return "tail"
-    if words == [f for f, i in zip(doc.facts, doc.importance) if i != 3]:
-        return "non_key"
-    return None
+def summary_shape(doc: Document, words: list[str]) -> str:
+    """The first of SHAPES that ``words`` (a well-formed summary of ``doc``) is: complete (every fact), key_facts,
+    lead (the first fact alone), tail (every fact but the first), non_key (the facts that are not key), each in
+    document order; else none."""
+    keys = [f for f, i in zip(doc.facts, doc.importance) if i == 3]
+    for shape, target in (("complete", list(doc.facts)), ("key_facts", keys), ("lead", list(doc.facts[:1])),
+                          ("tail", list(doc.facts[1:])),
+                          ("non_key", [f for f, i in zip(doc.facts, doc.importance) if i != 3])):
+        if target and words == target:
+            return shape
+    return "none"
 
 
 def rater_coefficients(population: str = "condorcet") -> np.ndarray:
