@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nlhf.config import ConfigError
+from nlhf.config import ConfigError, load_yaml
 from nlhf.pipeline.params import load_config
 
 from test_pipeline_e2e import _run, copy_working_tree
@@ -23,25 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("RLHF", "MD1", "EMA1")  # one of each kind of judge and opponent; the full list runs the same stages
 
 
-def _params(dst: Path) -> None:
+def _params(dst: Path, profile: str | None = "tldr-tiny") -> None:
+    """params.yaml with a few methods and no seed replicas; on ``profile`` without the exact-judge ablation (None:
+    the default profile, as a fresh clone has it)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["profile"] = "tldr-tiny"
     params["methods"] = {n: params["methods"][n] for n in METHODS}
-    params["ablation"]["methods"] = []  # no exact judge to train against
     params["ablation"]["seed_methods"] = {}
+    if profile is not None:
+        params["profile"] = profile
+        params["ablation"]["methods"] = []  # no exact judge to train against
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def tldr_repo(tmp_path_factory):
-    """A copy of the working tree on the tldr-tiny profile with its local model folder, after `dvc repro`."""
+    """A copy of the working tree with its local model folder, switched to the tldr-tiny profile and run by the
+    README's one command (`dvc exp run -S profile=... -S 'ablation.methods=[]'`)."""
     dst = tmp_path_factory.mktemp("tldr")
     copy_working_tree(dst)
-    _params(dst)
+    _params(dst, profile=None)
     _run(["git", "init", "-q"], dst)
+    _run(["git", "add", "-A"], dst)
+    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "scratch"], dst)
     _run([sys.executable, "-m", "nlhf", "local-model", "models/tldr-tiny", "--texts",
           "tests/fixtures/tldr_sft_train.jsonl", "--vocab-size", "500"], dst)
-    _run([sys.executable, "-m", "dvc", "repro"], dst)
+    _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "profile=tldr-tiny", "-S", "ablation.methods=[]"], dst)
     return dst
 
 
@@ -166,12 +172,12 @@ def test_a_bad_scorer_or_judge_folder_stops_with_its_key(tmp_path, key, causal_l
 ])
 def test_a_missing_folder_or_malformed_file_stops_the_stage_and_keeps_what_ran(tldr_repo, stage, key, value,
                                                                               message):
-    """On the tldr DAG after `dvc repro`: a stage pointed at a missing model folder or a malformed data file stops
+    """On the tldr DAG after its run: a stage pointed at a missing model folder or a malformed data file stops
     with an error naming the key or the file, before it writes anything: the artifacts and results of the stages
     that ran are byte for byte what they were."""
     from nlhf.training.checkpoint import content_hash
 
-    params = yaml.safe_load((tldr_repo / "params.yaml").read_text())
+    params = load_yaml((tldr_repo / "params.yaml").read_text())  # as DVC wrote it (YAML 1.2: `no` is a string)
     overlay = yaml.safe_load((tldr_repo / "profiles" / "tldr-tiny.yaml").read_text())
     if stage == "data":  # a comparisons file cut in the middle of a row
         bad = tldr_repo / value

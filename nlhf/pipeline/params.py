@@ -226,7 +226,8 @@ class PipelineConfig:
               f"nlhf local-model builds a small one from a JSON-lines file's texts)")
         check(self.task.name == "synthetic" or not self.ablation.methods, "ablation.methods",
               f"task {self.task.name!r} has no exact judge, which the exact-judge ablation trains against: set "
-              f"ablation.methods to [] in params.yaml (got {self.ablation.methods})")
+              f"ablation.methods to [] in params.yaml (one command: dvc exp run -S profile={self.profile} -S "
+              f"'ablation.methods=[]'; got {self.ablation.methods})")
         check(self.eval.synthetic_export is None or self.task.name == "tldr", "eval.synthetic_export",
               f"judges a run of task 'tldr' on the exported files; task {self.task.name!r} has its own judge")
         for name, judge in self.ablation.seed_methods.items():
