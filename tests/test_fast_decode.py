@@ -134,3 +134,27 @@ def test_too_long_for_positions_falls_back(tok, models_):
     ids, mask = _prompts(tok, TEXTS)
     assert fast_decode.can_decode([policy], ids.device, ids.shape[1] + 10 - 1)
     assert not fast_decode.can_decode([policy], ids.device, ids.shape[1] + 200 - 1)
+
+
+@pytest.mark.parametrize("repeats", [2, 4])
+def test_repeated_prompts_are_prefilled_once_with_the_same_bits(tok, models_, repeats):
+    """Rows repeating a prompt (y and y′ of Nash-MD, several samples per prompt) are encoded once and copied: the
+    logits and the keys and values are bitwise those of encoding the distinct prompts, and the model runs on the
+    distinct rows only."""
+    policy, _ = models_
+    ids, mask = _prompts(tok, TEXTS)  # 4 distinct prompts, left padding of 0..7 tokens
+    rep_ids, rep_mask = ids.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
+    with torch.no_grad():
+        once = fast_decode.GPT2Backend(policy.eval(), ids, mask, slice(None), 4)
+        each = fast_decode.GPT2Backend(policy, rep_ids, rep_mask, slice(None), 4)
+        rows = []
+        orig = fast_decode.GPT2Decoder.forward
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(fast_decode.GPT2Decoder, "forward", lambda self, i, *a: rows.append(len(i)) or orig(self, i, *a))
+            expected, got = once.prefill(), each.prefill()
+    assert rows == [len(ids), len(ids)]  # the repeated batch too ran on the distinct prompts only
+    assert torch.equal(got, expected.repeat_interleave(repeats, 0))
+    P = ids.shape[1]
+    for k1, v1, kr, vr in zip(once.decoder.k, once.decoder.v, each.decoder.k, each.decoder.v):
+        assert torch.equal(kr[..., :P], k1[..., :P].repeat_interleave(repeats, 0))
+        assert torch.equal(vr[:, :, :P], v1[:, :, :P].repeat_interleave(repeats, 0))

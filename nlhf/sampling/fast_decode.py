@@ -153,28 +153,49 @@ class GPT2Backend:
 
     ``prefill()`` encodes the left-padded prompts and returns the last position's logits; ``step(tok, alive, t)``
     feeds the tokens sampled at step t − 1 (all rows of the batch; this backend takes its own) and returns the
-    next logits. The key-padding mask is a preallocated row per sequence, one column written per token."""
+    next logits. The key-padding mask is a preallocated row per sequence, one column written per token.
+
+    Rows that repeat a prompt (Nash-MD's y and y′ of one prompt, several samples per prompt) are prefilled once:
+    the prompt is encoded on the distinct rows and its keys, values and logits copied to the repeats. A row's
+    encoding does not depend on the other rows of the batch, so the copies are bitwise what encoding every row
+    gives (tests/test_fast_decode.py), at a fraction of the prefill's cost (half of it for y and y′, three
+    quarters for four samples per prompt)."""
 
     def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, rows, max_new_tokens: int):
         ids, mask = prompt_ids[rows], prompt_mask[rows].long()
         n, prompt_len = ids.shape
         device = ids.device
-        self.rows, self.ids, self.prompt_len = rows, ids, prompt_len
+        self.model, self.rows, self.ids, self.mask, self.prompt_len = model, rows, ids, mask, prompt_len
         self.decoder = GPT2Decoder(model, n, prompt_len + max_new_tokens - 1)  # the last token is never fed back
         # the key mask in additive form for the decode steps: 0 = attend, −inf = pad / finished row's slot
         self.key_bias = torch.full((n, prompt_len + max_new_tokens - 1), float("-inf"), dtype=self.decoder.wte.dtype,
                                    device=device)
         self.key_bias[:, :prompt_len].masked_fill_(mask.bool(), 0.0)
-        # prefill: causal AND key is real; each position may always see itself (pad queries would otherwise have no
-        # key at all -> NaN K/V downstream; their outputs are never used and their keys stay masked)
-        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
-        eye = torch.eye(prompt_len, dtype=torch.bool, device=device)
-        self.prefill_mask = ((causal & mask.bool()[:, None, :]) | eye)[:, None]  # [n, 1, P, P]
-        self.positions = (mask.cumsum(-1) - 1).clamp(min=0)
         self.n_real = mask.sum(-1)  # real tokens so far = position of the next fed token
 
+    @staticmethod
+    def _prefill_inputs(mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Positions and the prefill's boolean attention mask [n, 1, P, P] of left-padded prompts: causal AND key
+        is real; each position may always see itself (pad queries would otherwise have no key at all -> NaN K/V
+        downstream; their outputs are never used and their keys stay masked)."""
+        prompt_len = mask.shape[1]
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=mask.device).tril()
+        eye = torch.eye(prompt_len, dtype=torch.bool, device=mask.device)
+        return (mask.cumsum(-1) - 1).clamp(min=0), ((causal & mask.bool()[:, None, :]) | eye)[:, None]
+
     def prefill(self) -> Tensor:
-        return self.decoder.forward(self.ids, self.positions, 0, self.prefill_mask).float()
+        distinct, inverse = torch.unique(torch.cat([self.ids, self.mask], 1), dim=0, return_inverse=True)
+        if len(distinct) == len(self.ids):  # no repeated prompt: encode the rows as they are
+            positions, attn_mask = self._prefill_inputs(self.mask)
+            return self.decoder.forward(self.ids, positions, 0, attn_mask).float()
+        P = self.prompt_len
+        positions, attn_mask = self._prefill_inputs(distinct[:, P:])
+        once = GPT2Decoder(self.model, len(distinct), P)
+        logits = once.forward(distinct[:, :P], positions, 0, attn_mask)
+        for kc, vc, k1, v1 in zip(self.decoder.k, self.decoder.v, once.k, once.v):
+            kc[:, :, :, :P].copy_(k1[inverse])
+            vc[:, :, :P].copy_(v1[inverse])
+        return logits[inverse].float()
 
     def step(self, tok: Tensor, alive: Tensor, t: int) -> Tensor:
         tok, alive = tok[self.rows], alive[self.rows]
