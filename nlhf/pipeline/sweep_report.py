@@ -375,9 +375,17 @@ def frontier_figure(spec: SweepSpec, path: Path) -> None:
                 panels.append((point, setting, curves))
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    # a row per setting, a column per point: the same point's two settings one above the other
+    points = list(dict.fromkeys(p for p, _, _ in panels))
+    settings = [s for s in SETTINGS if any(ps == s for _, ps, _ in panels)]
+    fig, axes = plt.subplots(len(settings), len(points), figsize=(3.6 * len(points), 3.3 * len(settings)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
     colours = dict(zip(dict.fromkeys(n for _, _, cs in panels for n, _, _ in cs), plt.cm.tab10.colors))
-    for ax, (point, setting, curves) in zip(axes[0], panels):
+    for point, setting, curves in panels:
+        ax = axes[settings.index(setting)][points.index(point)]
+        ax.set_visible(True)
         seen = set()
         for name, seed, c in curves:
             ax.plot(c["kl"], c["p_vs_sft"], color=colours[name], lw=1, alpha=0.8,
@@ -385,9 +393,9 @@ def frontier_figure(spec: SweepSpec, path: Path) -> None:
             seen.add(name)
         ax.set_title(f"{point}, {'exact judges' if setting == 'exact' else 'paper setting (PM / RM)'}", fontsize=9)
         ax.set_xlabel("KL(π_t ‖ μ), nats")
+        ax.set_ylabel("P*(π_t ≻ SFT)")
         ax.axhline(0.5, color="grey", lw=0.5)
-    axes[0][0].set_ylabel("P*(π_t ≻ SFT)")
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
