@@ -95,6 +95,11 @@ from nlhf.pipeline import plots
 out = Path(sys.argv[1])
 fig = plots.calibration(pd.read_csv(out / "judge_calibration.csv"), title="Judges against the test comparisons' labels")
 fig.savefig(out / "judge_calibration.png", dpi=120)
+# along training: the held-out judge's and P*'s win rate against SFT of the same probe draws, against the KL
+curves = {f.stem: pd.read_csv(f) for f in sorted((out.parent / "convergence").glob("*.csv"))}
+fig = plots.judge_against_reference(curves, "Held-out judge (solid) and P* (dashed) along training")
+fig.savefig(out / "judge_vs_pstar_training.png", dpi=120)
 EOF
 echo "[tldr_check] done: results/$NAME/eval/judge_gap.csv, judge_agreement.csv, judge_calibration.png," \
+     "judge_vs_pstar_training.png," \
      "results/$NAME/metrics/eval.json (judge_gap)"

@@ -9,7 +9,7 @@ import torch
 
 from nlhf.models import ModelConfig, build_policy, build_preference_model
 from nlhf.training.policy_gradient import PGConfig, PolicyGradientConfig
-from nlhf.training.probe import ConvergenceProbe, converged
+from nlhf.training.probe import ConvergenceProbe, JudgeProbe, converged
 
 SMALL = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)
 
@@ -56,6 +56,25 @@ def test_probe_against_a_point_target_equals_the_judge(task, tok):
     out = probe(copy.deepcopy(ref), step=0)
     assert out["p_vs_target"] == pytest.approx(out["p_vs_sft"], abs=1e-12)
     assert 0.0 < out["p_vs_target"] < 1.0
+
+
+def test_judge_probe_scores_the_same_pairs_with_its_reference(task, tok):
+    """A judge probe with a reference judge: both score the same draws against the same SFT samples, so a reference
+    identical to the judge reports the judge's numbers, a constant ½ as the reference reports ½ with a zero
+    interval and leaves the judge's numbers as they are, and without a reference the row has no reference keys."""
+    ref = build_policy(SMALL, tok, seed=2).eval()
+    prompts = task.prompts("eval")[:5]
+    refs = [task.candidates(x)[:3] for x in prompts]
+    half = lambda xs, ys, y2: np.full(len(xs), 0.5)  # noqa: E731
+    kw = dict(samples=4, max_new_tokens=6, seed=3)
+    plain = JudgeProbe(task.judge, tok, ref, prompts, refs, **kw)(copy.deepcopy(ref), step=2)
+    assert "p_vs_sft_reference" not in plain
+    same = JudgeProbe(task.judge, tok, ref, prompts, refs, reference=task.judge, **kw)(copy.deepcopy(ref), step=2)
+    assert same["p_vs_sft_reference"] == same["p_vs_sft"] == plain["p_vs_sft"]
+    assert same["p_vs_sft_reference_ci"] == same["p_vs_sft_ci"] > 0
+    flat = JudgeProbe(task.judge, tok, ref, prompts, refs, reference=half, **kw)(copy.deepcopy(ref), step=2)
+    assert flat["p_vs_sft_reference"] == 0.5 and flat["p_vs_sft_reference_ci"] == 0.0
+    assert flat["p_vs_sft"] == plain["p_vs_sft"] != 0.5
 
 
 def test_probe_runs_every_5_percent_and_resumes_bitwise(task, tok, tmp_path):

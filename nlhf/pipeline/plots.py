@@ -140,3 +140,22 @@ def calibration(bins: pd.DataFrame, title: str):
            title=title)
     fig.tight_layout()
     return fig
+
+
+def judge_against_reference(curves: dict[str, pd.DataFrame], title: str):
+    """Along training, each policy's win rate against SFT under the probe's judge (solid) and under the reference
+    judge of the same draws (dashed, :class:`nlhf.training.probe.JudgeProbe` with ``reference``), against the KL to
+    μ: where the two part, the judge stops measuring what the reference measures. One panel per policy."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.4), squeeze=False, sharey=True)
+    for ax, (name, df) in zip(axes[0], curves.items()):
+        for col, label, ls in (("p_vs_sft", "probe's judge", "-"), ("p_vs_sft_reference", "reference", "--")):
+            ax.plot(df["kl"], df[col], ls=ls, color="C0" if ls == "-" else "C3", label=label, lw=1.4)
+            ax.fill_between(df["kl"], df[col] - df[f"{col}_ci"], df[col] + df[f"{col}_ci"],
+                            color="C0" if ls == "-" else "C3", alpha=0.15, lw=0)
+        ax.axhline(0.5, color="0.4", ls=":", lw=1)
+        ax.set(title=name, xlabel=r"KL$(\pi_t\,\|\,\mu)$ [nats]")
+    axes[0][0].set_ylabel("P(π_t ≻ SFT)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -115,13 +115,18 @@ class ConvergenceProbe:
 class JudgeProbe(ConvergenceProbe):
     """The probe on a task without an exact judge: the same draws, scored by a pairwise ``judge(prompts, ys,
     y_primes) -> P(y ≻ y′ | x)`` (the evaluation's judge) instead of P*: ``p_vs_sft`` = E_{y~π_t} mean_j P(y ≻ s_j)
-    with its CI over prompts, ``kl`` and ``words``; no target, no pool (``p_vs_target`` and ``in_pool`` are None)."""
+    with its CI over prompts, ``kl`` and ``words``; no target, no pool (``p_vs_target`` and ``in_pool`` are None).
+
+    ``reference``: a second pairwise judge of the same pairs, where one is known (the exact judge of a synthetic
+    task exported in the task's schema, :class:`nlhf.tasks.tldr_export.ExportedJudge`): its win rate against SFT,
+    ``p_vs_sft_reference`` with its CI, shows along training where the probe's judge stops agreeing with it."""
 
     def __init__(self, judge, tokenizer, ref, prompts: Sequence[str], sft_references: Sequence[Sequence[str]], *,
-                 samples: int, max_new_tokens: int, seed: int = 0, confidence: float = 0.95, batch_size: int = 1024):
+                 samples: int, max_new_tokens: int, seed: int = 0, confidence: float = 0.95, batch_size: int = 1024,
+                 reference=None):
         if len(prompts) != len(sft_references):
             raise ValueError("JudgeProbe: prompts and references differ in length")
-        self.judge, self.tok, self.ref = judge, tokenizer, ref
+        self.judge, self.reference, self.tok, self.ref = judge, reference, tokenizer, ref
         self.prompts, self.references = list(prompts), [list(r) for r in sft_references]
         self.samples, self.max_new_tokens, self.seed = samples, max_new_tokens, seed
         self.z = z_value(confidence)
@@ -141,11 +146,18 @@ class JudgeProbe(ConvergenceProbe):
             for y in texts[j * k: (j + 1) * k]:
                 for s in self.references[j]:
                     xs.append(x), ys.append(y), refs.append(s)
-        p = np.asarray(self.judge(xs, ys, refs), dtype=np.float64).reshape(len(self.prompts), -1)
-        p_sft = p.mean(axis=1)
-        return {"step": step, "p_vs_sft": float(p_sft.mean()), "p_vs_sft_ci": self.half_width(p_sft),
-                "p_vs_target": None, "p_vs_target_ci": None, "kl": float(kl.mean()),
-                "words": float(np.mean([len(t.split()) for t in texts])), "in_pool": None}
+        p_sft = self._vs_sft(self.judge, xs, ys, refs)
+        row = {"step": step, "p_vs_sft": float(p_sft.mean()), "p_vs_sft_ci": self.half_width(p_sft),
+               "p_vs_target": None, "p_vs_target_ci": None, "kl": float(kl.mean()),
+               "words": float(np.mean([len(t.split()) for t in texts])), "in_pool": None}
+        if self.reference is not None:
+            p_ref = self._vs_sft(self.reference, xs, ys, refs)
+            row.update(p_vs_sft_reference=float(p_ref.mean()), p_vs_sft_reference_ci=self.half_width(p_ref))
+        return row
+
+    def _vs_sft(self, judge, xs, ys, refs) -> np.ndarray:
+        """Per prompt, the mean of ``judge``'s P(y ≻ s_j) over its samples y and SFT samples s_j."""
+        return np.asarray(judge(xs, ys, refs), dtype=np.float64).reshape(len(self.prompts), -1).mean(axis=1)
 
 
 def converged(curve: Sequence[dict], steps: int, key: str = "p_vs_sft", window: float = 0.25) -> dict:

@@ -16,6 +16,7 @@ from nlhf.pipeline.runtime import accelerator_for, heldout_judge, load_sft, poli
 from nlhf.sampling.texts import sample_texts
 from nlhf.seeds import seed_for
 from nlhf.tasks import make_task
+from nlhf.tasks.tldr_export import ExportedJudge
 from nlhf.training.checkpoint import seed_everything
 from nlhf.training.policy_gradient import PolicyGradientConfig, PolicyGradientTrainer
 from nlhf.training.probe import ConvergenceProbe, JudgeProbe, converged
@@ -90,10 +91,11 @@ def run_policy(cfg: PipelineConfig, name: str, variant: str = "paper") -> dict:
         probe = ConvergenceProbe.from_oracle(require(layout.oracle_pools, "oracle"),
                                              require(layout.oracle_target(name), "oracle"), task, tok,
                                              ref.to(accelerator.device), **probe_kw)
-    else:  # the held-out judge against SFT on the oracle stage's prompts
+    else:  # the held-out judge against SFT on the oracle stage's prompts (and the exported P*, where set)
+        reference = None if cfg.eval.synthetic_export is None else ExportedJudge(cfg.eval.synthetic_export)
         probe = JudgeProbe.from_prompts_file(require(layout.oracle_pools, "oracle"),
                                              heldout_judge(cfg, tok, accelerator.device), tok,
-                                             ref.to(accelerator.device), **probe_kw)
+                                             ref.to(accelerator.device), reference=reference, **probe_kw)
     state = layout.resume(layout.policy_key(name, variant))
     trained = PolicyGradientTrainer(policy, ref, judge, tok, prompts, config, accelerator=accelerator,
                                     state_path=state, fingerprint=stage_fingerprint(cfg, layout.policy_stage(name, variant)),
