@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from nlhf.config import ConfigError, check, from_dict, read_params, read_params_parts
 from nlhf.evaluate import EvalConfig
-from nlhf.judges import JUDGE_KINDS
 from nlhf.models import ModelConfig, looks_local
 from nlhf.oracle import OracleConfig
 from nlhf.tabular.experiment import TabularConfig
@@ -234,7 +233,7 @@ class PipelineConfig:
         check(self.eval.synthetic_export is None or self.task.name == "tldr", "eval.synthetic_export",
               f"judges a run of task 'tldr' on the exported files; task {self.task.name!r} has its own judge")
         for name, judge in self.ablation.seed_methods.items():
-            expected = JUDGE_KINDS[self.methods[name].JUDGE]
+            expected = self.methods[name].judge_model
             check(judge == expected, f"ablation.seed_methods.{name}",
                   f"{name} trains against {expected!r} (its kind is {self.methods[name].kind}), got {judge!r}")
         from nlhf.tasks.synthetic_raters import POPULATIONS

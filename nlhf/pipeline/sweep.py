@@ -37,7 +37,6 @@ from typing import Any
 import pandas as pd
 
 from nlhf.config import ConfigError, check, from_dict, load_yaml, read_params
-from nlhf.judges import JUDGE_KINDS
 from nlhf.pipeline.layout import Layout
 from nlhf.pipeline.params import PipelineConfig, check_required
 
@@ -252,7 +251,7 @@ def _sft_donor(cfg: PipelineConfig) -> Path | None:
         return None
     key = sft_key(cfg)
     for marker in sorted(Layout().sweep_runs().glob(f"*/*/*/{Layout().sweep_steps.name}/sft.json")):
-        model = marker.parents[1] / "models" / "sft"
+        model = Layout(marker.parents[1]).model("sft")
         if json.loads(marker.read_text()).get("sft_key") == key and model.is_dir() and model != cfg.layout.model("sft"):
             return model
     return None
@@ -325,7 +324,7 @@ def train(spec: SweepSpec, run: Run, params: str | Path = "params.yaml", log=pri
             _step(steps, kind, lambda kind=kind: stages.run_preference(cfg, kind), say,
                   [layout.data(), layout.sft_pairs()])
         for m in paper:
-            judge = JUDGE_KINDS[cfg.method(m).JUDGE]
+            judge = cfg.method(m).judge_model
             _step(steps, f"policy@{m}", lambda m=m: stages.run_policy(cfg, m, "paper"), say,
                   [*upstream, layout.model(judge)])
     evaluated = [layout.model("sft"), *(layout.policy(m, "exact") for m in spec.exact_methods),

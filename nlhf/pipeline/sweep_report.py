@@ -163,19 +163,19 @@ def overoptimisation(spec: SweepSpec, params="params.yaml") -> pd.DataFrame:
     """Per run and trained policy: the convergence probe's peak window (the best mean of as many points as the
     last quarter holds) and its end value, P*(π ≻ SFT), with the KL to μ at each, and the convergence rule's
     verdict (:func:`nlhf.training.probe.converged`: settled, and not fallen from its peak)."""
+    from nlhf.pipeline.stages.policy import trainer_config
     from nlhf.training.probe import converged
 
     rows = []
     for run in runs(spec):
         cfg = run_config(spec, run, params)
-        for setting, steps, methods in (("exact", cfg.ablation.steps or cfg.pg.steps, spec.exact_methods),
-                                        ("paper", cfg.pg.steps, spec.paper_methods)):
+        for setting, methods in (("exact", spec.exact_methods), ("paper", spec.paper_methods)):
             for m in methods:
                 f = run.layout.convergence(m, setting)
                 if not f.is_file():
                     continue
                 c = pd.read_csv(f)
-                rule = converged(c.to_dict("records"), steps)
+                rule = converged(c.to_dict("records"), trainer_config(cfg, m, setting).steps)
                 last = c.iloc[-1]
                 at_peak = (c.iloc[(c["step"] - rule["peak_step"]).abs().idxmin()] if rule["peak_step"] is not None
                            else {"kl": np.nan})  # too few probe points for the rule

@@ -51,11 +51,12 @@ class Rollout:
 @dataclass
 class Judged:
     """The judge's verdict on a rollout: the per-prompt signal [B] the loss uses, the logged mean signal (the mean
-    reward for RLHF), and the mean P(y ≻ y′) (None without an opponent)."""
+    reward for RLHF), and the mean P(y ≻ y′) (None without an opponent). The two means stay 0-d tensors: they are
+    read on log steps only, so the other steps make no device-to-host copy for them."""
 
     signal: torch.Tensor
-    logged_signal: float
-    p_vs_opponent: float | None = None
+    logged_signal: torch.Tensor | float
+    p_vs_opponent: torch.Tensor | float | None = None
 
 
 Sampler = Callable[..., object]  # sample(model, ids, prompt_mask, **mixture) -> nlhf.sampling.decode.Generation
@@ -76,12 +77,18 @@ class Method:
 
     def __post_init__(self):
         check(self.kind == self.KIND, "kind", f"{type(self).__name__} has kind {self.KIND!r}, got {self.kind!r}")
-        expected = JUDGE_KINDS[self.JUDGE]
+        expected = self.judge_model
         check(self.judged_by in (None, expected), "judged_by",
               f"a {self.kind} method trains against the {self.JUDGE} judge, played by {expected!r} (got "
               f"{self.judged_by!r})")
         check(self.tau > 0, "tau", f"must be > 0 (got {self.tau})")
         check(self.lr is None or self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+
+    @property
+    def judge_model(self) -> str:
+        """The trained model that plays this method's judge: ``"pm"`` or ``"rm"`` (:data:`JUDGE_KINDS` of ``JUDGE``);
+        the one place a method's judge kind becomes a model."""
+        return JUDGE_KINDS[self.JUDGE]
 
     @classmethod
     def config_class(cls, data: dict, join: Callable[[str], str]) -> type:
@@ -159,7 +166,7 @@ class _PreferenceSignal:
     def judge(self, judge_model, ids, prompt_mask, roll: Rollout, group: int = 1) -> Judged:
         p = group_preference(judge_model, ids, prompt_mask, roll, group)
         signal = p.mean(-1) - 0.5
-        return Judged(signal, signal.mean().item(), p.mean().item())
+        return Judged(signal, signal.mean(), p.mean())
 
 
 @dataclass(kw_only=True)
@@ -178,10 +185,10 @@ class RLHF(Method):
         k − 1 (leave-one-out: independent of y, so unbiased, and it removes the prompt's own reward level)."""
         r = judge_model.rewards_from_ids(ids, prompt_mask, roll.response, roll.response_y_mask).float()
         if group == 1:
-            return Judged(r - r.mean(), r.mean().item())
+            return Judged(r - r.mean(), r.mean())
         g = r.view(-1, group)
         baseline = (g.sum(-1, keepdim=True) - g) / (group - 1)
-        return Judged((g - baseline).reshape(-1), r.mean().item())
+        return Judged((g - baseline).reshape(-1), r.mean())
 
     def oracle_targets(self, name, game):
         out = {name: game.reward_maximiser(game.bt_reward, self.tau)}

@@ -316,8 +316,8 @@ class PolicyGradientTrainer:
             row = {
                 "step": done,
                 "loss": loss.item(),
-                "signal": judged.logged_signal,
-                "p_vs_opponent": judged.p_vs_opponent,
+                "signal": float(judged.logged_signal),
+                "p_vs_opponent": None if judged.p_vs_opponent is None else float(judged.p_vs_opponent),
                 "kl_to_ref": ((logp - ref_logp) * m).sum(-1).mean().item(),
                 "entropy": (-(logp * m).sum(-1)).mean().item(),
                 "length": m.sum(-1).mean().item(),

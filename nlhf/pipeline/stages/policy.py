@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 
 import pandas as pd
 
-from nlhf.judges import JUDGE_KINDS, exact_pairwise_judge
+from nlhf.judges import exact_pairwise_judge
 from nlhf.models import PreferenceModel, RewardModel, check_same_tokenizer, save_policy
 from nlhf.pipeline.artifacts import ensure_dir, require, stage_fingerprint, write_metrics
 from nlhf.pipeline.params import PipelineConfig
@@ -55,7 +55,7 @@ def exact_judge(cfg: PipelineConfig, task, ref, tok, method, prompts: list[str])
 
 def trained_judge(cfg: PipelineConfig, method, tok):
     """The pipeline's trained model that plays the method's judge (the PM, or the RM for RLHF)."""
-    stage = JUDGE_KINDS[method.JUDGE]
+    stage = method.judge_model
     judge = {"rm": RewardModel, "pm": PreferenceModel}[stage].from_pretrained(
         require(cfg.layout.model(stage), cfg.layout.dvc_stage(stage)))
     check_same_tokenizer(judge.tokenizer, tok, f"{method.JUDGE} model ({judge.kind})", "policy (SFT)")
