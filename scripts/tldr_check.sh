@@ -24,6 +24,7 @@ METHODS=${METHODS:-RLHF SP MD1 BR}
 if [ -n "${TINY:-}" ]; then NAME=${NAME:-tldr_check_tiny}; SIZES=tiny; else NAME=${NAME:-tldr_check}; SIZES=cpu; fi
 EXPORT=artifacts/$NAME/export
 MODEL=artifacts/$NAME/local-model
+SCORER=artifacts/$NAME/local-scorer
 RUN=artifacts/$NAME/run   # the run's params file (profiles/ beside it)
 export TOKENIZERS_PARALLELISM=false
 
@@ -50,22 +51,26 @@ if [ "${SFT_COMPARISONS:-1}" != 0 ]; then
 else
   "$PY" -m nlhf export-synthetic "$EXPORT" --params "$RUN/synthetic.yaml"
 fi
-"$PY" -m nlhf local-model "$MODEL" --texts "$EXPORT/sft_train.jsonl" --vocab-size 1000 --n-layer 2 --n-embd 128 \
-    --n-head 4 --n-positions 128
+# the policy's folder, and the scorers' (the same tokenizer and weights, block 0 with the query-key identity init)
+for folder in "$MODEL" "$SCORER"; do
+  qk=0; [ "$folder" = "$SCORER" ] && qk=1.0
+  "$PY" -m nlhf local-model "$folder" --texts "$EXPORT/sft_train.jsonl" --vocab-size 1000 --n-layer 2 --n-embd 128 \
+      --n-head 4 --n-positions 128 --qk-identity-init $qk
+done
 
 # params.yaml's recipe (at the chosen sizes) under the synthetic-tldr profile, pointed at this export and model
-"$PY" - "$RUN" "$SIZES" "$EXPORT" "$MODEL" "$NAME" "$METHODS" <<'EOF'
+"$PY" - "$RUN" "$SIZES" "$EXPORT" "$MODEL" "$SCORER" "$NAME" "$METHODS" <<'EOF'
 import sys
 from pathlib import Path
 import yaml
 from nlhf.config import deep_merge, read_params
 from nlhf.pipeline.params import load_config
-run, sizes, export, model, name, methods = sys.argv[1:]
+run, sizes, export, model, scorer, name, methods = sys.argv[1:]
 run = Path(run)
 raw = read_params("params.yaml", sizes)
 overlay = yaml.safe_load(Path("profiles/synthetic-tldr.yaml").read_text())
-text = yaml.safe_dump(overlay).replace("exports/synthetic-tldr", export).replace("./models/synthetic-tldr",
-                                                                                 "./" + model)
+text = (yaml.safe_dump(overlay).replace("exports/synthetic-tldr", export)
+        .replace("./models/synthetic-tldr-scorer", "./" + scorer).replace("./models/synthetic-tldr", "./" + model))
 raw = deep_merge(raw, yaml.safe_load(text))
 raw["profile"] = "cpu"  # the overlays are merged in already
 raw["paths"] = {"artifacts": f"artifacts/{name}", "results": f"results/{name}"}

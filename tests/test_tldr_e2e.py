@@ -136,6 +136,33 @@ def test_a_bad_policy_folder_stops_with_the_key(tmp_path, break_it, message):
         check_policy_folder(str(folder), "policy_model.name_or_path")
 
 
+def test_a_scorer_body_folder_differs_from_the_policy_folder_only_in_block_0_queries_and_keys(tmp_path):
+    """``--qk-identity-init`` writes the policy folder's tokenizer and weights (same texts, same seed) but block 0's
+    W_Q = W_K = scale·I, which a scorer loading the folder keeps (a loaded body gets no init of its own)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from nlhf.models import ModelConfig, PreferenceModel
+    from nlhf.models.local import build_local_lm
+
+    texts, cfg = ["a short text", "another one"] * 20, ModelConfig(n_layer=2, n_embd=8, n_head=2)
+    build_local_lm(texts, tmp_path / "policy", cfg, 300)
+    build_local_lm(texts, tmp_path / "scorer", cfg, 300, qk_identity=0.5)
+    assert (tmp_path / "policy" / "tokenizer.json").read_bytes() == (tmp_path / "scorer" / "tokenizer.json").read_bytes()
+    plain, scorer = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("policy", "scorer"))
+    assert plain.keys() == scorer.keys()
+    qkv = "transformer.h.0.attn.c_attn.weight"
+    assert all(torch.equal(plain[k], scorer[k]) for k in plain if k != qkv)
+    assert torch.equal(scorer[qkv][:, :16], torch.cat([0.5 * torch.eye(8)] * 2, dim=1))
+    assert torch.equal(scorer[qkv][:, 16:], plain[qkv][:, 16:]) and not torch.equal(scorer[qkv], plain[qkv])
+    tok = AutoTokenizer.from_pretrained(tmp_path / "scorer")
+    pm = PreferenceModel.build(ModelConfig(name_or_path=str(tmp_path / "scorer")), tok)
+    assert torch.equal(pm.backbone.h[0].attn.c_attn.weight, scorer[qkv])
+    with pytest.raises(ValueError, match="qk_identity must be >= 0"):
+        build_local_lm(texts, tmp_path / "bad", cfg, 300, qk_identity=-1.0)
+
+
 @pytest.mark.parametrize("key, causal_lm, break_it, message", [
     ("preference_model.name_or_path", False, lambda d: shutil.rmtree(d), "folder not found"),
     ("heldout_judge.model.name_or_path", False, lambda d: (d / "config.json").write_text("{not json"),

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from nlhf.models.encoder import qk_identity_init
 from nlhf.models.hf import ModelConfig
 from nlhf.models.policy import build_policy, save_policy
 from nlhf.tokenization import build_bpe_tokenizer
@@ -39,14 +40,24 @@ def read_texts(files: Sequence[str | os.PathLike], columns: Sequence[str]) -> li
 
 
 def build_local_lm(texts: Sequence[str], out_dir: str | os.PathLike, cfg: ModelConfig, vocab_size: int,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, qk_identity: float = 0.0) -> Path:
     """Train a byte-level BPE of ``vocab_size`` tokens on ``texts`` (:func:`nlhf.tokenization.build_bpe_tokenizer`),
     build a GPT-2 of ``cfg``'s size on it (random weights, seeded) and save both to ``out_dir``: a folder that
-    ``policy_model.name_or_path`` (and the scorers' ``name_or_path``) can name."""
+    ``policy_model.name_or_path`` (and the scorers' ``name_or_path``) can name.
+
+    ``qk_identity`` > 0 writes block 0 with W_Q = W_K = qk_identity·I (:func:`nlhf.models.encoder.qk_identity_init`),
+    every other weight and the tokenizer as without it (same texts and seed): a scorer body that carries, as a
+    pretrained body would carry what it learned, the init the synthetic path gives the scorers it builds from config
+    (``qk_identity_init``, which does not apply to a loaded body)."""
     if cfg.name_or_path is not None:
         raise ValueError("build_local_lm: cfg.name_or_path must be None (the model is built from its size fields)")
+    if qk_identity < 0:
+        raise ValueError(f"build_local_lm: qk_identity must be >= 0, got {qk_identity}")
     tok = build_bpe_tokenizer(texts, vocab_size, model_max_length=cfg.n_positions)
-    return save_policy(build_policy(cfg, tok, seed=seed), tok, out_dir)
+    model = build_policy(cfg, tok, seed=seed)
+    if qk_identity > 0:
+        qk_identity_init(model.transformer, qk_identity)
+    return save_policy(model, tok, out_dir)
 
 
 # The size of a stand-in in the field names most causal-LM configs share (Llama, Qwen2, GPT-NeoX, ...)

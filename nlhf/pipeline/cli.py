@@ -28,7 +28,6 @@ CHECK_OK = "params validated by `python -m nlhf check`\n"
 
 def _stage_inputs(cfg, stage: str) -> list[str]:
     """Check the upstream artifacts of ``stage`` with the stages' own loaders; returns what was checked."""
-    from nlhf.judges import JUDGE_KINDS
     from nlhf.pipeline import artifacts
     from nlhf.pipeline.comparisons import load_sft_comparisons
 
@@ -56,7 +55,7 @@ def _stage_inputs(cfg, stage: str) -> list[str]:
         artifacts.require(layout.oracle_pools, "oracle")
         if kind == "policy_exact":
             return rel(layout.model("sft"), layout.oracle())
-        judge = JUDGE_KINDS[method.JUDGE]
+        judge = method.judge_model
         artifacts.require(layout.model(judge), layout.dvc_stage(judge))
         return rel(layout.model("sft"), layout.model(judge), layout.oracle())
     if stage == "eval":
@@ -157,12 +156,13 @@ def _local_model(args) -> int:
     try:
         cfg = ModelConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, n_positions=args.n_positions)
         texts = read_texts(args.texts, args.columns)
-        out = build_local_lm(texts, args.out, cfg, args.vocab_size, args.seed)
+        out = build_local_lm(texts, args.out, cfg, args.vocab_size, args.seed, args.qk_identity_init)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"local-model: wrote {out} (GPT-2 {args.n_layer} x {args.n_embd}, BPE of {args.vocab_size} tokens trained "
-          f"on {len(texts)} texts)")
+    qk = f", block 0 W_Q = W_K = {args.qk_identity_init:g} I" if args.qk_identity_init else ""
+    print(f"local-model: wrote {out} (GPT-2 {args.n_layer} x {args.n_embd}{qk}, BPE of {args.vocab_size} tokens "
+          f"trained on {len(texts)} texts)")
     return 0
 
 
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     loc.add_argument("--n-head", type=int, default=2)
     loc.add_argument("--n-positions", type=int, default=512)
     loc.add_argument("--seed", type=int, default=0)
+    loc.add_argument("--qk-identity-init", type=float, default=0.0,
+                     help="W_Q = W_K = this times I in block 0 (a scorer body; default 0: off)")
     exp = sub.add_parser("export-synthetic", help="write the synthetic task's data in the TL;DR schema (JSON-lines "
                                                   "SFT rows and comparisons) with the manifest its exact judge is "
                                                   "rebuilt from")
