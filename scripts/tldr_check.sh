@@ -14,13 +14,15 @@
 # SFT_COMPARISONS=0 exports the task's comparisons only. The held-out judge learns from as many fresh task pairs as
 # the PM (task.synthetic.n_pref_judge = n_pref_train), at the PM's fit recipe.
 #
-# Knobs: METHODS ["RLHF SP MD1 BR"] the policies trained and judged (with SFT); NAME [tldr_check; TINY:
+# Knobs: METHODS ["RLHF SP MD1 BR"] the policies trained and judged (with SFT); JOBS [1] processes training the
+# policies side by side (2 on two cores); NAME [tldr_check; TINY:
 # tldr_check_tiny] the folder under artifacts/ and results/; SFT_COMPARISONS [1]; PY [.venv/bin/python]. Rerunning
 # skips nothing (each training stage resumes from its last checkpoint when interrupted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 METHODS=${METHODS:-RLHF SP MD1 BR}
+JOBS=${JOBS:-1}
 if [ -n "${TINY:-}" ]; then NAME=${NAME:-tldr_check_tiny}; SIZES=tiny; else NAME=${NAME:-tldr_check}; SIZES=cpu; fi
 EXPORT=artifacts/$NAME/export
 MODEL=artifacts/$NAME/local-model
@@ -86,11 +88,20 @@ cfg = load_config(run / "params.yaml")
 print(f"[tldr_check] {run / 'params.yaml'}: task {cfg.task.name}, policy {cfg.policy_model.name_or_path}, "
       f"methods {list(cfg.methods)}, eval judges heldout + pm + P* of {cfg.eval.synthetic_export}")
 EOF
-stages="data sft preference@pm preference@rm oracle"
-for m in $METHODS; do stages="$stages policy@$m"; done
-echo "[tldr_check] python -m nlhf run $stages eval"
-# shellcheck disable=SC2086
-"$PY" -m nlhf run $stages eval --params "$RUN/params.yaml"
+echo "[tldr_check] python -m nlhf run data sft preference@pm preference@rm oracle"
+"$PY" -m nlhf run data sft preference@pm preference@rm oracle --params "$RUN/params.yaml"
+# the policies in JOBS processes, the methods dealt round-robin (each stage's result does not depend on the others)
+read -r -a methods <<< "$METHODS"
+pids=()
+for ((j = 0; j < JOBS; j++)); do
+  group=()
+  for ((i = j; i < ${#methods[@]}; i += JOBS)); do group+=("policy@${methods[i]}"); done
+  [ ${#group[@]} -eq 0 ] && continue
+  echo "[tldr_check] python -m nlhf run ${group[*]}"
+  "$PY" -m nlhf run "${group[@]}" --params "$RUN/params.yaml" & pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done   # set -e: a failed group stops the script here
+"$PY" -m nlhf run eval --params "$RUN/params.yaml"
 # each judge's calibration against the raters' labels of the test comparisons (the eval notebook draws the same)
 "$PY" - "results/$NAME/eval" <<'EOF'
 import sys
