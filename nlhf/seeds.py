@@ -26,6 +26,9 @@ OFFSETS: dict[str, int] = {
     # python -m nlhf export-synthetic --sft-comparisons (base: preference_data.seed): the held-out judge's
     # comparisons of SFT samples, drawn like the sft stage's (its prompts, samples and labels) from this seed
     "export.judge_pairs": 100,
+    # python -m nlhf export-policy-comparisons (base: --seed): the prompts, writers and labels, and from the next
+    # seeds one sample stream per writer and side (nlhf.tasks.tldr_export.policy_comparisons)
+    "export.policy_pairs": 200,
 }
 
 

@@ -102,6 +102,7 @@ for ((j = 0; j < JOBS; j++)); do
 done
 for pid in "${pids[@]}"; do wait "$pid"; done   # set -e: a failed group stops the script here
 "$PY" -m nlhf run eval --params "$RUN/params.yaml"
+cp "$RUN/params.yaml" "results/$NAME/params.yaml"   # the run's params beside its results
 # each judge's calibration against the raters' labels of the test comparisons (the eval notebook draws the same)
 "$PY" - "results/$NAME/eval" <<'EOF'
 import sys

@@ -124,6 +124,30 @@ def test_export_synthetic_writes_the_configured_task_and_refuses_another(tmp_pat
         load_config(tmp_path / "params.yaml")
 
 
+def test_export_policy_comparisons_stops_naming_the_missing_export_key_or_the_unknown_policy(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """``python -m nlhf export-policy-comparisons`` labels with the run's exported P*: a TL;DR run without
+    ``eval.synthetic_export`` stops naming the key, a writer that is not one of the run's policies stops naming
+    ``--policies`` and the run's policies, and neither writes anything."""
+    from nlhf.pipeline.cli import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    monkeypatch.chdir(tmp_path)
+    params["profile"] = "tldr-tiny"
+    params["ablation"]["methods"], params["ablation"]["seed_methods"] = [], {}
+    (tmp_path / "tldr.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert main(["export-policy-comparisons", "out", "--params", "tldr.yaml", "--pairs", "10"]) == 1
+    assert "eval.synthetic_export: tldr.yaml names no synthetic export" in capsys.readouterr().err
+    params["eval"]["synthetic_export"] = "export"
+    (tmp_path / "tldr.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert main(["export-policy-comparisons", "out", "--params", "tldr.yaml", "--pairs", "10",
+                 "--policies", "SFT", "MD9"]) == 1
+    err = capsys.readouterr().err
+    assert "--policies: ['MD9'] are not policies of this run" in err and "'SFT', 'RLHF'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def _gpt2_without_pad_and_sep(folder: Path) -> None:
     """A downloaded-like causal LM folder: GPT-2 with a BPE that has EOS but neither pad nor sep."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -401,6 +401,72 @@ def test_the_synthetic_export_reads_back_as_tldr_data_with_its_exact_judge(tmp_p
         tiny_config(n_pref_judge=0)
 
 
+def test_a_copy_of_the_export_adds_labelled_comparisons_of_policies_samples_each_summary_named_by_its_writer(
+        tmp_path, tiny_config):
+    """``policy_comparisons`` draws a prompt and two writers per pair and labels the pair with the raters' votes on
+    P* (who prefer the complete summary to a made-up one); ``add_policy_comparisons`` appends them to a copy of the export's file, each summary named by the policy that
+    wrote it, leaves the source as it was, drops a pair with an empty summary and counts it."""
+    from nlhf.tasks.tldr_export import (COMPARISON_FILES, SFT_FILES, ExportedJudge, add_policy_comparisons,
+                                        export_synthetic, from_tldr_prompt, load_manifest, policy_comparisons,
+                                        to_tldr_prompt)
+
+    task = SyntheticTask(tiny_config(seed=5, labels_per_pair=3, n_pref_train=20, n_pref_test=6, n_pref_judge=8))
+    export_synthetic(task, tmp_path / "src")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()}
+    judge, prompts = ExportedJudge(tmp_path / "src"), [to_tldr_prompt(x) for x in task.prompts("train")[:5]]
+    calls = []
+
+    def writer(name, text):  # a policy that writes one fixed summary per prompt (its first fact, or a word)
+        def sample(xs, seed):
+            calls.append((name, len(xs), seed))
+            return [text(x) for x in xs]
+        return sample
+
+    complete = lambda x: " " + task.references([from_tldr_prompt(x)])[0]  # noqa: E731
+    samplers = {"SFT": writer("SFT", complete), "RLHF": writer("RLHF", lambda x: " banana banana"),
+                "MD1": writer("MD1", lambda x: " ")}
+    rows = policy_comparisons(judge, prompts, samplers, 200, seed=7)
+    assert {n for n, _, _ in calls} == set(samplers) and len({s for _, _, s in calls}) == 6  # a seed a writer a side
+    again = policy_comparisons(judge, prompts, samplers, 200, seed=7)
+    assert all(np.array_equal(rows[k], again[k]) for k in rows)  # repeatable by seed
+    assert set(rows["policy_y"]) == set(rows["policy_y_prime"]) == set(samplers)
+    assert set(rows["prompt"]) <= set(task.prompts("train")[:5])
+    np.testing.assert_allclose(rows["p"], task.judge(rows["prompt"], [y.strip() for y in rows["y"]],
+                                                     [y.strip() for y in rows["y_prime"]]))
+    assert set(np.round(np.asarray(rows["label"]) * 3, 6)) <= {0, 1, 2, 3}  # the votes of three raters
+    sft_vs_rlhf = [lab for a, b, lab in zip(rows["policy_y"], rows["policy_y_prime"], rows["label"])
+                   if (a, b) == ("SFT", "RLHF")]
+    assert sft_vs_rlhf and np.mean(sft_vs_rlhf) > 0.8
+    manifest = add_policy_comparisons(tmp_path / "src", tmp_path / "out", rows)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "src").iterdir()} == before
+    empty = sum("MD1" in (a, b) for a, b in zip(rows["policy_y"], rows["policy_y_prime"]))
+    added = manifest["policy_comparisons"]
+    assert added["pairs"] == 200 - empty and added["with_an_empty_summary"] == empty > 0
+    assert added["summaries_by_policy"] == {"RLHF": 2 * (200 - empty) - added["summaries_by_policy"]["SFT"],
+                                            "SFT": added["summaries_by_policy"]["SFT"]}
+    assert load_manifest(tmp_path / "out") == manifest and manifest["rows"]["comparisons_judge.jsonl"] == 3 * (
+        8 + 200 - empty)
+    records = [json.loads(x) for x in (tmp_path / "out" / "comparisons_judge.jsonl").read_text().splitlines()]
+    kept = [(a, b) for a, b in zip(rows["policy_y"], rows["policy_y_prime"]) if "MD1" not in (a, b)]
+    assert [(r["summaries"][0]["policy"], r["summaries"][1]["policy"]) for r in records[24::3]] == kept
+    tldr = TldrTask(TldrTaskConfig(
+        sft_path="json", sft_data_files={s: str(tmp_path / "out" / f) for s, f in SFT_FILES.items()},
+        pref_path="json", pref_name=None, pref_judge_split="judge",
+        pref_data_files={s: str(tmp_path / "out" / f) for s, (f, _) in COMPARISON_FILES.items()}))
+    read = tldr.preference_dataset("judge")
+    keep = [i for i, (a, b) in enumerate(zip(rows["policy_y"], rows["policy_y_prime"])) if "MD1" not in (a, b)]
+    np.testing.assert_allclose(np.asarray(read["label"][24:], dtype=float).reshape(-1, 3).mean(1),
+                               np.asarray(rows["label"])[keep])
+    np.testing.assert_allclose(judge(read["prompt"][24::3], read["y"][24::3], read["y_prime"][24::3]),
+                               np.asarray(rows["p"])[keep])
+    with pytest.raises(FileExistsError, match="exists"):
+        add_policy_comparisons(tmp_path / "src", tmp_path / "out", rows)
+    with pytest.raises(ValueError, match="split must be one of"):
+        add_policy_comparisons(tmp_path / "src", tmp_path / "other", rows, split="test")
+    with pytest.raises(ValueError, match="needs n >= 1"):
+        policy_comparisons(judge, prompts, samplers, 0, seed=7)
+
+
 def test_the_export_adds_comparisons_of_sft_samples_after_the_tasks_own(tmp_path, tiny_config):
     """``sft_comparisons``: each pair of SFT samples is written after the task's pairs of its file, one record per
     rater (policy "sft"), so the TL;DR loader reads the task's rows and then these, with the same votes; only the

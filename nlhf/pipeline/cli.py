@@ -228,6 +228,46 @@ def _export_synthetic(args) -> int:
     return 0
 
 
+def _export_policy_comparisons(args) -> int:
+    """``python -m nlhf export-policy-comparisons``: a copy of a TL;DR run's synthetic export
+    (``eval.synthetic_export``) whose comparisons file of ``--split`` adds rater-labelled comparisons of the run's
+    trained policies' samples on its RL prompts (:func:`nlhf.tasks.tldr_export.policy_comparisons`), as the human
+    TL;DR comparisons hold summaries of trained policies. The run's policy stages must have run."""
+    from nlhf.config import ConfigError
+    from nlhf.pipeline.params import load_config
+    from nlhf.pipeline.runtime import load_sft, load_table_policies, sampling_kwargs
+    from nlhf.sampling.texts import sample_texts
+    from nlhf.seeds import seed_for
+    from nlhf.tasks import make_task
+    from nlhf.tasks.tldr_export import ExportedJudge, add_policy_comparisons, policy_comparisons
+    from nlhf.training.methods import table_policies
+
+    try:
+        cfg = load_config(args.params)
+        if cfg.eval.synthetic_export is None:
+            raise ConfigError(f"eval.synthetic_export: {args.params} names no synthetic export (the comparisons are "
+                              f"labelled by its P*, and written into a copy of it)")
+        known = table_policies(cfg.methods)
+        names = args.policies or list(known)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"--policies: {unknown} are not policies of this run (it has {list(known)})")
+        _, tok = load_sft(cfg)
+        sampling = sampling_kwargs(cfg)
+        samplers = {name: (lambda xs, seed, model=model: sample_texts(model, tok, xs, seed=seed, **sampling))
+                    for name, model in load_table_policies(cfg, names).items()}
+        rows = policy_comparisons(ExportedJudge(cfg.eval.synthetic_export), make_task(cfg.task).prompts("train"),
+                                  samplers, args.pairs, seed_for(args.seed, "export.policy_pairs"), progress=True)
+        manifest = add_policy_comparisons(cfg.eval.synthetic_export, args.out, rows, args.split)
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # RuntimeError: damaged
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    added = manifest["policy_comparisons"]
+    print(f"export-policy-comparisons: wrote {args.out} ({added['pairs']} pairs of {', '.join(names)} added to the "
+          f"{args.split} file; {added['with_an_empty_summary']} with an empty summary left out)")
+    return 0
+
+
 def _rehearse(args) -> int:
     """``python -m nlhf rehearse``: :func:`nlhf.pipeline.rehearsal.rehearse`."""
     from nlhf.config import ConfigError
@@ -279,6 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--sft-comparisons", action="store_true",
                      help="add rater-labelled comparisons of the SFT policy's samples (the sft stage of --params "
                           "must have run): its PM/RM comparisons to the train file, fresh ones to the judge file")
+    pol = sub.add_parser("export-policy-comparisons", help="copy a TL;DR run's synthetic export, adding to one "
+                                                          "comparisons file rater-labelled comparisons of the run's "
+                                                          "policies' samples on its RL prompts")
+    pol.add_argument("out", help="the folder to write (a new one)")
+    pol.add_argument("--params", default="params.yaml", help="the TL;DR run's params file (eval.synthetic_export "
+                                                             "names the export)")
+    pol.add_argument("--pairs", type=int, required=True, help="how many pairs to draw")
+    pol.add_argument("--policies", nargs="+", help="the writers (default: every policy of the run's table)")
+    pol.add_argument("--split", default="judge", help="the comparisons file they go to (default: judge, the "
+                                                      "held-out judge's)")
+    pol.add_argument("--seed", type=int, default=0, help="draws the prompts, writers, samples and labels")
     reh = sub.add_parser("rehearse", help="run the stages of a GPU profile (data to eval) on CPU with the steps and "
                                           "sizes of a small profile, in a working folder (stand-ins for the fetched "
                                           "files of a tldr profile)")
@@ -296,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare_model(args)
     if args.command == "export-synthetic":
         return _export_synthetic(args)
+    if args.command == "export-policy-comparisons":
+        return _export_policy_comparisons(args)
     if args.command == "rehearse":
         return _rehearse(args)
     if args.command == "run":

@@ -21,6 +21,10 @@ held-out preference model as the judge) is checked on data whose truth is known:
   TL;DR path's judges half the synthetic path's data and none of its sampled summaries;
 * ``manifest.json``: the synthetic task's params, from which :class:`ExportedJudge` rebuilds P*.
 
+A copy of an export may add comparisons of trained policies' samples to one file (:func:`add_policy_comparisons`;
+each summary carries the name of the policy that wrote it, as in the human data, where a comparison may set
+two policies' summaries against each other).
+
 A pipeline run of task ``tldr`` on these files measures its policies with the held-out judge; the same samples
 judged by :class:`ExportedJudge` (``eval.synthetic_export``) give the gap between the two, the check that the real
 path measures what the synthetic path measures.
@@ -31,12 +35,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from nlhf.progress import Progress
 from nlhf.tasks.synthetic import SyntheticTask
 from nlhf.tasks.synthetic_config import SyntheticTaskConfig
 from nlhf.tasks.tldr import format_prompt
@@ -81,14 +87,17 @@ def _sft_records(prompts: Sequence[str], completions: Sequence[str]):
 
 def _comparison_records(rows: dict, k: int, tldr_split: str, policy: str = "synthetic"):
     """One record per rater: ``round(label · k)`` of the ``k = labels_per_pair`` raters preferred y (choice 0).
-    ``rows``: ``prompt``, ``y``, ``y_prime``, ``label`` (the fraction of raters preferring y), ``p`` (P*)."""
-    for i, (x, y, yp, label, p) in enumerate(zip(rows["prompt"], rows["y"], rows["y_prime"], rows["label"],
-                                                 rows["p"])):
+    ``rows``: ``prompt``, ``y``, ``y_prime``, ``label`` (the fraction of raters preferring y), ``p`` (P*), and
+    optionally ``policy_y`` / ``policy_y_prime``, the policy that wrote each summary (else ``policy`` for both)."""
+    n = len(rows["prompt"])
+    writers = zip(rows.get("policy_y", [policy] * n), rows.get("policy_y_prime", [policy] * n))
+    for i, (x, y, yp, label, p, (a, b)) in enumerate(zip(rows["prompt"], rows["y"], rows["y_prime"], rows["label"],
+                                                         rows["p"], writers)):
         prefer_y = int(round(float(label) * k))
         info = {"id": f"{policy}_{tldr_split}_{i}", "post": x, "title": None, "subreddit": SUBREDDIT,
                 "site": None, "article": None}
-        summaries = [{"text": y, "policy": policy, "note": None},
-                     {"text": yp, "policy": policy, "note": None}]
+        summaries = [{"text": y, "policy": a, "note": None},
+                     {"text": yp, "policy": b, "note": None}]
         for r in range(k):
             yield {"info": info, "summaries": summaries, "choice": 0 if r < prefer_y else 1, "worker": f"rater{r}",
                    "batch": tldr_split, "split": tldr_split, "extra": {"p_star": float(p)}}
@@ -136,6 +145,73 @@ def export_synthetic(task: SyntheticTask, out_dir: str | os.PathLike, sft_compar
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def policy_comparisons(judge: "ExportedJudge", prompts: Sequence[str], samplers: dict, n: int, seed: int,
+                       progress: bool = False) -> dict:
+    """``n`` comparisons of trained policies' summaries on ``prompts`` (TL;DR prompts of the export), labelled by
+    the exported task's raters.
+
+    Each pair draws a prompt uniformly and, independently for y and y′, a writer uniformly among ``samplers``
+    (name → ``sample(prompts, seed) -> summaries``), so a policy may meet itself, as in the human data's pairs of one
+    policy's samples; each writer samples all its rows of a side in one call, with a seed of its own. The labels are
+    the raters' votes on P*(y ≻ y′ | x) (:meth:`SyntheticTask.draw_labels`). Returns the rows
+    :func:`add_policy_comparisons` writes: ``prompt`` (the synthetic prompt), ``y``, ``y_prime``, ``policy_y``,
+    ``policy_y_prime``, ``label``, ``p``. ``progress``: a line as the samples come in."""
+    if n < 1 or not samplers:
+        raise ValueError(f"policy_comparisons: needs n >= 1 and at least one policy, got n={n}, {list(samplers)}")
+    names = list(samplers)
+    rng = np.random.default_rng(seed)  # draws the prompts and the writers, then the labels
+    xs = [prompts[i] for i in rng.integers(len(prompts), size=n)]
+    writers = {"y": rng.integers(len(names), size=n), "y_prime": rng.integers(len(names), size=n)}
+    texts = {side: [""] * n for side in writers}
+    bar, done = Progress("policy comparisons: summaries", 2 * n, enabled=progress), 0
+    for s, (side, drawn) in enumerate(writers.items()):
+        for w, name in enumerate(names):
+            rows = np.flatnonzero(drawn == w)
+            if len(rows):
+                out = samplers[name]([xs[i] for i in rows], seed + 1 + 2 * w + s)
+                for i, text in zip(rows, out):
+                    texts[side][i] = text
+                done += len(rows)
+                bar.update(done, writer=name, side=side)
+    p = judge(xs, texts["y"], texts["y_prime"])
+    return {"prompt": [from_tldr_prompt(x) for x in xs], "y": texts["y"], "y_prime": texts["y_prime"],
+            "policy_y": [names[w] for w in writers["y"]], "policy_y_prime": [names[w] for w in writers["y_prime"]],
+            "label": judge.task.draw_labels(p, rng), "p": p}
+
+
+def add_policy_comparisons(src: str | os.PathLike, out_dir: str | os.PathLike, rows: dict,
+                           split: str = "judge") -> dict:
+    """A copy of the export ``src`` in ``out_dir`` whose ``split`` comparisons file holds, after its own records,
+    ``rows`` (:func:`policy_comparisons`; prompts synthetic, without the TL;DR frame), one record per rater, each
+    summary named by the policy that wrote it; pairs with an empty summary are left out and counted. ``src`` is not
+    changed; the manifest, written last, records the source and the counts (``policy_comparisons``)."""
+    if split not in COMPARISON_FILES:
+        raise ValueError(f"add_policy_comparisons: split must be one of {sorted(COMPARISON_FILES)}, got {split!r}")
+    src, out = Path(src), Path(out_dir)
+    manifest = load_manifest(src)
+    if out.exists():
+        raise FileExistsError(f"{out}: exists; add_policy_comparisons writes a new folder")
+    keep = [i for i, (y, yp) in enumerate(zip(rows["y"], rows["y_prime"])) if y.strip() and yp.strip()]
+    dropped = len(rows["y"]) - len(keep)
+    rows = {c: [rows[c][i] for i in keep] for c in ("prompt", "y", "y_prime", "policy_y", "policy_y_prime",
+                                                   "label", "p")}
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(MANIFEST))
+    name = COMPARISON_FILES[split][0]
+    with (tmp / name).open("a", encoding="utf-8") as f:
+        for r in _comparison_records(rows, manifest["task"]["labels_per_pair"], split, "policies"):
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    writers = rows["policy_y"] + rows["policy_y_prime"]
+    manifest["rows"][name] = sum(1 for _ in (tmp / name).open(encoding="utf-8"))
+    manifest["policy_comparisons"] = {"source": str(src), "split": split, "pairs": len(keep),
+                                      "with_an_empty_summary": dropped,
+                                      "summaries_by_policy": {w: writers.count(w) for w in sorted(set(writers))}}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.rename(out)
     return manifest
 
 
