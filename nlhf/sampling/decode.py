@@ -102,6 +102,15 @@ def _mixing_rows(beta_row: Tensor):
     return slice(s0, s0 + n) if int(sel[-1]) == s0 + n - 1 else sel
 
 
+def _next_token(mixed: Tensor, temperature: float, generator) -> tuple[Tensor, Tensor]:
+    """The log-probabilities of the distribution a token is drawn from (``mixed`` at ``temperature``) and the token:
+    the argmax at temperature 0, else a draw from ``generator``."""
+    if temperature == 0:
+        return torch.log_softmax(mixed, -1), mixed.argmax(-1)
+    logp = torch.log_softmax(mixed / temperature if temperature != 1.0 else mixed, -1)
+    return logp, sample_categorical(logp, generator)
+
+
 def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, temperature, eos_token_id,
               pad_token_id, generator, cached: bool, logprobs: bool) -> Generation:
     """The decode loop, the same for every backend: mix the two models' next-token logits row by row, sample,
@@ -129,13 +138,7 @@ def _generate(policy, prompt_ids, prompt_mask, *, ref, beta, max_new_tokens, tem
         lp = logits[0]
         lr = logits[1] if use_ref else None
         mixed = _mix_rows(lp, lr, ref_rows, b_ref) if use_ref else lp
-        if temperature == 0:
-            logp = torch.log_softmax(mixed, -1)
-            tok = mixed.argmax(-1)
-        else:
-            logp = torch.log_softmax(mixed / temperature if temperature != 1.0 else mixed, -1)
-            tok = sample_categorical(logp, generator)
-
+        logp, tok = _next_token(mixed, temperature, generator)
         alive = ~finished
         tok = torch.where(alive, tok, pad)
         if logprobs:

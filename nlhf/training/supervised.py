@@ -82,9 +82,8 @@ def fit(
           f"must be a multiple of the number of processes ({world}), got {cfg.batch_size}")
     log, start = _resume(state_path, fingerprint, model, opt, sched, gen, accelerator, desc)
     model.train()
-    running, n_running = 0.0, 0
+    running, n_running, last_loss = 0.0, 0, float("nan")
     progress = Progress(desc, cfg.steps, start, enabled=accelerator.is_local_main_process)
-    last_loss = float("nan")
     for step in range(start, cfg.steps):
         idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
         # data parallel: every rank draws the same batch (same generator) and takes its own 1/world share, so N
@@ -101,10 +100,7 @@ def fit(
             last_loss = running / n_running
             running, n_running = 0.0, 0
         if eval_fn is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-            model.eval()
-            with torch.no_grad():
-                log["eval"].append({"step": done, **eval_fn(accelerator.unwrap_model(model))})
-            model.train()
+            log["eval"].append({"step": done, **_evaluate(eval_fn, model, accelerator)})
         if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and accelerator.is_main_process:
             save_state(state_path, {
                 "model": accelerator.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
@@ -114,6 +110,15 @@ def fit(
         progress.update(done, loss=last_loss)
     model.eval()
     return log
+
+
+def _evaluate(eval_fn: Callable[[torch.nn.Module], dict], model, accelerator: Accelerator) -> dict:
+    """``eval_fn`` of the unwrapped model in eval mode without gradients; the model is back in train mode after."""
+    model.eval()
+    with torch.no_grad():
+        out = eval_fn(accelerator.unwrap_model(model))
+    model.train()
+    return out
 
 
 def _resume(state_path, fingerprint: str, model, opt, sched, gen: torch.Generator, accelerator: Accelerator,
